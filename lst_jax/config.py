@@ -1,0 +1,147 @@
+"""Experiment configs (ml_collections) -> checked, typed settings for each part.
+
+An experiment file in experiments/ returns a ConfigDict with sections
+`model`, `data`, `optim`, `train`, `mesh`. Everything is checked here before
+anything compiles: an unknown key, a value of the wrong type or a value
+outside its choices raises ConfigError naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import ml_collections
+
+from lst_jax.data import patching
+from lst_jax.data.pipeline import PipelineConfig
+from lst_jax.model.attention import IMPLEMENTATIONS
+from lst_jax.model.config import DTYPES, ModelConfig
+from lst_jax.model.factory import MODELS
+from lst_jax.train.optimizer import OptimizerConfig
+
+
+class ConfigError(ValueError):
+  """An experiment config is invalid; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  steps: int = 1000
+  log_every: int = 10
+  checkpoint_every: int = 100
+  keep_checkpoints: int = 3
+  eval_every: int = 0          # 0: evaluate only before the first and after the last step
+  eval_batches: int = 0        # 0: the whole held-out split
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  data: int = -1               # -1: all devices left over
+  fsdp: int = 1
+  tensor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  dir: str = "data/demo"
+  batch_size: int = 8          # global rows per step
+  max_tokens: int = 768
+  max_patches: int = 256
+  patching: str = patching.STATIC
+  patch_size: int = 4
+  max_patch_len: int = 4
+  speech_weight: float = 0.33
+  text_weight: float = 0.67
+  packing_bins: int = 8
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  model: ModelConfig
+  data: DataConfig
+  optim: OptimizerConfig
+  train: TrainConfig
+  mesh: MeshConfig
+
+
+CHOICES = {
+    ("model", "kind"): tuple(MODELS),
+    ("model", "dtype"): tuple(DTYPES),
+    ("model", "attention"): IMPLEMENTATIONS,
+    ("data", "patching"): (patching.STATIC, patching.ALIGNED),
+}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimizerConfig,
+            "train": TrainConfig, "mesh": MeshConfig}
+POSITIVE = {("data", "batch_size"), ("data", "max_tokens"), ("data", "max_patches"), ("data", "patch_size"),
+            ("data", "max_patch_len"), ("train", "steps"), ("train", "log_every"),
+            ("train", "checkpoint_every"), ("train", "keep_checkpoints"), ("model", "d_global"),
+            ("model", "global_layers"), ("model", "global_heads"), ("model", "d_local"),
+            ("model", "local_heads"), ("model", "cross_attn_k"), ("model", "window"),
+            ("optim", "learning_rate")}
+
+
+def _check_type(section: str, key: str, value, expected):
+  name = f"config.{section}.{key}"
+  if expected is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if expected is bool or isinstance(value, bool):
+    ok = isinstance(value, bool) and expected is bool
+  else:
+    ok = isinstance(value, expected)
+  if not ok:
+    raise ConfigError(f"{name} must be of type {expected.__name__}, got {type(value).__name__} {value!r}")
+  return value
+
+
+def _section(section: str, cls, cd: ml_collections.ConfigDict, **extra):
+  hints = typing.get_type_hints(cls)
+  allowed = {f.name for f in dataclasses.fields(cls)} - set(extra)
+  values = dict(extra)
+  for key, value in cd.items():
+    if key not in allowed:
+      raise ConfigError(f"unknown key config.{section}.{key}; allowed keys: {', '.join(sorted(allowed))}")
+    expected = hints[key]
+    expected = typing.get_origin(expected) or expected
+    value = _check_type(section, key, value, expected)
+    choices = CHOICES.get((section, key))
+    if choices is not None and value not in choices:
+      raise ConfigError(f"config.{section}.{key}={value!r} is not one of {', '.join(map(repr, choices))}")
+    if (section, key) in POSITIVE and not value > 0:
+      raise ConfigError(f"config.{section}.{key} must be positive, got {value!r}")
+    values[key] = value
+  return cls(**values)
+
+
+def parse(config: ml_collections.ConfigDict, vocab_size: int = 0) -> Experiment:
+  """Checks a ConfigDict and returns typed sections (model.vocab_size from the dataset)."""
+  unknown = set(config.keys()) - set(SECTIONS)
+  if unknown:
+    raise ConfigError(f"unknown config section(s) {sorted(unknown)}; allowed: {sorted(SECTIONS)}")
+  get = lambda name: config.get(name, ml_collections.ConfigDict())
+  exp = Experiment(
+      model=_section("model", ModelConfig, get("model"), vocab_size=vocab_size),
+      data=_section("data", DataConfig, get("data")),
+      optim=_section("optim", OptimizerConfig, get("optim"), total_steps=0),
+      train=_section("train", TrainConfig, get("train")),
+      mesh=_section("mesh", MeshConfig, get("mesh")))
+  exp = dataclasses.replace(exp, optim=dataclasses.replace(exp.optim, total_steps=exp.train.steps))
+  d, m = exp.data, exp.model
+  limit = d.patch_size if d.patching == patching.STATIC else d.max_patch_len
+  if m.kind == "lst" and limit > m.max_patch_len:
+    raise ConfigError(f"data patches can be {limit} tokens long but config.model.max_patch_len="
+                      f"{m.max_patch_len}; raise model.max_patch_len to at least {limit}")
+  if d.max_patches > d.max_tokens:
+    raise ConfigError(f"config.data.max_patches={d.max_patches} exceeds max_tokens={d.max_tokens}")
+  if m.d_local % m.local_heads or m.d_global % m.global_heads:
+    raise ConfigError("config.model.d_local / d_global must be divisible by local_heads / global_heads")
+  return exp
+
+
+def pipeline_config(d: DataConfig, local_batch: int) -> PipelineConfig:
+  return PipelineConfig(batch_size=local_batch, max_tokens=d.max_tokens, max_patches=d.max_patches,
+                        patching=d.patching, patch_size=d.patch_size, max_patch_len=d.max_patch_len,
+                        speech_weight=d.speech_weight, text_weight=d.text_weight,
+                        packing_bins=d.packing_bins, seed=d.seed)

@@ -1,0 +1,1 @@
+"""Flax NNX modules: encoder-patcher, global latent transformer, local decoder, baseline."""

@@ -1,0 +1,24 @@
+"""The baseline: the global transformer run directly over all tokens (paper.md sec. 2)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from lst_jax.model.config import ModelConfig
+from lst_jax.model.layers import Embed, Linear
+from lst_jax.model.transformer import Transformer
+
+
+class Baseline(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    dt = cfg.compute_dtype
+    self.embed = Embed(cfg.vocab_size, cfg.d_global, rngs=rngs, dtype=dt)
+    self.body = Transformer(cfg.d_global, cfg.global_heads, cfg.global_layers, cfg.mlp_dim(cfg.d_global),
+                            rngs=rngs, dtype=dt, rope_theta=cfg.rope_theta, implementation=cfg.attention)
+    self.head = Linear(cfg.d_global, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dt)
+
+  def __call__(self, batch):
+    h_BTD = self.body(self.embed(batch["tokens"]), batch["token_pos"], batch["token_segment"])
+    return self.head(h_BTD).astype(jnp.float32)

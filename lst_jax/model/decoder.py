@@ -1,0 +1,59 @@
+"""The local speech decoder: token states cross-attend to global patch states.
+
+Causality rule (paper.md sec. 2): a token whose target lies in patch j may use
+the global states of patches < j, and local states of tokens up to itself.
+The global state of patch j-1 has seen every patch before j, so each token
+gathers the k vectors of exactly that patch (`context_patch`) and never builds
+a [T x P] mask.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from lst_jax.model.config import ModelConfig
+from lst_jax.model.layers import Linear, RMSNorm
+from lst_jax.model.patcher import CrossAttention
+from lst_jax.model.transformer import Block
+
+
+def context_patch(token_patch_BT, token_segment_BT):
+  """int32 [B, T]: the patch whose global state token t may read: patch(t + 1) - 1.
+
+  Where t has no next token in its document (EOS, padding, a row's end) it reads
+  its own patch's predecessor; its prediction is never scored.
+  """
+  next_patch = jnp.concatenate([token_patch_BT[:, 1:], token_patch_BT[:, -1:]], axis=1)
+  next_segment = jnp.concatenate([token_segment_BT[:, 1:], jnp.zeros_like(token_segment_BT[:, :1])], axis=1)
+  has_next = next_segment == token_segment_BT
+  return jnp.maximum(jnp.where(has_next, next_patch, token_patch_BT) - 1, 0)
+
+
+class LocalDecoder(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    d, dt, k = cfg.d_local, cfg.compute_dtype, cfg.cross_attn_k
+    self.cfg = cfg
+    self.from_global = Linear(cfg.d_global, k * d, ("embed", "mlp"), rngs=rngs, dtype=dt)
+    self.cross = nnx.List([
+        CrossAttention(d, cfg.local_heads, rngs=rngs, dtype=dt, implementation=cfg.attention)
+        for _ in range(cfg.decoder_layers)])
+    self.layers = nnx.List([
+        Block(d, cfg.local_heads, cfg.mlp_dim(d), rngs=rngs, dtype=dt, rope_theta=cfg.local_rope_theta,
+              implementation=cfg.attention) for _ in range(cfg.decoder_layers)])
+    self.norm = RMSNorm(d, rngs=rngs)
+    self.head = Linear(d, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dt)
+
+  def __call__(self, h_BTD, global_BPG, batch, local_mask_BTT):
+    """Token states [B, T, d_local] and global outputs [B, P, d_global] -> fp32 logits [B, T, V]."""
+    cfg = self.cfg
+    b, t, d = h_BTD.shape
+    kv_BPKD = self.from_global(global_BPG).reshape(b, -1, cfg.cross_attn_k, d)
+    ctx_BT = context_patch(batch["token_patch"], batch["token_segment"])
+    kv_BTKD = jnp.take_along_axis(kv_BPKD, ctx_BT[:, :, None, None], axis=1)
+    mask_BT1K = jnp.ones((b, t, 1, cfg.cross_attn_k), bool)
+    for cross, layer in zip(self.cross, self.layers):
+      h_BTD = h_BTD + cross(h_BTD[:, :, None, :], kv_BTKD, mask_BT1K)[:, :, 0, :]
+      h_BTD = layer(h_BTD, batch["token_pos"], local_mask_BTT)
+    return self.head(self.norm(h_BTD)).astype(jnp.float32)

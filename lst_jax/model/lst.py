@@ -1,0 +1,29 @@
+"""The Latent Speech-Text Transformer: encoder-patcher -> global latent transformer -> local decoder."""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from lst_jax.model import attention as attn
+from lst_jax.model.config import ModelConfig
+from lst_jax.model.decoder import LocalDecoder
+from lst_jax.model.patcher import EncoderPatcher
+from lst_jax.model.transformer import Transformer
+
+
+class LST(nnx.Module):
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.encoder = EncoderPatcher(cfg, rngs=rngs)
+    self.latent = Transformer(cfg.d_global, cfg.global_heads, cfg.global_layers, cfg.mlp_dim(cfg.d_global),
+                              rngs=rngs, dtype=cfg.compute_dtype, rope_theta=cfg.rope_theta,
+                              implementation=cfg.attention)
+    self.decoder = LocalDecoder(cfg, rngs=rngs)
+    self.window = cfg.window
+
+  def __call__(self, batch):
+    """A packed batch (see lst_jax.data.packing.finalize_row) -> fp32 logits [B, T, V]."""
+    local_mask_BTT = attn.document_causal_mask(batch["token_segment"], self.window)
+    h_BTD, patches_BPG = self.encoder(batch, local_mask_BTT)
+    global_BPG = self.latent(patches_BPG, batch["patch_pos"], batch["patch_segment"])
+    return self.decoder(h_BTD, global_BPG, batch, local_mask_BTT)

@@ -1,0 +1,65 @@
+"""Pre-norm transformer blocks (RMSNorm, RoPE self-attention, SwiGLU) and stacks of them.
+
+Used by the global latent transformer, the baseline, and the local encoder and
+decoder layers; only the mask and RoPE theta differ.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from lst_jax.model import attention as attn
+from lst_jax.model.layers import Linear, RMSNorm, SwiGLU, rope
+
+
+class SelfAttention(nnx.Module):
+
+  def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
+               rope_theta: float = 1e4, implementation: str = "reference"):
+    if dim % heads:
+      raise ValueError(f"model dim {dim} is not divisible by {heads} heads")
+    self.heads, self.head_dim = heads, dim // heads
+    self.q = Linear(dim, dim, ("embed", "heads"), rngs=rngs, dtype=dtype)
+    self.k = Linear(dim, dim, ("embed", "heads"), rngs=rngs, dtype=dtype)
+    self.v = Linear(dim, dim, ("embed", "heads"), rngs=rngs, dtype=dtype)
+    self.o = Linear(dim, dim, ("heads", "embed"), rngs=rngs, dtype=dtype)
+    self.rope_theta, self.implementation = rope_theta, implementation
+
+  def __call__(self, x_BTD, pos_BT, mask_BTT):
+    split = lambda y: y.reshape(y.shape[:-1] + (self.heads, self.head_dim))
+    q = rope(split(self.q(x_BTD)), pos_BT, self.rope_theta)
+    k = rope(split(self.k(x_BTD)), pos_BT, self.rope_theta)
+    out_BTNH = attn.attention(q, k, split(self.v(x_BTD)), mask_BTT, self.implementation)
+    return self.o(out_BTNH.reshape(x_BTD.shape))
+
+
+class Block(nnx.Module):
+
+  def __init__(self, dim: int, heads: int, mlp_dim: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
+               rope_theta: float = 1e4, implementation: str = "reference"):
+    self.attn_norm = RMSNorm(dim, rngs=rngs)
+    self.attn = SelfAttention(dim, heads, rngs=rngs, dtype=dtype, rope_theta=rope_theta,
+                              implementation=implementation)
+    self.mlp_norm = RMSNorm(dim, rngs=rngs)
+    self.mlp = SwiGLU(dim, mlp_dim, rngs=rngs, dtype=dtype)
+
+  def __call__(self, x_BTD, pos_BT, mask_BTT):
+    x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), pos_BT, mask_BTT)
+    return x_BTD + self.mlp(self.mlp_norm(x_BTD))
+
+
+class Transformer(nnx.Module):
+  """A stack of blocks with a final norm: the global latent transformer, or the baseline's body."""
+
+  def __init__(self, dim: int, heads: int, layers: int, mlp_dim: int, *, rngs: nnx.Rngs,
+               dtype=jnp.float32, rope_theta: float = 5e5, implementation: str = "reference"):
+    self.blocks = nnx.List([Block(dim, heads, mlp_dim, rngs=rngs, dtype=dtype, rope_theta=rope_theta,
+                                  implementation=implementation) for _ in range(layers)])
+    self.norm = RMSNorm(dim, rngs=rngs)
+
+  def __call__(self, x_BTD, pos_BT, segment_BT):
+    mask_BTT = attn.document_causal_mask(segment_BT)
+    for block in self.blocks:
+      x_BTD = block(x_BTD, pos_BT, mask_BTT)
+    return self.norm(x_BTD)

@@ -1,0 +1,100 @@
+"""Device mesh and logical-axis sharding rules.
+
+Every parameter carries logical axis names (`axes` metadata, e.g. ("embed",
+"mlp")); a rules table maps each logical name to mesh axes of the
+("data", "fsdp", "tensor") mesh. A dimension that the mapped mesh axes do not
+divide stays replicated, so small test models shard on any mesh.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+from absl import logging
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+# logical name -> mesh axes (None: replicated).
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("vocab", "tensor"),
+    ("norm", None),
+)
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence | None = None) -> Mesh:
+  """A ("data", "fsdp", "tensor") mesh; -1 on `data` takes the devices left over.
+
+  A mesh smaller than the device count uses the first devices (with a warning).
+
+  Axis types are explicit (Auto) since jax.make_mesh's default changed across versions.
+  """
+  devices = list(devices) if devices is not None else jax.devices()
+  if data == -1:
+    if len(devices) % (fsdp * tensor):
+      raise ValueError(f"{len(devices)} devices are not divisible by fsdp*tensor={fsdp * tensor}")
+    data = len(devices) // (fsdp * tensor)
+  need = data * fsdp * tensor
+  if need > len(devices) or need < 1:
+    raise ValueError(f"mesh data={data} x fsdp={fsdp} x tensor={tensor} needs "
+                     f"{need} devices, but {len(devices)} are available")
+  if need < len(devices):
+    logging.warning("mesh uses %d of the %d devices", need, len(devices))
+    devices = devices[:need]
+  return jax.make_mesh((data, fsdp, tensor), MESH_AXES, axis_types=(AxisType.Auto,) * 3,
+                       devices=devices)
+
+
+def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules=DEFAULT_RULES) -> PartitionSpec:
+  """PartitionSpec for one array from its logical axes; undivisible dims stay replicated."""
+  table = dict(rules)
+  used: set[str] = set()
+  spec = []
+  for name, dim in zip(axes, shape):
+    mesh_axes = table.get(name) if name is not None else None
+    if isinstance(mesh_axes, str):
+      mesh_axes = (mesh_axes,)
+    mesh_axes = tuple(a for a in (mesh_axes or ()) if a not in used and mesh.shape[a] > 1)
+    size = math.prod(mesh.shape[a] for a in mesh_axes)
+    if not mesh_axes or dim % size:
+      spec.append(None)
+      continue
+    used.update(mesh_axes)
+    spec.append(mesh_axes[0] if len(mesh_axes) == 1 else mesh_axes)
+  return PartitionSpec(*spec)
+
+
+def param_shardings(abstract_state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES):
+  """NamedShardings for a (possibly abstract) parameter state, from each Param's `axes`.
+
+  The result has the state's own tree structure (each Variable holding a
+  NamedSharding), so it lines up with the parameters and with optimizer state.
+  """
+  def one(var):
+    axes = var.get_metadata().get("axes") or (None,) * len(var.shape)
+    return var.replace(NamedSharding(mesh, logical_to_spec(axes, var.shape, mesh, rules)))
+  return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Rows split over the data-parallel axes; everything else replicated."""
+  return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def global_batch(local: dict, mesh: Mesh) -> dict:
+  """Assembles each process's rows into global jax.Arrays sharded over the batch axes."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}

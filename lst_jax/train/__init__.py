@@ -1,0 +1,1 @@
+"""Optimizer, losses, train step, checkpoints, metrics and the training loop."""

@@ -1,0 +1,35 @@
+"""AdamW with linear warmup, cosine decay and global-norm clipping (paper.md sec. 5)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  learning_rate: float = 4e-4
+  warmup_steps: int = 2000
+  total_steps: int = 200_000
+  final_lr_fraction: float = 0.01   # cosine decays to this fraction of the peak
+  b1: float = 0.9
+  b2: float = 0.95
+  weight_decay: float = 0.1
+  clip_norm: float = 1.0
+
+
+def schedule(cfg: OptimizerConfig) -> optax.Schedule:
+  warmup = min(cfg.warmup_steps, max(cfg.total_steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=warmup,
+      decay_steps=max(cfg.total_steps, warmup + 1), end_value=cfg.learning_rate * cfg.final_lr_fraction)
+
+
+def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
+  """Weight decay applies to matrices only, not to norm scales."""
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+  return optax.chain(
+      optax.clip_by_global_norm(cfg.clip_norm),
+      optax.adamw(schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask))

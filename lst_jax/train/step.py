@@ -1,0 +1,94 @@
+"""The train state, its shardings, and the jitted train and eval steps.
+
+The model is split into a static graph definition and a parameter state; the
+steps are plain `jax.jit` functions of (state, batch) with explicit in/out
+shardings, and the train step donates the old state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from lst_jax import sharding
+from lst_jax import vocab as vocab_lib
+from lst_jax.model.config import ModelConfig
+from lst_jax.model.factory import build_model
+from lst_jax.train import losses
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: nnx.State
+  opt_state: Any
+
+
+def _is_var(x) -> bool:
+  return isinstance(x, nnx.Variable)
+
+
+def abstract_state(model_cfg: ModelConfig, optimizer: optax.GradientTransformation, seed: int):
+  """(graphdef, abstract TrainState) without allocating any parameter."""
+  graphdef, params = nnx.split(nnx.eval_shape(lambda: build_model(model_cfg, seed)), nnx.Param)
+  opt_state = jax.eval_shape(optimizer.init, params)
+  return graphdef, TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, opt_state=opt_state)
+
+
+def state_shardings(abstract: TrainState, optimizer: optax.GradientTransformation, mesh: Mesh, rules):
+  """Parameters by their logical axes; optimizer moments like their parameters; scalars replicated."""
+  params = sharding.param_shardings(abstract.params, mesh, rules)
+  rep = sharding.replicated(mesh)
+  opt = optax.tree_map_params(optimizer, lambda _, s: s, abstract.opt_state, params,
+                              transform_non_params=lambda _: rep, is_leaf=_is_var)
+  return TrainState(step=rep, params=params, opt_state=opt)
+
+
+def init_state(model_cfg: ModelConfig, optimizer, shardings: TrainState, seed: int) -> TrainState:
+  """Initializes parameters directly into their shardings (never whole on one host)."""
+  def init():
+    params = nnx.state(build_model(model_cfg, seed), nnx.Param)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+  return jax.jit(init, out_shardings=shardings)()
+
+
+def make_loss_fn(graphdef, vocab: vocab_lib.Vocab):
+  """loss_fn(params, batch) -> (mean loss over all targets of the global batch, loss sums)."""
+  def loss_fn(params, batch):
+    sums = losses.loss_sums(nnx.merge(graphdef, params)(batch), batch, vocab)
+    return losses.mean_losses(sums)["loss"], sums
+  return loss_fn
+
+
+def make_train_step(graphdef, optimizer, vocab: vocab_lib.Vocab, shardings: TrainState, mesh: Mesh,
+                    lr_schedule: optax.Schedule):
+  """jit(step)(state, batch) -> (state, metrics): one AdamW update on the global batch."""
+  loss_fn = make_loss_fn(graphdef, vocab)
+
+  def step(state: TrainState, batch):
+    (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {**losses.mean_losses(sums), "grad_norm": optax.tree.norm(grads),
+               "lr": lr_schedule(state.step), "target_tokens": sums["all_count"],
+               "real_tokens": jnp.sum(batch["token_segment"] > 0).astype(jnp.float32),
+               "real_patches": jnp.sum(batch["patch_segment"] > 0).astype(jnp.float32)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  rep = sharding.replicated(mesh)
+  return jax.jit(step, in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(shardings, rep), donate_argnums=0)
+
+
+def make_eval_step(graphdef, vocab: vocab_lib.Vocab, shardings: TrainState, mesh: Mesh):
+  """jit(eval)(params, batch) -> loss sums and counts per modality."""
+  def evaluate(params, batch):
+    return losses.loss_sums(nnx.merge(graphdef, params)(batch), batch, vocab)
+  return jax.jit(evaluate, in_shardings=(shardings.params, sharding.batch_sharding(mesh)),
+                 out_shardings=sharding.replicated(mesh))

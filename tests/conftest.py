@@ -1,0 +1,37 @@
+"""Test setup: 8 fake CPU devices (set before jax is imported), a small random
+dataset in the real on-disk format, and a tiny experiment config."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import ml_collections  # noqa: E402
+import pytest  # noqa: E402
+
+from lst_jax.data import synthetic  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+  return synthetic.make_dataset(str(tmp_path_factory.mktemp("synthetic")), num_speech=48, num_text=48,
+                                num_units=40, text_vocab=60, heldout=8, seed=0)
+
+
+def tiny_config(data_dir: str, kind: str = "lst") -> ml_collections.ConfigDict:
+  """A ~0.2M-parameter experiment that compiles and steps in seconds."""
+  c = ml_collections.ConfigDict()
+  c.model = dict(kind=kind, d_global=64, global_layers=2, global_heads=4, d_local=32, local_heads=2,
+                 encoder_layers=1, decoder_layers=1, cross_attn_k=2, window=64, max_patch_len=4)
+  c.data = dict(dir=data_dir, batch_size=8, max_tokens=128, max_patches=48, patch_size=4,
+                speech_weight=0.5, text_weight=0.5, packing_bins=4)
+  c.optim = dict(learning_rate=3e-3, warmup_steps=2)
+  c.train = dict(steps=6, log_every=2, checkpoint_every=2, keep_checkpoints=2)
+  c.mesh = dict(data=1, fsdp=1, tensor=1)
+  return c
+
+
+@pytest.fixture
+def config(dataset):
+  return tiny_config(dataset.dir)

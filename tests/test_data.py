@@ -1,0 +1,183 @@
+"""Interleaving, patching and packing: the invariants the model relies on."""
+
+import chex
+import numpy as np
+import pytest
+
+from lst_jax import vocab as vocab_lib
+from lst_jax.data import interleave, packing, patching, pipeline, records, synthetic
+
+VOCAB = vocab_lib.Vocab(text_size=60, num_units=40)
+
+
+def _speech(rng, n=20):
+  return [synthetic.random_speech_record(rng, f"u{i}", 40, 60) for i in range(n)]
+
+
+def test_vocab_layout_is_disjoint():
+  v = VOCAB
+  assert v.text(np.array([0, 59])).tolist() == [3, 62]
+  assert v.text_mode == 63 and v.speech_mode == 64 and v.unit_offset == 65 and v.size == 105
+  ids = np.arange(v.size)
+  assert not np.any(v.is_text(ids) & v.is_speech(ids))
+  assert v.is_text(ids).sum() == 60 and v.is_speech(ids).sum() == 40
+
+
+@pytest.mark.parametrize("starts_with", ["text", "speech"])
+def test_interleave_keeps_every_word_unit_and_silence(starts_with):
+  """Each word appears once, as text or as speech; speech spans cover all units of their words
+  and the silences between them; nothing of the utterance is dropped at its start."""
+  rng = np.random.default_rng(1)
+  for rec in _speech(rng, 30):
+    for seed in range(40):
+      draw = np.random.default_rng(seed)
+      spans = interleave.draw_spans(rec.num_words, np.random.default_rng(seed), interleave.InterleaveConfig())
+      if spans[0][0] != starts_with:
+        continue
+      seq = interleave.interleave(rec, VOCAB, draw)
+      assert seq.tokens[0] == vocab_lib.BOS and seq.tokens[-1] == vocab_lib.EOS
+      covered = np.zeros(rec.num_words, bool)
+      expected_text, expected_units = [], []
+      for modality, a, b in spans:
+        assert not covered[a:b].any()
+        covered[a:b] = True
+        if modality == "text":
+          expected_text += VOCAB.text(rec.text_ids[rec.word_offsets[a]:rec.word_offsets[b]]).tolist()
+        else:
+          s, e = interleave.speech_span_units(rec.word_spans, len(rec.units), a, b)
+          assert s <= rec.word_spans[a, 0] and e >= rec.word_spans[b - 1, 1]
+          expected_units += VOCAB.units(rec.units[s:e]).tolist()
+      assert covered.all()
+      assert seq.tokens[VOCAB.is_text(seq.tokens)].tolist() == expected_text
+      assert seq.tokens[VOCAB.is_speech(seq.tokens)].tolist() == expected_units
+      # Consecutive speech spans tile the utterance's units: every unit of words in
+      # speech spans, plus the silence halves at span boundaries, appears once.
+      modes = seq.tokens[(seq.tokens == VOCAB.text_mode) | (seq.tokens == VOCAB.speech_mode)]
+      assert len(modes) == len(spans)
+      assert [m == VOCAB.speech_mode for m in modes] == [s[0] == "speech" for s in spans]
+
+
+def test_interleave_span_lengths_follow_recipe():
+  rng = np.random.default_rng(0)
+  cfg = interleave.InterleaveConfig()
+  for w in (3, 8, 20, 60):
+    for _ in range(50):
+      spans = interleave.draw_spans(w, rng, cfg)
+      assert [m for m, _, _ in spans][1::2] == [("speech" if spans[0][0] == "text" else "text")] * len(spans[1::2])
+      cap = max(1, min(30, int(0.6 * w)))
+      for i, (m, a, b) in enumerate(spans):
+        if m == "text":
+          assert b - a <= cap
+          assert b - a >= min(5, cap) or b == w
+        elif i > 0 and b < w:
+          prev = spans[i - 1][2] - spans[i - 1][1]
+          assert b - a == max(2, round(0.5 * prev))
+
+
+def test_text_record_is_one_text_span():
+  rec = synthetic.random_text_record(np.random.default_rng(0), "t", 60)
+  seq = interleave.interleave(rec, VOCAB, np.random.default_rng(0))
+  assert seq.tokens.tolist() == [vocab_lib.BOS, VOCAB.text_mode, *VOCAB.text(rec.text_ids).tolist(), vocab_lib.EOS]
+
+
+@pytest.mark.parametrize("p", [1, 2, 4, 5])
+def test_static_patches_follow_rule_and_stay_in_one_modality(p):
+  rng = np.random.default_rng(p)
+  for rec in _speech(rng):
+    seq = interleave.interleave(rec, VOCAB, rng)
+    starts = patching.static_patch_starts(seq.is_speech, p)
+    ids = np.cumsum(starts) - 1
+    lengths = patching.patch_lengths(starts)
+    assert lengths.sum() == len(seq.tokens)
+    for j, length in enumerate(lengths):
+      members = np.flatnonzero(ids == j)
+      kinds = seq.is_speech[members]
+      assert kinds.all() or (not kinds.any() and length == 1)  # text-side patches have length 1
+      if kinds.all():
+        assert length <= p
+    # Inside each speech run: all patches have length p except the run's last.
+    run_starts = np.flatnonzero(patching.speech_run_starts(seq.is_speech))
+    for s in run_starts:
+      e = s
+      while e < len(seq.is_speech) and seq.is_speech[e]:
+        e += 1
+      np.testing.assert_array_equal(np.flatnonzero(starts[s:e]), np.arange(0, e - s, p))
+
+
+def test_aligned_patches_start_at_words_and_respect_max_len():
+  rng = np.random.default_rng(3)
+  for rec in _speech(rng):
+    seq = interleave.interleave(rec, VOCAB, rng)
+    starts = patching.aligned_patch_starts(seq.is_speech, seq.align_start, 3)
+    assert np.all(starts[seq.align_start])
+    assert patching.patch_lengths(starts).max() <= 3
+
+
+def test_document_features_truncate_and_mask():
+  tokens = np.arange(1, 21, dtype=np.int32)
+  starts = np.ones(20, bool)
+  feats, cut = packing.document_features(tokens, starts, max_tokens=50, max_patches=8)
+  assert cut == 12 and len(feats["tokens"]) == 8
+  assert feats["targets"][-1] == vocab_lib.PAD and feats["targets"][:-1].tolist() == tokens[1:8].tolist()
+  feats, cut = packing.document_features(tokens, starts, max_tokens=50, max_patches=50)
+  assert cut == 0 and feats["targets"].tolist() == tokens[1:].tolist() + [vocab_lib.PAD]
+
+
+def test_packed_batches_are_consistent(dataset):
+  cfg = pipeline.PipelineConfig(batch_size=4, max_tokens=128, max_patches=48, speech_weight=0.5, text_weight=0.5)
+  it = iter(pipeline.train_dataset(dataset, cfg))
+  for _ in range(5):
+    b = next(it)
+    chex.assert_shape([b["tokens"], b["targets"], b["token_patch"], b["token_segment"]], (4, 128))
+    chex.assert_shape([b["patch_len"], b["patch_first"], b["patch_segment"]], (4, 48))
+    for r in range(4):
+      seg, tp = b["token_segment"][r], b["token_patch"][r]
+      real = seg > 0
+      n_patches = int((b["patch_segment"][r] > 0).sum())
+      assert b["patch_len"][r].sum() == real.sum()
+      for j in range(n_patches):  # each patch is a contiguous run of one document's tokens
+        first, length = b["patch_first"][r, j], b["patch_len"][r, j]
+        assert (tp[first:first + length] == j).all()
+        assert (seg[first:first + length] == b["patch_segment"][r, j]).all()
+      assert not b["loss_mask"][r][~real].any()
+      # a target is the next token of the same document
+      nxt = np.append(b["tokens"][r, 1:], 0)
+      same = np.append(seg[1:] == seg[:-1], False)
+      m = b["loss_mask"][r]
+      assert (b["targets"][r][m] == nxt[m]).all() and same[m].all()
+
+
+def test_pipeline_is_deterministic_and_resumable(dataset):
+  cfg = pipeline.PipelineConfig(batch_size=2, max_tokens=128, max_patches=48)
+  a = iter(pipeline.train_dataset(dataset, cfg))
+  first = [next(a) for _ in range(3)]
+  state = a.get_state()
+  rest = [next(a) for _ in range(3)]
+  b = iter(pipeline.train_dataset(dataset, cfg))
+  b.set_state(state)
+  for x, y in zip(rest, [next(b) for _ in range(3)]):
+    chex.assert_trees_all_equal(x, y)
+  c = iter(pipeline.train_dataset(dataset, cfg))
+  chex.assert_trees_all_equal(first[0], next(c))
+
+
+def test_eval_batches_cover_split_once(dataset):
+  cfg = pipeline.PipelineConfig(batch_size=4, max_tokens=128, max_patches=48)
+  batches = list(pipeline.eval_batches(dataset, cfg))
+  docs = sum(int(len(np.unique(b["token_segment"][r][b["token_segment"][r] > 0])))
+             for b in batches for r in range(4))
+  assert docs == 16  # 8 held-out utterances + 8 held-out text documents
+
+
+def test_record_roundtrip_and_validation():
+  rec = records.speech_record("x", [[1, 2], [3]], [0, 1, 2, 3, 4, 5], [[0, 2], [3, 6]])
+  back = records.decode(records.encode(rec))
+  chex.assert_trees_all_equal(back.text_ids, rec.text_ids)
+  chex.assert_trees_all_equal(back.word_spans, rec.word_spans)
+  back.validate(num_units=6, text_vocab=4)
+  with pytest.raises(records.RecordError, match="overlap"):
+    records.speech_record("y", [[1], [2]], [0] * 6, [[0, 3], [2, 5]]).validate()
+  with pytest.raises(records.RecordError, match="outside the 6 units"):
+    records.speech_record("y", [[1], [2]], [0] * 6, [[0, 3], [3, 7]]).validate()
+  with pytest.raises(records.RecordError, match="codebook"):
+    records.speech_record("y", [[1]], [0, 9], [[0, 2]]).validate(num_units=5)

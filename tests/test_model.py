@@ -1,0 +1,106 @@
+"""Model shapes, dtypes and causality (by perturbation) for LST and the baseline."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lst_jax import config as config_lib
+from lst_jax.data import pipeline
+from lst_jax.model import attention as attn
+from lst_jax.model.decoder import context_patch
+from lst_jax.model.factory import build_model
+
+
+def _setup(dataset, config, kind, dtype="float32"):
+  config.model.kind = kind
+  config.model.dtype = dtype
+  vocab = pipeline.vocab_of(dataset)
+  exp = config_lib.parse(config, vocab.size)
+  pcfg = config_lib.pipeline_config(exp.data, 4)
+  batch = next(iter(pipeline.train_dataset(dataset, pcfg)))
+  return build_model(exp.model, seed=0), batch, vocab
+
+
+@pytest.mark.parametrize("kind", ["lst", "baseline"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_logits_shape_and_dtype(dataset, config, kind, dtype):
+  model, batch, vocab = _setup(dataset, config, kind, dtype)
+  logits = nnx.jit(lambda m, b: m(b))(model, batch)
+  chex.assert_shape(logits, (4, 128, vocab.size))
+  chex.assert_type(logits, jnp.float32)
+  chex.assert_tree_all_finite(logits)
+  params = nnx.state(model, nnx.Param)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+
+
+def _positions_to_probe(batch, vocab, row):
+  """Token positions to perturb in a row: speech tokens inside patches (first, middle,
+  last of a patch), text tokens, and mode tokens."""
+  seg, tokens, tp = batch["token_segment"][row], batch["tokens"][row], batch["token_patch"][row]
+  real = np.flatnonzero(seg > 0)
+  speech = [t for t in real if tokens[t] >= vocab.unit_offset]
+  picks = set(speech[:: max(1, len(speech) // 6)][:6])
+  picks |= {t for t in real if vocab.text_mode <= tokens[t] <= vocab.speech_mode}
+  picks |= set([t for t in real if 3 <= tokens[t] < vocab.text_mode][:3])
+  # a speech token that is not the first of its patch (pooling sees the whole patch)
+  picks |= set([t for t in speech[1:] if tp[t] == tp[t - 1]][:3])
+  return sorted(int(t) for t in picks if t > 0)[:14]
+
+
+@pytest.mark.parametrize("kind", ["lst", "baseline"])
+def test_causality_by_perturbation(dataset, config, kind):
+  """Changing token t moves no prediction of a target at or before t (the logits at
+  positions < t), nor any prediction of another document; it does move later ones."""
+  model, batch, vocab = _setup(dataset, config, kind)
+  forward = nnx.jit(lambda m, b: m(b))
+  base = np.asarray(forward(model, batch))
+  row = int(np.argmax((batch["tokens"] >= vocab.unit_offset).sum(-1)))  # the most speech
+  probes = _positions_to_probe(batch, vocab, row)
+  assert len(probes) >= 6
+  rng = np.random.default_rng(0)
+  moved_later = 0
+  for t in probes:
+    tokens = batch["tokens"].copy()
+    old = tokens[row, t]
+    lo, hi = (vocab.unit_offset, vocab.size) if old >= vocab.unit_offset else (3, vocab.text_mode)
+    tokens[row, t] = lo + (old - lo + 1 + rng.integers(0, hi - lo - 1)) % (hi - lo)
+    out = np.asarray(forward(model, {**batch, "tokens": tokens}))
+    diff = np.abs(out - base).max(-1)
+    seg = batch["token_segment"][row]
+    np.testing.assert_allclose(diff[row, :t], 0, atol=1e-6, err_msg=f"{kind}: token {t} leaked backwards")
+    other = seg != seg[t]
+    np.testing.assert_allclose(diff[row][other], 0, atol=1e-6, err_msg=f"{kind}: leaked across documents")
+    np.testing.assert_allclose(np.delete(diff, row, axis=0), 0, atol=1e-6, err_msg=f"{kind}: leaked across rows")
+    moved_later += bool(diff[row, t] > 1e-4)
+  assert moved_later == len(probes), "perturbations must change the prediction at their own position"
+
+
+def test_context_patch_points_before_target_patch():
+  token_patch = jnp.array([[0, 1, 2, 2, 2, 3, 4, 0, 1, 1, 0, 0]])
+  segment = jnp.array([[1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 0, 0]])
+  ctx = context_patch(token_patch, segment)
+  # token t reads patch(t+1) - 1; the last token of a document reads its own patch - 1.
+  assert ctx.tolist() == [[0, 1, 1, 1, 2, 3, 3, 0, 0, 0, 0, 0]]
+
+
+def test_attention_backends_agree_on_packed_padded_batch():
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=(2, 16, 2, 8)), jnp.float32) for _ in range(3))
+  seg = jnp.array([[1] * 6 + [2] * 7 + [0] * 3, [1] * 16])
+  for window in (None, 4):
+    mask = attn.document_causal_mask(seg, window)
+    ref = attn.attention(q, k, v, mask, "reference")
+    xla = attn.attention(q, k, v, mask, "xla")
+    np.testing.assert_allclose(np.asarray(ref), np.asarray(xla), atol=1e-5)
+    assert np.all(np.asarray(ref)[0, 13:] == 0)  # padding queries give zeros
+    # brute force: softmax over allowed keys only
+    for b, t in [(0, 3), (0, 9), (1, 15)]:
+      allowed = np.asarray(mask[b, t])
+      logits = np.einsum("nh,knh->nk", q[b, t], k[b]) / np.sqrt(8)
+      logits[:, ~allowed] = -np.inf
+      p = np.exp(logits - logits.max(-1, keepdims=True))
+      p /= p.sum(-1, keepdims=True)
+      np.testing.assert_allclose(np.asarray(ref[b, t]), np.einsum("nk,knh->nh", p, v[b]), atol=1e-5)
