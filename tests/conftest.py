@@ -10,7 +10,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import ml_collections  # noqa: E402
 import pytest  # noqa: E402
 
-from lst_jax.data import synthetic  # noqa: E402
+from data_prep import synthetic  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from lst_jax import vocab as vocab_lib
-from lst_jax.data import interleave, packing, patching, pipeline, records, synthetic
+from data_prep import synthetic
+from lst_jax.data import interleave, packing, patching, pipeline, records
 
 VOCAB = vocab_lib.Vocab(text_size=60, num_units=40)
 

@@ -1,0 +1,57 @@
+"""A small random dataset in the real on-disk format, for tests and benchmarks.
+
+Records have the shapes of real data (3-14 words, 1-3 text ids and 3-9 units per
+word, silences between some words) but random content.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from data_prep import shards
+from lst_jax.data import manifest as manifest_lib
+from lst_jax.data import records
+
+
+def random_speech_record(rng: np.random.Generator, id: str, num_units: int, text_vocab: int,
+                         words: tuple[int, int] = (3, 14)) -> records.Record:
+  w = int(rng.integers(words[0], words[1] + 1))
+  text = [rng.integers(0, text_vocab, int(rng.integers(1, 4))).tolist() for _ in range(w)]
+  spans, pos = [], int(rng.integers(0, 4))
+  for _ in range(w):
+    n = int(rng.integers(3, 10))
+    spans.append((pos, pos + n))
+    pos += n + int(rng.integers(0, 4) * (rng.random() < 0.4))
+  total = pos + int(rng.integers(0, 4))
+  return records.speech_record(id, text, rng.integers(0, num_units, total), spans)
+
+
+def random_text_record(rng: np.random.Generator, id: str, text_vocab: int,
+                       words: tuple[int, int] = (5, 40)) -> records.Record:
+  w = int(rng.integers(words[0], words[1] + 1))
+  return records.text_record(id, [rng.integers(0, text_vocab, int(rng.integers(1, 4))).tolist()
+                                  for _ in range(w)])
+
+
+def make_dataset(directory: str, num_speech: int = 64, num_text: int = 64, num_units: int = 50,
+                 text_vocab: int = 100, heldout: int = 16, seed: int = 0) -> manifest_lib.Manifest:
+  """Writes a train and a heldout split of random records plus a manifest."""
+  rng = np.random.default_rng(seed)
+  os.makedirs(directory, exist_ok=True)
+  splits = {}
+  for split, n_speech, n_text in (("train", num_speech, num_text), ("heldout", heldout, heldout)):
+    speech = [random_speech_record(rng, f"{split}-s{i}", num_units, text_vocab) for i in range(n_speech)]
+    text = [random_text_record(rng, f"{split}-t{i}", text_vocab) for i in range(n_text)]
+    splits[split] = {"speech": shards.write_records(directory, split, "speech", speech, 1),
+                     "text": shards.write_records(directory, split, "text", text, 1),
+                     "num_speech": n_speech, "num_text": n_text,
+                     "speech_hours": sum(len(r.units) for r in speech) / 25.0 / 3600}
+  manifest_lib.write_manifest(directory, {
+      "name": "synthetic",
+      "tokenizer": {"path": "none", "sha256": "synthetic", "vocab_size": text_vocab},
+      "units": {"quantizer": "synthetic", "num_units": num_units, "frame_rate": 25.0,
+                "codebook_sha256": "synthetic"},
+      "splits": splits, "build": {"seed": seed}})
+  return manifest_lib.load_manifest(directory)

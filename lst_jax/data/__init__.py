@@ -1,0 +1,1 @@
+"""Records, interleaving, patching, packing and the Grain input pipeline."""

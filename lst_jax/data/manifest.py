@@ -1,0 +1,114 @@
+"""The JSON manifest that describes one prepared dataset directory.
+
+  <dir>/manifest.json
+  {
+    "schema": 1, "name": "demo",
+    "tokenizer": {"path": "tokenizer.model", "sha256": "...", "vocab_size": 1000},
+    "units": {"quantizer": "logmel-kmeans", "num_units": 500, "frame_rate": 25.0,
+              "codebook": "codebook.npy", "codebook_sha256": "...", "features": {...}},
+    "splits": {"train":   {"speech": [shard, ...], "text": [shard, ...],
+                           "num_speech": n, "num_text": n, "speech_hours": h, "voices": [...]},
+               "heldout": {...}},
+    "build": {...}      # free-form: the settings that produced the data (for reuse checks)
+  }
+
+Shard paths are relative to the directory. Training refuses data whose unit or
+tokenizer provenance is missing, since silently mismatched units are the most
+common way spoken-LM pipelines go wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = 1
+
+
+class DataError(ValueError):
+  """The dataset directory is missing, incomplete or inconsistent."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  speech: tuple[str, ...]  # absolute shard paths
+  text: tuple[str, ...]
+  num_speech: int
+  num_text: int
+  speech_hours: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+  dir: str
+  name: str
+  tokenizer_path: str
+  tokenizer_sha256: str
+  text_vocab_size: int
+  num_units: int
+  unit_rate: float
+  units: dict
+  splits: dict[str, Split]
+  raw: dict
+
+  def split(self, name: str) -> Split:
+    if name not in self.splits:
+      raise DataError(f"{self.dir}: no split {name!r}; the manifest has {sorted(self.splits)}")
+    return self.splits[name]
+
+
+def sha256_file(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def write_manifest(directory: str, manifest: dict) -> str:
+  """Writes manifest.json atomically (a reader never sees half a manifest)."""
+  path = os.path.join(directory, MANIFEST)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump({"schema": MANIFEST_SCHEMA, **manifest}, f, indent=2, sort_keys=True)
+  os.replace(tmp, path)
+  return path
+
+
+def load_manifest(directory: str) -> Manifest:
+  """Reads and checks <directory>/manifest.json; raises DataError saying what is wrong."""
+  if not os.path.isdir(directory):
+    raise DataError(f"data directory {directory!r} does not exist; build it first "
+                    f"(the demo: `make data`, or `python -m data_prep.demo --output={directory}`)")
+  path = os.path.join(directory, MANIFEST)
+  if not os.path.isfile(path):
+    raise DataError(f"{directory!r} has no {MANIFEST}: it is not a prepared dataset "
+                    f"(or its preparation did not finish)")
+  try:
+    with open(path) as f:
+      raw = json.load(f)
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path}: not valid JSON ({e})") from e
+  try:
+    if raw.get("schema") != MANIFEST_SCHEMA:
+      raise DataError(f"{path}: schema {raw.get('schema')!r}, this version reads {MANIFEST_SCHEMA}")
+    tok, units = raw["tokenizer"], raw["units"]
+    splits = {}
+    for name, s in raw["splits"].items():
+      shards = {k: tuple(os.path.join(directory, p) for p in s.get(k, [])) for k in ("speech", "text")}
+      for p in shards["speech"] + shards["text"]:
+        if not os.path.isfile(p):
+          raise DataError(f"{path}: split {name!r} lists shard {p}, which does not exist")
+      splits[name] = Split(speech=shards["speech"], text=shards["text"],
+                           num_speech=int(s.get("num_speech", 0)), num_text=int(s.get("num_text", 0)),
+                           speech_hours=float(s.get("speech_hours", 0.0)))
+    return Manifest(dir=directory, name=raw.get("name", os.path.basename(directory)),
+                    tokenizer_path=os.path.join(directory, tok["path"]),
+                    tokenizer_sha256=tok["sha256"], text_vocab_size=int(tok["vocab_size"]),
+                    num_units=int(units["num_units"]), unit_rate=float(units["frame_rate"]),
+                    units=units, splits=splits, raw=raw)
+  except KeyError as e:
+    raise DataError(f"{path}: missing field {e}") from e
