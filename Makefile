@@ -14,7 +14,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: setup train data test clean help
 
 help:
-	@echo "make train [EXP=demo] [WORKDIR=runs/EXP]   train an experiment (prepares demo data first)"
+	@echo "make train [EXP=demo] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
+	@echo "                                            train an experiment (builds the demo data first)"
 	@echo "make test                                   run the test suite"
 	@echo "make data [DATA_DIR=data/demo]              build the demo corpus only"
 
@@ -41,10 +42,11 @@ train: setup
 	@if [ ! -f experiments/$(EXP).py ]; then \
 	  echo "error: unknown experiment EXP=$(EXP); available: $$(ls experiments/*.py | xargs -n1 basename | sed 's/\.py$$//' | grep -v '^_' | tr '\n' ' ')" >&2; exit 2; fi
 	@if [ "$(EXP)" = demo ]; then $(PY) -m data_prep.demo --output=$(DATA_DIR); fi
-	$(PY) -m lst_jax.main --config=experiments/$(EXP).py --workdir=$(WORKDIR)
+	$(PY) -m lst_jax.main --config=experiments/$(EXP).py --workdir=$(WORKDIR) \
+	  $(if $(filter demo,$(EXP)),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
 test: setup
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --durations=10 tests
 
 clean:
 	rm -rf runs

@@ -114,10 +114,13 @@ def test_missing_data_dir_is_a_clear_error(config, tmp_path):
 
 def test_bad_config_values_name_the_key(dataset, config):
   vocab = pipeline.vocab_of(dataset).size
-  config.train.steps = "ten"
+  config.train = {"steps": "ten"}  # as an experiment file could say; overrides are type-checked earlier
   with pytest.raises(config_lib.ConfigError, match=r"config\.train\.steps must be of type int"):
     config_lib.parse(config, vocab)
-  config.train.steps = 5
+  config.train = {"steps": 5, "log_every": 1, "typo_key": 3}
+  with pytest.raises(config_lib.ConfigError, match=r"unknown key config\.train\.typo_key; allowed keys"):
+    config_lib.parse(config, vocab)
+  config.train = {"steps": 5}
   config.model.kind = "gpt"
   with pytest.raises(config_lib.ConfigError, match=r"config\.model\.kind='gpt' is not one of"):
     config_lib.parse(config, vocab)
