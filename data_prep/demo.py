@@ -9,7 +9,7 @@ so a directory with a manifest is always complete. Steps:
   verses (kjv) -> split (corpus) -> tokenizer -> speech + features in worker
   processes (render) -> k-means units fit on train audio (quantizer) ->
   records with word spans (alignment) -> ArrayRecord shards -> manifest;
-see build.py.
+see demo_build.py.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
       print(f"demo data ready at {args.output} (reused: built by another process)")
       return 0
     print(f"building demo data into {args.output} (no finished build with these settings there)")
-    from data_prep import build  # heavy imports (numpy, scipy, sentencepiece, array_record)
+    from data_prep import demo_build as build  # heavy imports (numpy, scipy, sentencepiece, array_record)
     summary = build.build(args.output, settings, workers=args.workers)
   print(f"demo data ready at {args.output}: {summary}")
   return 0

@@ -13,7 +13,8 @@ import typing
 
 import ml_collections
 
-from lst_jax.data import patching
+from lst_jax.data import patching as patching_lib
+from lst_jax.data.patching import PatchingConfig
 from lst_jax.data.pipeline import PipelineConfig
 from lst_jax.model.attention import IMPLEMENTATIONS
 from lst_jax.model.config import DTYPES, ModelConfig
@@ -49,11 +50,16 @@ class DataConfig:
   batch_size: int = 8          # global rows per step
   max_tokens: int = 768
   max_patches: int = 256
-  patching: str = patching.STATIC
-  patch_size: int = 4
-  max_patch_len: int = 4
-  speech_weight: float = 0.33
+  patching: str = patching_lib.STATIC      # static | aligned | mixed | curriculum
+  patch_size: int = 4                  # static p
+  max_patch_len: int = 16              # aligned patches longer than this are split
+  silence: str = patching_lib.SILENCE_SEPARATE
+  mixed_aligned_prob: float = 0.5
+  curriculum_t1: float = 1 / 3         # fractions of training
+  curriculum_t2: float = 2 / 3
+  interleaved_weight: float = 0.33     # mixture of document streams (normalized)
   text_weight: float = 0.67
+  speech_only_weight: float = 0.0
   packing_bins: int = 8
   seed: int = 0
 
@@ -71,7 +77,8 @@ CHOICES = {
     ("model", "kind"): tuple(MODELS),
     ("model", "dtype"): tuple(DTYPES),
     ("model", "attention"): IMPLEMENTATIONS,
-    ("data", "patching"): (patching.STATIC, patching.ALIGNED),
+    ("data", "patching"): patching_lib.STRATEGIES,
+    ("data", "silence"): (patching_lib.SILENCE_SEPARATE, patching_lib.SILENCE_MERGED),
 }
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimizerConfig,
             "train": TrainConfig, "mesh": MeshConfig}
@@ -129,10 +136,18 @@ def parse(config: ml_collections.ConfigDict, vocab_size: int = 0) -> Experiment:
       mesh=_section("mesh", MeshConfig, get("mesh")))
   exp = dataclasses.replace(exp, optim=dataclasses.replace(exp.optim, total_steps=exp.train.steps))
   d, m = exp.data, exp.model
-  limit = d.patch_size if d.patching == patching.STATIC else d.max_patch_len
-  if m.kind == "lst" and limit > m.max_patch_len:
+  limit = patching_config(d).longest_patch()
+  if m.max_patch_len == 0:
+    exp = dataclasses.replace(exp, model=dataclasses.replace(m, max_patch_len=limit))
+  elif m.kind == "lst" and limit > m.max_patch_len:
     raise ConfigError(f"data patches can be {limit} tokens long but config.model.max_patch_len="
                       f"{m.max_patch_len}; raise model.max_patch_len to at least {limit}")
+  if not 0 <= d.curriculum_t1 <= d.curriculum_t2 <= 1:
+    raise ConfigError(f"need 0 <= config.data.curriculum_t1 <= curriculum_t2 <= 1, got "
+                      f"{d.curriculum_t1}, {d.curriculum_t2}")
+  if min(d.interleaved_weight, d.text_weight, d.speech_only_weight) < 0 or not (
+      d.interleaved_weight + d.text_weight + d.speech_only_weight) > 0:
+    raise ConfigError("config.data mixture weights must be >= 0 and not all zero")
   if d.max_patches > d.max_tokens:
     raise ConfigError(f"config.data.max_patches={d.max_patches} exceeds max_tokens={d.max_tokens}")
   if m.d_local % m.local_heads or m.d_global % m.global_heads:
@@ -140,8 +155,14 @@ def parse(config: ml_collections.ConfigDict, vocab_size: int = 0) -> Experiment:
   return exp
 
 
-def pipeline_config(d: DataConfig, local_batch: int) -> PipelineConfig:
+def patching_config(d: DataConfig) -> PatchingConfig:
+  return PatchingConfig(strategy=d.patching, patch_size=d.patch_size, max_patch_len=d.max_patch_len,
+                        silence=d.silence, mixed_aligned_prob=d.mixed_aligned_prob,
+                        curriculum_t1=d.curriculum_t1, curriculum_t2=d.curriculum_t2)
+
+
+def pipeline_config(d: DataConfig, local_batch: int, total_docs: int = 0) -> PipelineConfig:
   return PipelineConfig(batch_size=local_batch, max_tokens=d.max_tokens, max_patches=d.max_patches,
-                        patching=d.patching, patch_size=d.patch_size, max_patch_len=d.max_patch_len,
-                        speech_weight=d.speech_weight, text_weight=d.text_weight,
-                        packing_bins=d.packing_bins, seed=d.seed)
+                        patching=patching_config(d), interleaved_weight=d.interleaved_weight,
+                        text_weight=d.text_weight, speech_only_weight=d.speech_only_weight,
+                        packing_bins=d.packing_bins, seed=d.seed, total_docs=total_docs)

@@ -25,7 +25,7 @@ def tiny_config(data_dir: str, kind: str = "lst") -> ml_collections.ConfigDict:
   c.model = dict(kind=kind, d_global=64, global_layers=2, global_heads=4, d_local=32, local_heads=2,
                  encoder_layers=1, decoder_layers=1, cross_attn_k=2, window=64, max_patch_len=4)
   c.data = dict(dir=data_dir, batch_size=8, max_tokens=128, max_patches=48, patch_size=4,
-                speech_weight=0.5, text_weight=0.5, packing_bins=4)
+                interleaved_weight=0.5, text_weight=0.5, packing_bins=4)
   c.optim = dict(learning_rate=3e-3, warmup_steps=2)
   c.train = dict(steps=6, log_every=2, checkpoint_every=2, keep_checkpoints=2)
   c.mesh = dict(data=1, fsdp=1, tensor=1)

@@ -105,13 +105,51 @@ def test_static_patches_follow_rule_and_stay_in_one_modality(p):
       np.testing.assert_array_equal(np.flatnonzero(starts[s:e]), np.arange(0, e - s, p))
 
 
-def test_aligned_patches_start_at_words_and_respect_max_len():
+def _unit_patches(rec, starts, seq):
+  """The unit ranges [start, end) of the speech patches of a speech-only sequence."""
+  first = np.flatnonzero(starts & seq.is_speech) - 2  # BOS and <s> come before unit 0
+  return list(zip(first, np.append(first[1:], len(rec.units))))
+
+
+@pytest.mark.parametrize("silence", ["separate", "merged"])
+def test_aligned_patches_follow_words_and_silences(silence):
   rng = np.random.default_rng(3)
+  cfg = patching.PatchingConfig(strategy="aligned", max_patch_len=1000, silence=silence)
+  for rec in _speech(rng, 30):
+    seq = interleave.interleave(rec, VOCAB, rng, speech_only=True)
+    patches = _unit_patches(rec, patching.aligned_patch_starts(seq, cfg), seq)
+    spans = rec.word_spans
+    if silence == "separate":  # boundaries are exactly the word starts and ends inside the utterance
+      bounds = set(spans.ravel().tolist()) | {0}
+      expected = sorted(b for b in bounds if b < len(rec.units))
+    else:  # every word but the first starts a patch; silences join the word before
+      expected = [0] + spans[1:, 0].tolist()
+    assert [s for s, _ in patches] == expected
+
+
+def test_aligned_patches_split_long_words_and_stay_in_one_modality():
+  rng = np.random.default_rng(4)
+  cfg = patching.PatchingConfig(strategy="aligned", max_patch_len=3)
   for rec in _speech(rng):
     seq = interleave.interleave(rec, VOCAB, rng)
-    starts = patching.aligned_patch_starts(seq.is_speech, seq.align_start, 3)
-    assert np.all(starts[seq.align_start])
+    starts = patching.aligned_patch_starts(seq, cfg)
+    assert np.all(starts[seq.segment_start]) and np.all(starts[~seq.is_speech])
     assert patching.patch_lengths(starts).max() <= 3
+    ids = np.cumsum(starts) - 1
+    for j in range(ids[-1] + 1):
+      kinds = seq.is_speech[ids == j]
+      assert kinds.all() or not kinds.any()
+
+
+def test_curriculum_probability_schedule():
+  cfg = patching.PatchingConfig(strategy="curriculum", curriculum_t1=0.25, curriculum_t2=0.75)
+  probs = [patching.aligned_probability(cfg, u) for u in (0.0, 0.2, 0.25, 0.5, 0.7, 0.75, 1.0)]
+  np.testing.assert_allclose(probs, [1, 1, 1, 0.5, 0.1, 0, 0], atol=1e-9)
+  assert patching.aligned_probability(patching.PatchingConfig(strategy="mixed", mixed_aligned_prob=0.3), 0.9) == 0.3
+  rng = np.random.default_rng(0)
+  seq = interleave.interleave(_speech(rng, 1)[0], VOCAB, rng, speech_only=True)
+  draws = [patching.document_patch_starts(seq, cfg, 0.5, np.random.default_rng(i))[1] for i in range(400)]
+  assert 0.4 < np.mean(draws) < 0.6
 
 
 def test_document_features_truncate_and_mask():
@@ -125,7 +163,8 @@ def test_document_features_truncate_and_mask():
 
 
 def test_packed_batches_are_consistent(dataset):
-  cfg = pipeline.PipelineConfig(batch_size=4, max_tokens=128, max_patches=48, speech_weight=0.5, text_weight=0.5)
+  cfg = pipeline.PipelineConfig(batch_size=4, max_tokens=128, max_patches=48, interleaved_weight=0.5,
+                                text_weight=0.5, speech_only_weight=0.2)
   it = iter(pipeline.train_dataset(dataset, cfg))
   for _ in range(5):
     b = next(it)
@@ -148,18 +187,61 @@ def test_packed_batches_are_consistent(dataset):
       assert (b["targets"][r][m] == nxt[m]).all() and same[m].all()
 
 
-def test_pipeline_is_deterministic_and_resumable(dataset):
-  cfg = pipeline.PipelineConfig(batch_size=2, max_tokens=128, max_patches=48)
+@pytest.mark.parametrize("strategy", patching.STRATEGIES)
+def test_pipeline_resumes_mid_epoch_exactly(dataset, strategy):
+  """Stop mid-epoch, restore the iterator state into a new pipeline: the same batch stream."""
+  cfg = pipeline.PipelineConfig(batch_size=2, max_tokens=128, max_patches=64, total_docs=60,
+                                speech_only_weight=0.2,
+                                patching=patching.PatchingConfig(strategy=strategy, max_patch_len=8))
   a = iter(pipeline.train_dataset(dataset, cfg))
-  first = [next(a) for _ in range(3)]
+  first = [next(a) for _ in range(5)]
   state = a.get_state()
-  rest = [next(a) for _ in range(3)]
+  rest = [next(a) for _ in range(15)]  # runs past the first epoch of the 96 documents
   b = iter(pipeline.train_dataset(dataset, cfg))
   b.set_state(state)
-  for x, y in zip(rest, [next(b) for _ in range(3)]):
+  for x, y in zip(rest, [next(b) for _ in range(15)]):
     chex.assert_trees_all_equal(x, y)
   c = iter(pipeline.train_dataset(dataset, cfg))
   chex.assert_trees_all_equal(first[0], next(c))
+  aligned = np.concatenate([x["patch_aligned"][x["patch_segment"] > 0] for x in first + rest])
+  if strategy == "static":
+    assert not aligned.any()
+  elif strategy == "aligned":
+    assert aligned.all()
+  else:
+    assert 0 < aligned.mean() < 1
+
+
+def test_curriculum_goes_from_aligned_to_static(dataset):
+  cfg = pipeline.PipelineConfig(batch_size=4, max_tokens=128, max_patches=64, total_docs=200,
+                                patching=patching.PatchingConfig(strategy="curriculum", max_patch_len=8))
+  docs = pipeline.documents(dataset, cfg)
+  share = lambda lo, hi: np.mean([docs[i]["patch_aligned"][0] for i in range(lo, hi)])
+  assert share(0, 60) == 1.0 and share(140, 200) == 0.0 and 0 < share(80, 120) < 1
+
+
+def test_interleaving_is_redrawn_every_epoch(dataset):
+  cfg = pipeline.PipelineConfig(interleaved_weight=1.0, text_weight=0.0)
+  docs = pipeline.documents(dataset, cfg)
+  n = dataset.split("train").num_speech
+  epoch1 = {docs[i]["tokens"][1:].tobytes() for i in range(n)}
+  epoch2 = {docs[i]["tokens"][1:].tobytes() for i in range(n, 2 * n)}
+  assert len(epoch1 & epoch2) < n // 2
+
+
+def test_truncation_is_counted(dataset):
+  cfg = pipeline.PipelineConfig(batch_size=4, max_tokens=32, max_patches=16)
+  b = next(iter(pipeline.train_dataset(dataset, cfg)))
+  assert b["truncated_tokens"].sum() > 0
+  assert all(b["token_segment"][r].max() >= 1 for r in range(4))
+
+
+def test_speech_only_stream_is_all_speech(dataset):
+  cfg = pipeline.PipelineConfig(interleaved_weight=0.0, text_weight=0.0, speech_only_weight=1.0)
+  doc = pipeline.documents(dataset, cfg)[0]
+  body = doc["tokens"][2:-1]
+  assert doc["tokens"][1] == pipeline.vocab_of(dataset).speech_mode
+  assert (body >= pipeline.vocab_of(dataset).unit_offset).all()
 
 
 def test_eval_batches_cover_split_once(dataset):
@@ -182,3 +264,22 @@ def test_record_roundtrip_and_validation():
     records.speech_record("y", [[1], [2]], [0] * 6, [[0, 3], [3, 7]]).validate()
   with pytest.raises(records.RecordError, match="codebook"):
     records.speech_record("y", [[1]], [0, 9], [[0, 2]]).validate(num_units=5)
+
+
+def test_datasets_with_other_units_or_tokenizer_are_refused(dataset, tmp_path):
+  from lst_jax.data import datasets
+  from lst_jax.data.manifest import DataError
+  same = synthetic.make_dataset(str(tmp_path / "same"), num_speech=8, num_text=8, num_units=40,
+                                text_vocab=60, heldout=2, seed=1)
+  both = datasets.open_datasets(f"{dataset.dir},{same.dir}")
+  assert both.split("train").num_speech == dataset.split("train").num_speech + 8
+  assert len(both.split("train").speech) == 2
+  other = synthetic.make_dataset(str(tmp_path / "other"), num_speech=8, num_text=8, num_units=50,
+                                 text_vocab=60, heldout=2, seed=1)
+  with pytest.raises(DataError, match=r"differ in units\.num_units: 40 vs 50"):
+    datasets.open_datasets(f"{dataset.dir},{other.dir}")
+  run = str(tmp_path / "run")
+  datasets.check_run_provenance(run, dataset)
+  datasets.check_run_provenance(run, same)  # same provenance: a resumed run may read it
+  with pytest.raises(DataError, match=r"the data this run started with .* differ in units\.num_units"):
+    datasets.check_run_provenance(run, other)

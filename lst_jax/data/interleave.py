@@ -29,14 +29,19 @@ class InterleaveConfig:
 class Sequence:
   """One document as tokens, with what patching needs to know.
 
-  tokens       int32 [n]  shared-vocabulary ids
-  is_speech    bool  [n]  speech-unit tokens (mode tokens are not speech)
-  align_start  bool  [n]  first unit of each aligned segment (a word, or the silence
-                          between words); always true at the start of a speech span
+  tokens         int32 [n]  shared-vocabulary ids
+  is_speech      bool  [n]  speech-unit tokens (mode tokens are not speech)
+  segment_start  bool  [n]  aligned segments with silence separate: where each word and
+                            each silence (units between words) begins, inside speech
+  word_start     bool  [n]  aligned segments with silence merged: where each word begins,
+                            except the first word of a speech span, so that a span's
+                            leading silence joins its first word and every other silence
+                            joins the word before it
   """
   tokens: np.ndarray
   is_speech: np.ndarray
-  align_start: np.ndarray
+  segment_start: np.ndarray
+  word_start: np.ndarray
 
 
 def draw_spans(num_words: int, rng: np.random.Generator, cfg: InterleaveConfig) -> list[tuple[str, int, int]]:
@@ -69,38 +74,57 @@ def speech_span_units(spans_WK: np.ndarray, num_units: int, a: int, b: int) -> t
   return start, end
 
 
-def aligned_segment_starts(spans_WK: np.ndarray, start: int, end: int) -> np.ndarray:
-  """Bool [end - start]: where each word and each silence of units [start, end) begins."""
-  marks = np.zeros(end - start, bool)
-  marks[0] = True
-  for s, e in spans_WK:
-    for boundary in (s, e):  # a word starts at s; the silence after it at e
-      if start < boundary < end:
-        marks[boundary - start] = True
-  return marks
+def boundary_marks(record: records.Record) -> tuple[np.ndarray, np.ndarray]:
+  """Bool [U] each: units where a word starts, and units where a silence starts."""
+  u, spans = len(record.units), record.word_spans
+  word = np.zeros(u + 1, bool)
+  word[spans[:, 0]] = True
+  silence = np.zeros(u + 1, bool)
+  silence[spans[:, 1]] = True
+  silence[0] = spans[0, 0] > 0
+  silence &= ~word
+  return word[:u], silence[:u]
 
 
 def interleave(record: records.Record, vocab: vocab_lib.Vocab, rng: np.random.Generator,
-               cfg: InterleaveConfig = InterleaveConfig()) -> Sequence:
-  """Draws one interleaving of a record (text-only records are a single text span)."""
-  words = record.word_offsets
+               cfg: InterleaveConfig = InterleaveConfig(), speech_only: bool = False) -> Sequence:
+  """Draws one interleaving of a record: BOS, spans each opened by its mode token, EOS.
+
+  Text-only records are one text span; with `speech_only` an utterance is one speech span.
+  """
+  w = record.num_words
   if record.kind == records.TEXT:
-    spans = [("text", 0, record.num_words)]
+    spans = [("text", 0, w)]
+  elif speech_only:
+    spans = [("speech", 0, w)]
   else:
-    spans = draw_spans(record.num_words, rng, cfg)
-  tokens, speech, align = [np.array([vocab_lib.BOS], np.int32)], [np.zeros(1, bool)], [np.zeros(1, bool)]
+    spans = draw_spans(w, rng, cfg)
+  offsets, word_spans = record.word_offsets, record.word_spans
+  ranges, n = [], 2
   for modality, a, b in spans:
+    lo, hi = ((offsets[a], offsets[b]) if modality == "text"
+              else speech_span_units(word_spans, len(record.units), a, b))
+    ranges.append((modality, a, int(lo), int(hi)))
+    n += 1 + int(hi) - int(lo)
+  tokens = np.empty(n, np.int32)
+  is_speech, segment_start, word_start = (np.zeros(n, bool) for _ in range(3))
+  tokens[0], tokens[-1] = vocab_lib.BOS, vocab_lib.EOS
+  if record.kind == records.SPEECH:
+    word_marks, silence_marks = boundary_marks(record)
+  o = 1
+  for modality, a, lo, hi in ranges:
+    body = slice(o + 1, o + 1 + hi - lo)
     if modality == "text":
-      body = vocab.text(record.text_ids[words[a]:words[b]])
-      tokens += [np.array([vocab.text_mode], np.int32), body]
-      speech += [np.zeros(1 + len(body), bool)]
-      align += [np.zeros(1 + len(body), bool)]
+      tokens[o] = vocab.text_mode
+      tokens[body] = record.text_ids[lo:hi] + vocab_lib.NUM_SPECIAL
     else:
-      s, e = speech_span_units(record.word_spans, len(record.units), a, b)
-      tokens += [np.array([vocab.speech_mode], np.int32), vocab.units(record.units[s:e])]
-      speech += [np.zeros(1, bool), np.ones(e - s, bool)]
-      align += [np.zeros(1, bool), aligned_segment_starts(record.word_spans, s, e)]
-  tokens.append(np.array([vocab_lib.EOS], np.int32))
-  speech.append(np.zeros(1, bool))
-  align.append(np.zeros(1, bool))
-  return Sequence(np.concatenate(tokens), np.concatenate(speech), np.concatenate(align))
+      tokens[o] = vocab.speech_mode
+      tokens[body] = record.units[lo:hi] + vocab.unit_offset
+      is_speech[body] = True
+      segment_start[body] = word_marks[lo:hi] | silence_marks[lo:hi]
+      word_start[body] = word_marks[lo:hi]
+      first_word = word_spans[a, 0]
+      if first_word > lo:  # leading silence merges into the span's first word
+        word_start[o + 1 + first_word - lo] = False
+    o = body.stop
+  return Sequence(tokens, is_speech, segment_start, word_start)

@@ -14,27 +14,34 @@ import numpy as np
 from lst_jax import vocab as vocab_lib
 from lst_jax.data import patching
 
-TOKEN_FEATURES = ("tokens", "targets", "patch_start")
-PATCH_FEATURES = ("patch_len",)
+TOKEN_FEATURES = ("tokens", "targets", "patch_start", "truncated")
+PATCH_FEATURES = ("patch_len", "patch_aligned")
 
 
-def document_features(tokens: np.ndarray, starts: np.ndarray, max_tokens: int,
-                      max_patches: int) -> tuple[dict, int]:
+def document_features(tokens: np.ndarray, starts: np.ndarray, max_tokens: int, max_patches: int,
+                      aligned: bool = False) -> tuple[dict, int]:
   """Per-document features for the packer, truncated to fit; returns (features, tokens cut).
 
   targets[t] = tokens[t + 1] (PAD where there is no next token, which also masks
   the loss); a truncated document loses its last target as well, so no target
-  ever lies outside the row.
+  ever lies outside the row. `truncated` holds the number of tokens cut at the
+  document's first token (0 elsewhere); `patch_aligned` marks aligned patching.
   """
-  patches_upto = np.cumsum(starts)
-  keep = int(min(len(tokens), max_tokens, np.searchsorted(patches_upto, max_patches, side="right")))
-  targets = np.append(tokens[1:keep], vocab_lib.PAD).astype(np.int32)
-  if keep < len(tokens):
-    targets[-1] = vocab_lib.PAD
-  feats = {"tokens": tokens[:keep].astype(np.int32), "targets": targets,
-           "patch_start": starts[:keep].astype(np.int32),
-           "patch_len": patching.patch_lengths(starts[:keep])}
-  return feats, len(tokens) - keep
+  n = len(tokens)
+  keep = n
+  if n > max_tokens or starts.sum() > max_patches:
+    patches_upto = np.cumsum(starts)
+    keep = int(min(n, max_tokens, np.searchsorted(patches_upto, max_patches, side="right")))
+  targets = np.empty(keep, np.int32)
+  targets[:-1] = tokens[1:keep]
+  targets[-1] = vocab_lib.PAD
+  truncated = np.zeros(keep, np.int32)
+  truncated[0] = n - keep
+  lengths = patching.patch_lengths(starts[:keep])
+  feats = {"tokens": tokens[:keep], "targets": targets, "patch_start": starts[:keep].astype(np.int32),
+           "truncated": truncated, "patch_len": lengths,
+           "patch_aligned": (np.ones if aligned else np.zeros)(len(lengths), np.int32)}
+  return feats, n - keep
 
 
 def finalize_row(packed: dict, max_patches: int) -> dict:
@@ -43,7 +50,9 @@ def finalize_row(packed: dict, max_patches: int) -> dict:
   tokens, targets [T]; loss_mask [T] (a real target exists);
   token_segment [T] (document id in the row, 0 = padding); token_pos [T];
   token_patch [T] (patch index in the row; padding points at patch 0);
-  patch_segment, patch_pos, patch_len [P]; patch_first [P] (first token of each patch).
+  patch_segment, patch_pos, patch_len [P]; patch_first [P] (first token of each patch);
+  patch_aligned [P] (patch of an aligned-patched document); truncated_tokens (tokens cut
+  from this row's documents to fit the caps).
   """
   starts = packed["patch_start"].astype(bool)
   token_segment = packed["tokens_segment_ids"].astype(np.int32)
@@ -63,13 +72,15 @@ def finalize_row(packed: dict, max_patches: int) -> dict:
       "patch_pos": packed["patch_len_positions"].astype(np.int32),
       "patch_len": packed["patch_len"].astype(np.int32),
       "patch_first": patch_first,
+      "patch_aligned": packed["patch_aligned"].astype(np.int32),
+      "truncated_tokens": np.int32(packed["truncated"].sum()),
   }
 
 
 def empty_row(max_tokens: int, max_patches: int) -> dict:
   """An all-padding row (pads the last batch of a finite evaluation stream)."""
   packed = {k: np.zeros(max_tokens, np.int32) for k in
-            ("tokens", "targets", "patch_start", "tokens_segment_ids", "tokens_positions")}
+            TOKEN_FEATURES + ("tokens_segment_ids", "tokens_positions")}
   packed.update({k: np.zeros(max_patches, np.int32) for k in
-                 ("patch_len", "patch_len_segment_ids", "patch_len_positions")})
+                 PATCH_FEATURES + ("patch_len_segment_ids", "patch_len_positions")})
   return finalize_row(packed, max_patches)

@@ -3,42 +3,96 @@
 Every non-speech token (text, BOS/EOS, mode tokens) is a patch of length 1.
 Inside a speech span, patches start at segment starts and then every
 `max_len` units: static patching uses the span itself as the segment and
-max_len = p; aligned patching uses words and silences as segments and splits
-any longer than max_len. No patch ever crosses a modality boundary, because
-a speech run always begins a segment and non-speech tokens always start one.
+max_len = p; aligned patching uses words (and silences, unless merged) as
+segments and splits any longer than max_patch_len. No patch ever crosses a
+modality boundary, because a speech run always begins a segment and
+non-speech tokens always start one.
+
+Strategies: static, aligned, mixed (aligned with a fixed probability per
+document) and curriculum (aligned with probability 1 before progress t1,
+falling linearly to 0 at t2, 0 after; inference uses static).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-STATIC, ALIGNED = "static", "aligned"
+STATIC, ALIGNED, MIXED, CURRICULUM = "static", "aligned", "mixed", "curriculum"
+STRATEGIES = (STATIC, ALIGNED, MIXED, CURRICULUM)
+SILENCE_SEPARATE, SILENCE_MERGED = "separate", "merged"
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchingConfig:
+  strategy: str = STATIC
+  patch_size: int = 4                  # static p (p=4 is 160 ms of 25 Hz units)
+  max_patch_len: int = 16              # aligned segments longer than this are split
+  silence: str = SILENCE_SEPARATE      # aligned: silences as their own patches, or merged into words
+  mixed_aligned_prob: float = 0.5      # mixed: chance that a document is patched aligned
+  curriculum_t1: float = 1 / 3         # curriculum: all aligned before this fraction of training
+  curriculum_t2: float = 2 / 3         # ... all static after this one
+
+  def longest_patch(self) -> int:
+    return self.patch_size if self.strategy == STATIC else max(self.patch_size, self.max_patch_len)
+
+
+def aligned_probability(cfg: PatchingConfig, progress: float) -> float:
+  """Chance that a document at training progress u in [0, 1] is patched aligned."""
+  if cfg.strategy == STATIC:
+    return 0.0
+  if cfg.strategy == ALIGNED:
+    return 1.0
+  if cfg.strategy == MIXED:
+    return cfg.mixed_aligned_prob
+  if cfg.strategy == CURRICULUM:
+    t1, t2 = cfg.curriculum_t1, cfg.curriculum_t2
+    if progress < t1:
+      return 1.0
+    return 0.0 if progress >= t2 else (t2 - progress) / (t2 - t1)
+  raise ValueError(f"unknown patching strategy {cfg.strategy!r}; choose from {STRATEGIES}")
 
 
 def speech_run_starts(is_speech: np.ndarray) -> np.ndarray:
   """Bool [n]: the first unit of every contiguous run of speech."""
-  prev = np.concatenate([[False], is_speech[:-1]])
-  return is_speech & ~prev
+  starts = is_speech.copy()
+  starts[1:] &= ~is_speech[:-1]
+  return starts
 
 
 def patch_starts(is_speech: np.ndarray, segment_start: np.ndarray, max_len: int) -> np.ndarray:
   """Bool [n]: tokens that open a patch, given segment starts inside speech."""
-  n = len(is_speech)
-  idx = np.arange(n)
+  idx = np.arange(len(is_speech))
   opens = segment_start | ~is_speech | speech_run_starts(is_speech)
   segment_begin = np.maximum.accumulate(np.where(opens, idx, 0))
   return ~is_speech | ((idx - segment_begin) % max_len == 0)
 
 
 def static_patch_starts(is_speech: np.ndarray, patch_size: int) -> np.ndarray:
-  return patch_starts(is_speech, speech_run_starts(is_speech), patch_size)
+  return patch_starts(is_speech, np.zeros_like(is_speech), patch_size)
 
 
-def aligned_patch_starts(is_speech: np.ndarray, align_start: np.ndarray, max_len: int) -> np.ndarray:
-  return patch_starts(is_speech, align_start, max_len)
+def aligned_patch_starts(seq, cfg: PatchingConfig) -> np.ndarray:
+  """Aligned patches of an interleave.Sequence: one per word (and silence), split past max_patch_len."""
+  marks = seq.word_start if cfg.silence == SILENCE_MERGED else seq.segment_start
+  return patch_starts(seq.is_speech, marks, cfg.max_patch_len)
+
+
+def document_patch_starts(seq, cfg: PatchingConfig, progress: float,
+                          rng) -> tuple[np.ndarray, bool]:
+  """(patch starts, whether aligned) of one document under the strategy at this training progress."""
+  p = aligned_probability(cfg, progress)
+  aligned = p >= 1.0 or (p > 0.0 and rng.random() < p)
+  if aligned:
+    return aligned_patch_starts(seq, cfg), True
+  return static_patch_starts(seq.is_speech, cfg.patch_size), False
 
 
 def patch_lengths(starts: np.ndarray) -> np.ndarray:
   """int32 [num_patches]: the length of each patch, from its start flags."""
   first = np.flatnonzero(starts)
-  return np.diff(np.append(first, len(starts))).astype(np.int32)
+  lengths = np.empty(len(first), np.int32)
+  lengths[:-1] = first[1:] - first[:-1]
+  lengths[-1:] = len(starts) - first[-1:]
+  return lengths

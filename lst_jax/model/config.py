@@ -26,7 +26,7 @@ class ModelConfig:
   cross_attn_k: int = 2           # query vectors per patch
   window: int = 512               # sliding window of local self-attention, in tokens
   local_rope_theta: float = 1e4
-  max_patch_len: int = 4          # longest patch the data may produce
+  max_patch_len: int = 0          # longest patch the data may produce (0: from the data config)
   mlp_ratio: float = 8 / 3
   dtype: str = "float32"          # compute dtype; parameters stay fp32
   attention: str = "reference"    # see lst_jax.model.attention.IMPLEMENTATIONS

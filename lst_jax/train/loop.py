@@ -11,11 +11,10 @@ import numpy as np
 
 from lst_jax import config as config_lib
 from lst_jax import sharding
-from lst_jax.data import manifest as manifest_lib
-from lst_jax.data import pipeline
+from lst_jax.data import datasets, patching, pipeline
 from lst_jax.train import losses, step as step_lib
 from lst_jax.train.checkpoint import Checkpointer
-from lst_jax.train.metrics import MetricsWriter, console, progress_line
+from lst_jax.train.metrics import MetricsWriter, console, progress_line, read_records
 from lst_jax.train.optimizer import make_optimizer, schedule
 
 
@@ -47,11 +46,11 @@ def train(config, workdir: str, stop_at: int | None = None) -> Result:
   `stop_at` ends this run early at that step (checkpointed), as a preempted job
   would; rerunning continues on the same schedule.
   """
-  manifest = manifest_lib.load_manifest(config.data.dir)
+  manifest = datasets.open_datasets(config.data.dir)
   vocab = pipeline.vocab_of(manifest)
   exp = config_lib.parse(config, vocab_size=vocab.size)
   lead = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  datasets.check_run_provenance(workdir, manifest, record=lead)
 
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -67,8 +66,10 @@ def train(config, workdir: str, stop_at: int | None = None) -> Result:
   train_step = step_lib.make_train_step(graphdef, optimizer, vocab, shardings, mesh, schedule(exp.optim))
   eval_step = step_lib.make_eval_step(graphdef, vocab, shardings, mesh)
 
-  data = iter(pipeline.train_dataset(manifest, config_lib.pipeline_config(exp.data, local_batch), "train",
-                                     jax.process_index(), jax.process_count()))
+  pcfg = config_lib.pipeline_config(exp.data, local_batch)
+  if exp.data.patching == patching.CURRICULUM:  # progress = documents read / documents of the run
+    pcfg = dataclasses.replace(pcfg, total_docs=int(pipeline.docs_per_batch(manifest, pcfg) * exp.train.steps))
+  data = iter(pipeline.train_dataset(manifest, pcfg, "train", jax.process_index(), jax.process_count()))
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), exp.train.checkpoint_every,
                       exp.train.keep_checkpoints)
   writer = MetricsWriter(workdir, enabled=lead)
@@ -130,7 +131,9 @@ def train(config, workdir: str, stop_at: int | None = None) -> Result:
   writer.close()
   msg = f"held-out loss after step {final_step}: {heldout_end['heldout_loss']:.4f} " \
         f"(text {heldout_end['heldout_text_loss']:.4f}, speech {heldout_end['heldout_speech_loss']:.4f})"
-  if heldout_start is not None:
-    msg += f"; before training: {heldout_start['heldout_loss']:.4f}"
+  first = heldout_start or next((r for r in read_records(workdir)
+                                 if r.get("step") == 0 and "heldout_loss" in r), None)
+  if first is not None:
+    msg += f"; before training: {first['heldout_loss']:.4f}"
   console(msg, lead)
   return Result(step=final_step, heldout_start=heldout_start, heldout_end=heldout_end)

@@ -28,6 +28,15 @@ class MetricsWriter:
       self._file.close()
 
 
+def read_records(workdir: str) -> list[dict]:
+  """Every record written so far to <workdir>/metrics.jsonl (empty if none)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
 def format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)

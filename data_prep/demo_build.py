@@ -1,0 +1,162 @@
+"""The demo build pipeline behind `python -m data_prep.demo` (which decides whether to run it).
+
+Side effects live here (processes, files, progress lines); the steps it calls
+are pure functions in their own modules. The manifest is written last, after
+every shard is in place, and an older build's manifest is removed first, so
+the directory never has a manifest that describes files that are not there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import multiprocessing
+import os
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from data_prep import alignment, corpus as corpus_lib, kjv, quantizer, render, shards, synth, tokenizer
+from data_prep.features import FEATURES
+from lst_jax.data import records as records_lib
+from lst_jax.data.manifest import MANIFEST, sha256_file, write_manifest
+
+NUM_SHARDS = {"train": 2, "heldout": 1}
+VOICES = {"train": synth.TRAIN_VOICES, "heldout": synth.HELDOUT_VOICES}
+
+
+def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], None] = print) -> str:
+  """Builds the demo dataset described by `settings` into `output`; returns a one-line summary."""
+  start = time.time()
+  os.makedirs(output, exist_ok=True)
+  clear_previous(output)
+  corpus = corpus_lib.select(kjv.read_verses(), settings["num_train_verses"],
+                             settings["num_heldout_verses"], settings["num_text_docs"], settings["seed"])
+  verses = {"train": corpus.train_speech, "heldout": corpus.heldout_speech}
+  docs = {"train": corpus.train_docs, "heldout": corpus.heldout_docs}
+  jobs = {split: speech_jobs(verses[split], VOICES[split]) for split in NUM_SHARDS}
+  all_jobs = jobs["train"] + jobs["heldout"]
+  log(f"synthesizing {len(all_jobs)} utterances ({len(jobs['train'])} train, "
+      f"{len(jobs['heldout'])} held-out) in {max(workers, 1)} process(es)")
+  with _pool(workers) as pool:
+    results = pool.imap(render.render, all_jobs, chunksize=4)
+    # The tokenizer trains here while the workers synthesize.
+    tokenizer_path = tokenizer.save(tokenizer.train(corpus.tokenizer_lines(), settings["vocab_size"]),
+                                    output)
+    sp = tokenizer.load(tokenizer_path)
+    rendered = _collect(results, len(all_jobs), start, log)
+  rendered = {"train": rendered[:len(jobs["train"])], "heldout": rendered[len(jobs["train"]):]}
+
+  train_features = [r.features for r in rendered["train"]]
+  log(f"fitting {settings['num_units']} k-means units on "
+      f"{sum(len(f) for f in train_features)} training frames ({time.time() - start:.1f} s)")
+  codebook = quantizer.fit(train_features, settings["num_units"], seed=settings["seed"])
+  codebook_path, stats_path = quantizer.save(codebook, output)
+
+  log(f"quantizing and writing shards ({time.time() - start:.1f} s)")
+  vocab = sp.get_piece_size()
+  splits = {}
+  for split in NUM_SHARDS:
+    units = quantize_all([r.features for r in rendered[split]], codebook)
+    speech = [speech_record(j, r, u, sp).validate(codebook.num_units, vocab)
+              for j, r, u in zip(jobs[split], rendered[split], units)]
+    text = [records_lib.text_record(f"text/{d.id}", tokenizer.encode_words(sp, d.words))
+            .validate(codebook.num_units, vocab) for d in docs[split]]
+    splits[split] = {
+        "speech": shards.write_records(output, split, "speech", speech, NUM_SHARDS[split]),
+        "text": shards.write_records(output, split, "text", text, NUM_SHARDS[split]),
+        **split_stats(speech, text, rendered[split]),
+        "voices": [v.name for v in VOICES[split]],
+    }
+  write_manifest(output, {
+      "name": "demo",
+      "source": {"text": "King James Bible (Debian bible-kjv)",
+                 "speech": "espeak-ng via espeakng-loader, word times from SSML marks"},
+      "tokenizer": {"path": tokenizer.MODEL, "sha256": sha256_file(tokenizer_path), "vocab_size": vocab},
+      "units": {"quantizer": "logmel-kmeans", "num_units": codebook.num_units,
+                "frame_rate": FEATURES["frame_rate"], "fit_split": "train",
+                "codebook": quantizer.CODEBOOK, "codebook_sha256": sha256_file(codebook_path),
+                "feature_stats": quantizer.FEATURE_STATS, "feature_stats_sha256": sha256_file(stats_path),
+                "features": FEATURES},
+      "splits": splits,
+      "build": settings,
+  })
+  train = splits["train"]
+  return (f"{train['num_speech']} train + {splits['heldout']['num_speech']} held-out utterances "
+          f"({train['speech_hours'] + splits['heldout']['speech_hours']:.2f} h), "
+          f"{train['num_text']} + {splits['heldout']['num_text']} text docs, "
+          f"{codebook.num_units} units, vocab {vocab}, built in {time.time() - start:.1f} s")
+
+
+def speech_jobs(verses: Sequence[kjv.Verse], voices: Sequence[synth.Voice]) -> list[render.Job]:
+  return [render.Job(id=f"speech/{v.ref}/{voice.name}", words=v.words, spoken=v.spoken, voice=voice)
+          for v in verses for voice in voices]
+
+
+def quantize_all(features: Sequence[np.ndarray], codebook: quantizer.Codebook) -> list[np.ndarray]:
+  """Units of each utterance, quantized in one batch (many small calls are much slower)."""
+  if not features:
+    return []
+  units = quantizer.quantize(np.concatenate(features), codebook)
+  return np.split(units, np.cumsum([len(f) for f in features])[:-1])
+
+
+def speech_record(job: render.Job, rendered: render.Rendered, units: np.ndarray,
+                  sp) -> records_lib.Record:
+  spans = alignment.unit_spans(rendered.word_times, len(units), FEATURES["frame_rate"])
+  return records_lib.speech_record(job.id, tokenizer.encode_words(sp, job.words), units, spans,
+                                   FEATURES["frame_rate"])
+
+
+def split_stats(speech: Sequence[records_lib.Record], text: Sequence[records_lib.Record],
+                rendered: Sequence[render.Rendered]) -> dict:
+  """Counts for the manifest (and the report): utterances, hours, units, words, tokens."""
+  units = sum(len(r.units) for r in speech)
+  in_words = sum(int(np.sum(r.word_spans[:, 1] - r.word_spans[:, 0])) for r in speech)
+  return {
+      "num_speech": len(speech), "num_text": len(text),
+      "speech_hours": round(sum(r.duration_s for r in rendered) / 3600.0, 4),
+      "speech_units": units, "speech_words": sum(r.num_words for r in speech),
+      "speech_silence_fraction": round(1.0 - in_words / max(units, 1), 4),
+      "speech_text_tokens": sum(len(r.text_ids) for r in speech),
+      "text_words": sum(r.num_words for r in text), "text_tokens": sum(len(r.text_ids) for r in text),
+  }
+
+
+def clear_previous(output: str) -> None:
+  """Removes an older build's manifest first (so it never describes new files), then its shards."""
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(os.path.join(output, MANIFEST))
+  for split in NUM_SHARDS:
+    for path in glob.glob(os.path.join(output, split, "*" + shards.SUFFIX + "*")):
+      os.remove(path)
+
+
+class _InlinePool:
+  """Stands in for a Pool when --workers=0 (debugging, profiling)."""
+
+  def imap(self, fn, items, chunksize=1):
+    del chunksize
+    return map(fn, items)
+
+
+@contextlib.contextmanager
+def _pool(workers: int):
+  if workers <= 0:
+    yield _InlinePool()
+    return
+  # spawn, not fork: the parent may have imported multithreaded libraries (jax under pytest),
+  # and each worker must initialise its own espeak-ng.
+  with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    yield pool
+
+
+def _collect(results, total: int, start: float, log) -> list[render.Rendered]:
+  out = []
+  step = max(1, total // 10)
+  for r in results:
+    out.append(r)
+    if len(out) % step == 0 or len(out) == total:
+      log(f"synthesized {len(out)}/{total} utterances ({time.time() - start:.1f} s)")
+  return out

@@ -1,0 +1,124 @@
+"""Input files as byte spans (a line, or a paragraph of lines) that workers read on their own.
+
+Listing records only (file, first line number, byte offset, length), so the
+parent never holds the input's text and a worker reads its chunk with one
+read per file. Bytes are decoded per span, so one bad byte names its own line
+and costs only its own entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Iterable, Iterator
+
+from data_prep.formats.items import InputError
+from lst_jax.data.manifest import DataError
+
+_MAX_READ = 64 << 20  # bytes read at once for a run of spans
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+  file: str
+  line: int    # 1-based number of the span's first line
+  offset: int  # byte offset of that line
+  length: int  # bytes, up to the end of the span's last line (newline excluded)
+
+
+def input_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
+  """`path` itself if a file, else its files ending in `suffixes` (recursively, sorted)."""
+  if os.path.isfile(path):
+    return [path]
+  if not os.path.isdir(path):
+    raise DataError(f"{path}: no such file or directory")
+  files = sorted(p for p in glob.glob(os.path.join(path, "**", "*"), recursive=True)
+                 if p.endswith(suffixes) and os.path.isfile(p))
+  if not files:
+    raise DataError(f"{path}: no input files ({' or '.join('*' + s for s in suffixes)}) in this folder")
+  return files
+
+
+def line_spans(path: str) -> list[Span]:
+  """One span per non-blank line."""
+  out = []
+  with open(path, "rb") as f:
+    offset = 0
+    for number, raw in enumerate(f, 1):
+      body = raw.rstrip(b"\r\n")
+      if body.strip():
+        out.append(Span(path, number, offset, len(body)))
+      offset += len(raw)
+  return out
+
+
+def paragraph_spans(path: str) -> list[Span]:
+  """One span per paragraph: a run of non-blank lines (blank lines separate paragraphs)."""
+  out, start = [], None  # start: (line, offset) of the open paragraph
+  end = 0
+  with open(path, "rb") as f:
+    offset = 0
+    for number, raw in enumerate(f, 1):
+      blank = not raw.strip()
+      if blank and start is not None:
+        out.append(Span(path, start[0], start[1], end - start[1]))
+        start = None
+      elif not blank:
+        start = start or (number, offset)
+        end = offset + len(raw.rstrip(b"\r\n"))
+      offset += len(raw)
+  if start is not None:
+    out.append(Span(path, start[0], start[1], end - start[1]))
+  return out
+
+
+def read_spans(spans: Iterable[Span]) -> Iterator[tuple[Span, bytes]]:
+  """The bytes of each span, in order; consecutive spans of one file come from one read."""
+  run: list[Span] = []
+  for span in spans:
+    if run and (span.file != run[0].file or span.offset < run[-1].offset or
+                span.offset + span.length - run[0].offset > _MAX_READ):
+      yield from _read_run(run)
+      run = []
+    run.append(span)
+  if run:
+    yield from _read_run(run)
+
+
+def _read_run(run: list[Span]) -> Iterator[tuple[Span, bytes]]:
+  base = run[0].offset
+  with open(run[0].file, "rb") as f:
+    f.seek(base)
+    data = f.read(run[-1].offset + run[-1].length - base)
+  for span in run:
+    yield span, data[span.offset - base:span.offset - base + span.length]
+
+
+def decode(span: Span, data: bytes) -> str:
+  """UTF-8 text of a span; raises InputError naming the line that holds the bad byte."""
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = span.line + data[:e.start].count(b"\n")
+    column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+    raise InputError(span.file, f"not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column})",
+                     line) from None
+
+
+def json_objects(spans: Iterable[Span]) -> Iterator[tuple[Span, dict | InputError]]:
+  """Each span parsed as one JSON object, or the InputError saying why it is not one."""
+  for span, data in read_spans(spans):
+    try:
+      obj = json.loads(decode(span, data))
+    except InputError as e:
+      yield span, e
+      continue
+    except json.JSONDecodeError as e:
+      yield span, InputError(span.file, f"malformed JSON: {e.msg} (column {e.colno})", span.line)
+      continue
+    if not isinstance(obj, dict):
+      yield span, InputError(span.file, f"expected a JSON object, got {type(obj).__name__}", span.line)
+      continue
+    yield span, obj
