@@ -87,6 +87,7 @@ def test_static_patches_follow_rule_and_stay_in_one_modality(p):
   for rec in _speech(rng):
     seq = interleave.interleave(rec, VOCAB, rng)
     starts = patching.static_patch_starts(seq.is_speech, p)
+    np.testing.assert_array_equal(starts, patching.static_sequence_starts(seq, p))
     ids = np.cumsum(starts) - 1
     lengths = patching.patch_lengths(starts)
     assert lengths.sum() == len(seq.tokens)
@@ -133,7 +134,7 @@ def test_aligned_patches_split_long_words_and_stay_in_one_modality():
   for rec in _speech(rng):
     seq = interleave.interleave(rec, VOCAB, rng)
     starts = patching.aligned_patch_starts(seq, cfg)
-    assert np.all(starts[seq.segment_start]) and np.all(starts[~seq.is_speech])
+    assert np.all(starts[seq.aligned_marks(merge_silence=False)]) and np.all(starts[~seq.is_speech])
     assert patching.patch_lengths(starts).max() <= 3
     ids = np.cumsum(starts) - 1
     for j in range(ids[-1] + 1):

@@ -31,17 +31,37 @@ class Sequence:
 
   tokens         int32 [n]  shared-vocabulary ids
   is_speech      bool  [n]  speech-unit tokens (mode tokens are not speech)
-  segment_start  bool  [n]  aligned segments with silence separate: where each word and
-                            each silence (units between words) begins, inside speech
-  word_start     bool  [n]  aligned segments with silence merged: where each word begins,
-                            except the first word of a speech span, so that a span's
-                            leading silence joins its first word and every other silence
-                            joins the word before it
+  speech_ranges  per speech span: (token index of its first unit, unit start, unit end,
+                 index of its first word) in the source record
+  word_spans     the record's word unit spans [W, 2] (empty for text)
   """
   tokens: np.ndarray
   is_speech: np.ndarray
-  segment_start: np.ndarray
-  word_start: np.ndarray
+  speech_ranges: tuple[tuple[int, int, int, int], ...]
+  word_spans: np.ndarray
+
+  def aligned_marks(self, merge_silence: bool) -> np.ndarray:
+    """Bool [n]: where aligned segments start inside speech.
+
+    Silence separate: where each word and each silence (units between words) begins.
+    Silence merged: where each word begins, except the first word of a span, so a span's
+    leading silence joins its first word and every other silence joins the word before it.
+    """
+    marks = np.zeros(len(self.tokens), bool)
+    if not self.speech_ranges:
+      return marks
+    starts, ends = self.word_spans[:, 0], self.word_spans[:, 1]
+    unit_marks = np.zeros(int(ends[-1]) + 1, bool)  # units past the last word never start a segment
+    unit_marks[starts] = True
+    if not merge_silence:
+      unit_marks[ends] = True
+    for offset, lo, hi, first_word in self.speech_ranges:
+      top = min(hi, len(unit_marks))
+      if top > lo:
+        marks[offset:offset + top - lo] = unit_marks[lo:top]
+      if merge_silence and starts[first_word] > lo:  # leading silence joins the first word
+        marks[offset + starts[first_word] - lo] = False
+    return marks
 
 
 def draw_spans(num_words: int, rng: np.random.Generator, cfg: InterleaveConfig) -> list[tuple[str, int, int]]:
@@ -74,23 +94,12 @@ def speech_span_units(spans_WK: np.ndarray, num_units: int, a: int, b: int) -> t
   return start, end
 
 
-def boundary_marks(record: records.Record) -> tuple[np.ndarray, np.ndarray]:
-  """Bool [U] each: units where a word starts, and units where a silence starts."""
-  u, spans = len(record.units), record.word_spans
-  word = np.zeros(u + 1, bool)
-  word[spans[:, 0]] = True
-  silence = np.zeros(u + 1, bool)
-  silence[spans[:, 1]] = True
-  silence[0] = spans[0, 0] > 0
-  silence &= ~word
-  return word[:u], silence[:u]
-
-
-def interleave(record: records.Record, vocab: vocab_lib.Vocab, rng: np.random.Generator,
+def interleave(record: records.Record, vocab: vocab_lib.Vocab, rng,
                cfg: InterleaveConfig = InterleaveConfig(), speech_only: bool = False) -> Sequence:
   """Draws one interleaving of a record: BOS, spans each opened by its mode token, EOS.
 
   Text-only records are one text span; with `speech_only` an utterance is one speech span.
+  `rng` offers random() and integers(low, high) (lst_jax.data.rng.DocRng, or numpy's).
   """
   w = record.num_words
   if record.kind == records.TEXT:
@@ -102,29 +111,26 @@ def interleave(record: records.Record, vocab: vocab_lib.Vocab, rng: np.random.Ge
   offsets, word_spans = record.word_offsets, record.word_spans
   ranges, n = [], 2
   for modality, a, b in spans:
-    lo, hi = ((offsets[a], offsets[b]) if modality == "text"
-              else speech_span_units(word_spans, len(record.units), a, b))
-    ranges.append((modality, a, int(lo), int(hi)))
-    n += 1 + int(hi) - int(lo)
+    if modality == "text":
+      lo, hi = int(offsets[a]), int(offsets[b])
+    else:
+      lo, hi = speech_span_units(word_spans, len(record.units), a, b)
+    ranges.append((modality, a, lo, hi))
+    n += 1 + hi - lo
   tokens = np.empty(n, np.int32)
-  is_speech, segment_start, word_start = (np.zeros(n, bool) for _ in range(3))
+  is_speech = np.zeros(n, bool)
   tokens[0], tokens[-1] = vocab_lib.BOS, vocab_lib.EOS
-  if record.kind == records.SPEECH:
-    word_marks, silence_marks = boundary_marks(record)
+  speech_ranges = []
   o = 1
   for modality, a, lo, hi in ranges:
-    body = slice(o + 1, o + 1 + hi - lo)
+    end = o + 1 + hi - lo
     if modality == "text":
       tokens[o] = vocab.text_mode
-      tokens[body] = record.text_ids[lo:hi] + vocab_lib.NUM_SPECIAL
+      np.add(record.text_ids[lo:hi], vocab_lib.NUM_SPECIAL, out=tokens[o + 1:end])
     else:
       tokens[o] = vocab.speech_mode
-      tokens[body] = record.units[lo:hi] + vocab.unit_offset
-      is_speech[body] = True
-      segment_start[body] = word_marks[lo:hi] | silence_marks[lo:hi]
-      word_start[body] = word_marks[lo:hi]
-      first_word = word_spans[a, 0]
-      if first_word > lo:  # leading silence merges into the span's first word
-        word_start[o + 1 + first_word - lo] = False
-    o = body.stop
-  return Sequence(tokens, is_speech, segment_start, word_start)
+      np.add(record.units[lo:hi], vocab.unit_offset, out=tokens[o + 1:end])
+      is_speech[o + 1:end] = True
+      speech_ranges.append((o + 1, lo, hi, a))
+    o = end
+  return Sequence(tokens, is_speech, tuple(speech_ranges), word_spans)

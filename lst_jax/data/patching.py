@@ -73,9 +73,17 @@ def static_patch_starts(is_speech: np.ndarray, patch_size: int) -> np.ndarray:
   return patch_starts(is_speech, np.zeros_like(is_speech), patch_size)
 
 
+def static_sequence_starts(seq, patch_size: int) -> np.ndarray:
+  """Static patches of an interleave.Sequence (same as static_patch_starts, span by span)."""
+  starts = ~seq.is_speech
+  for offset, lo, hi, _ in seq.speech_ranges:
+    starts[offset:offset + hi - lo:patch_size] = True
+  return starts
+
+
 def aligned_patch_starts(seq, cfg: PatchingConfig) -> np.ndarray:
   """Aligned patches of an interleave.Sequence: one per word (and silence), split past max_patch_len."""
-  marks = seq.word_start if cfg.silence == SILENCE_MERGED else seq.segment_start
+  marks = seq.aligned_marks(merge_silence=cfg.silence == SILENCE_MERGED)
   return patch_starts(seq.is_speech, marks, cfg.max_patch_len)
 
 
@@ -86,7 +94,7 @@ def document_patch_starts(seq, cfg: PatchingConfig, progress: float,
   aligned = p >= 1.0 or (p > 0.0 and rng.random() < p)
   if aligned:
     return aligned_patch_starts(seq, cfg), True
-  return static_patch_starts(seq.is_speech, cfg.patch_size), False
+  return static_sequence_starts(seq, cfg.patch_size), False
 
 
 def patch_lengths(starts: np.ndarray) -> np.ndarray:

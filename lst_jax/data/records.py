@@ -126,4 +126,5 @@ def _pack(a) -> bytes:
 
 
 def _unpack(b: bytes) -> np.ndarray:
-  return np.frombuffer(b, dtype="<i4").astype(np.int32)
+  """A read-only int32 view of the bytes (no copy on little-endian hosts)."""
+  return np.frombuffer(b, dtype="<i4")

@@ -1,0 +1,175 @@
+"""`make bench-data`: input-pipeline throughput, measured beside what training consumes.
+
+  python -m lst_jax.tools.bench_data [--config=experiments/demo.py] [--out=runs/bench_data.json]
+
+1. Loader vs train step: batches/s of the Grain pipeline on the experiment's data
+   (global positions = patches, and tokens), and the same for the experiment's
+   train step, measured in this run; the loader must be >= 5x faster.
+2. Per-document preparation on 5,000 official-format LST JSONL utterances of
+   3-14 words, one process, every patching mode:
+   - per epoch (what the loader does every time it reads a document): record
+     bytes -> interleave -> patch -> packing features;
+   - from the official string (parse, tokenize words, interleave, patch), the
+     work the reference implementation does on the fly each epoch;
+   - one-time conversion to records (data_prep, done once before training).
+   Reference figure on this machine: ~9.3k utterances/s (130k patches/s) for the
+   reference implementation's tokenize + static patching.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+REFERENCE_UTT_PER_S = 9300.0
+
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/demo.py", "Experiment to measure.")
+_OUT = flags.DEFINE_string("out", "runs/bench_data.json", "Where the figures are written (JSON).")
+_BATCHES = flags.DEFINE_integer("batches", 30, "Loader batches to time.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Train steps to time (after one compile step).")
+_UTTERANCES = flags.DEFINE_integer("utterances", 5000, "Official-format utterances to generate.")
+
+
+def official_lines(n: int, seed: int = 0, num_units: int = 501) -> list[str]:
+  """Official LST JSONL lines of 3-14 words with silences, built from random word-aligned units."""
+  from data_prep import synthetic
+  from data_prep.formats.lst_jsonl import format_interleaved
+  rng = np.random.default_rng(seed)
+  lexicon = [w.strip() for w in "the of and to in that he shall unto for i his a lord they be is him not them it with all thou thy was god which my me said but ye their have will thee from as are when this out were upon man by you israel king son up there hath then people came had house into on her come one we children s before your also day land men shall against".split()]
+  lines = []
+  for i in range(n):
+    rec = synthetic.random_speech_record(rng, f"u{i}", num_units, 10)
+    words = [lexicon[int(k)] for k in rng.integers(0, len(lexicon), rec.num_words)]
+    lines.append(json.dumps({"file_id": f"u{i}", "interleaved": format_interleaved(words, rec.units,
+                                                                                  rec.word_spans)}))
+  return lines
+
+
+def time_documents(make, items, patching_cfg) -> tuple[float, float]:
+  """(utterances/s, patches/s) of make(index, item) over all items."""
+  start, patches = time.perf_counter(), 0
+  for i, item in enumerate(items):
+    patches += len(make(i, item)["patch_len"])
+  elapsed = time.perf_counter() - start
+  return len(items) / elapsed, patches / elapsed
+
+
+def document_benchmarks(n: int, workdir: str) -> dict:
+  import sentencepiece as spm
+  from data_prep import convert, tokenizer
+  from data_prep.formats.lst_jsonl import parse_interleaved
+  from lst_jax import vocab as vocab_lib
+  from lst_jax.data import patching, pipeline, records
+
+  lines = official_lines(n)
+  strings = [json.loads(l)["interleaved"] for l in lines]
+  words = [w for s in strings for w in parse_interleaved(s, 501)[0]]
+  sp_path = tokenizer.save(tokenizer.train([" ".join(words[i:i + 20]) for i in range(0, len(words), 20)], 200),
+                           workdir)
+  encode = convert.WordTokenizer(spm.SentencePieceProcessor(model_file=sp_path))
+  vocab = vocab_lib.Vocab(text_size=encode.sp.get_piece_size(), num_units=501)
+
+  def to_record(i, s):
+    w, units, spans = parse_interleaved(s, 501)
+    return records.speech_record(f"u{i}", encode(w), units, spans)
+
+  start = time.perf_counter()
+  encoded = [records.encode(to_record(i, s)) for i, s in enumerate(strings)]
+  conversion = n / (time.perf_counter() - start)
+
+  out = {"utterances": n, "reference_utt_per_s": REFERENCE_UTT_PER_S,
+         "conversion_once_utt_per_s": conversion, "modes": {}}
+  modes = {"static": dict(strategy="static"), "aligned_sil_separate": dict(strategy="aligned"),
+           "aligned_sil_merged": dict(strategy="aligned", silence="merged"),
+           "mixed": dict(strategy="mixed"), "curriculum": dict(strategy="curriculum")}
+  for name, kw in modes.items():
+    pcfg = patching.PatchingConfig(**kw)
+    cfg = pipeline.PipelineConfig(max_tokens=1 << 16, max_patches=1 << 16, patching=pcfg, total_docs=n)
+    make = pipeline.MakeDocument(vocab, cfg, pcfg, seed=0)
+    per_epoch = time_documents(lambda i, raw: make.map_with_index(i, (pipeline.INTERLEAVED, raw)), encoded, pcfg)
+    from_string = time_documents(
+        lambda i, s: make.map_with_index(i, (pipeline.INTERLEAVED, records.encode(to_record(i, s)))),
+        strings, pcfg)
+    out["modes"][name] = {"per_epoch_utt_per_s": per_epoch[0], "per_epoch_patches_per_s": per_epoch[1],
+                          "from_string_utt_per_s": from_string[0],
+                          "from_string_patches_per_s": from_string[1]}
+  return out
+
+
+def loader_vs_step(config) -> dict:
+  import jax
+  from lst_jax import config as config_lib
+  from lst_jax import sharding
+  from lst_jax.data import datasets, pipeline
+  from lst_jax.train import step as step_lib
+  from lst_jax.train.optimizer import make_optimizer, schedule
+
+  manifest = datasets.open_datasets(config.data.dir)
+  vocab = pipeline.vocab_of(manifest)
+  exp = config_lib.parse(config, vocab.size)
+  pcfg = config_lib.pipeline_config(exp.data, exp.data.batch_size)
+  it = iter(pipeline.train_dataset(manifest, pcfg))
+  next(it)
+  start = time.perf_counter()
+  batches = [next(it) for _ in range(_BATCHES.value)]
+  loader_s = (time.perf_counter() - start) / len(batches)
+  tokens = np.mean([(b["token_segment"] > 0).sum() for b in batches])
+  patches = np.mean([(b["patch_segment"] > 0).sum() for b in batches])
+
+  mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
+  opt = make_optimizer(exp.optim)
+  graphdef, abstract = step_lib.abstract_state(exp.model, opt, 0)
+  shardings = step_lib.state_shardings(abstract, opt, mesh, sharding.DEFAULT_RULES)
+  state = step_lib.init_state(exp.model, opt, shardings, 0)
+  train_step = step_lib.make_train_step(graphdef, opt, vocab, shardings, mesh, schedule(exp.optim))
+  state, m = train_step(state, sharding.global_batch(batches[0], mesh))
+  jax.block_until_ready(m)
+  start = time.perf_counter()
+  for i in range(_STEPS.value):
+    state, m = train_step(state, sharding.global_batch(batches[1 + i % (len(batches) - 1)], mesh))
+  jax.block_until_ready(m)
+  step_s = (time.perf_counter() - start) / _STEPS.value
+  return {"loader_s_per_batch": loader_s, "step_s": step_s,
+          "loader_positions_per_s": patches / loader_s, "loader_tokens_per_s": tokens / loader_s,
+          "step_positions_per_s": patches / step_s, "step_tokens_per_s": tokens / step_s,
+          "loader_over_step": step_s / loader_s}
+
+
+def main(argv):
+  del argv
+  import tempfile
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  results = {"loader_vs_step": loader_vs_step(config)}
+  r = results["loader_vs_step"]
+  print(f"loader: {r['loader_positions_per_s']:,.0f} positions/s, {r['loader_tokens_per_s']:,.0f} tokens/s "
+        f"({r['loader_s_per_batch'] * 1e3:.0f} ms/batch, one process)")
+  print(f"train step ({config.model.kind}): {r['step_positions_per_s']:,.0f} positions/s, "
+        f"{r['step_tokens_per_s']:,.0f} tokens/s ({r['step_s']:.2f} s/step)")
+  print(f"loader / step throughput: {r['loader_over_step']:.1f}x (target >= 5x)")
+  with tempfile.TemporaryDirectory() as tmp:
+    docs = document_benchmarks(_UTTERANCES.value, tmp)
+  results["documents"] = docs
+  print(f"\n{docs['utterances']} official-format utterances (3-14 words), one process; "
+        f"reference tokenize+static patch: {REFERENCE_UTT_PER_S:,.0f} utt/s")
+  print(f"one-time conversion to records: {docs['conversion_once_utt_per_s']:,.0f} utt/s")
+  print(f"{'mode':<22}{'per epoch utt/s':>16}{'patches/s':>12}{'x ref':>7}{'from string utt/s':>19}{'x ref':>7}")
+  for name, m in docs["modes"].items():
+    print(f"{name:<22}{m['per_epoch_utt_per_s']:>16,.0f}{m['per_epoch_patches_per_s']:>12,.0f}"
+          f"{m['per_epoch_utt_per_s'] / REFERENCE_UTT_PER_S:>7.2f}{m['from_string_utt_per_s']:>19,.0f}"
+          f"{m['from_string_utt_per_s'] / REFERENCE_UTT_PER_S:>7.2f}")
+  os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
+  with open(_OUT.value, "w") as f:
+    json.dump(results, f, indent=2)
+  print(f"\nwritten to {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
