@@ -66,6 +66,16 @@ def make_loss_fn(graphdef, vocab: vocab_lib.Vocab):
   return loss_fn
 
 
+def patch_statistics(batch, vocab: vocab_lib.Vocab) -> dict:
+  """Speech patches in the batch: how many were aligned, their mean length, tokens truncated."""
+  first_token = jnp.take_along_axis(batch["tokens"], batch["patch_first"], axis=1)
+  speech = (first_token >= vocab.unit_offset) & (batch["patch_segment"] > 0)
+  n = jnp.maximum(jnp.sum(speech), 1).astype(jnp.float32)
+  return {"aligned_patch_share": jnp.sum(speech & (batch["patch_aligned"] > 0)) / n,
+          "mean_speech_patch_len": jnp.sum(jnp.where(speech, batch["patch_len"], 0)) / n,
+          "truncated_tokens": jnp.sum(batch["truncated_tokens"]).astype(jnp.float32)}
+
+
 def make_train_step(graphdef, optimizer, vocab: vocab_lib.Vocab, shardings: TrainState, mesh: Mesh,
                     lr_schedule: optax.Schedule):
   """jit(step)(state, batch) -> (state, metrics): one AdamW update on the global batch."""
@@ -78,7 +88,8 @@ def make_train_step(graphdef, optimizer, vocab: vocab_lib.Vocab, shardings: Trai
     metrics = {**losses.mean_losses(sums), "grad_norm": optax.tree.norm(grads),
                "lr": lr_schedule(state.step), "target_tokens": sums["all_count"],
                "real_tokens": jnp.sum(batch["token_segment"] > 0).astype(jnp.float32),
-               "real_patches": jnp.sum(batch["patch_segment"] > 0).astype(jnp.float32)}
+               "real_patches": jnp.sum(batch["patch_segment"] > 0).astype(jnp.float32),
+               **patch_statistics(batch, vocab)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   rep = sharding.replicated(mesh)
