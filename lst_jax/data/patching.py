@@ -63,8 +63,10 @@ def speech_run_starts(is_speech: np.ndarray) -> np.ndarray:
 
 def patch_starts(is_speech: np.ndarray, segment_start: np.ndarray, max_len: int) -> np.ndarray:
   """Bool [n]: tokens that open a patch, given segment starts inside speech."""
-  idx = np.arange(len(is_speech))
   opens = segment_start | ~is_speech | speech_run_starts(is_speech)
+  if patch_lengths(opens).max(initial=0) <= max_len:  # the common case: nothing to split
+    return opens
+  idx = np.arange(len(is_speech))
   segment_begin = np.maximum.accumulate(np.where(opens, idx, 0))
   return ~is_speech | ((idx - segment_begin) % max_len == 0)
 
