@@ -284,3 +284,36 @@ def test_datasets_with_other_units_or_tokenizer_are_refused(dataset, tmp_path):
   datasets.check_run_provenance(run, same)  # same provenance: a resumed run may read it
   with pytest.raises(DataError, match=r"the data this run started with .* differ in units\.num_units"):
     datasets.check_run_provenance(run, other)
+
+
+@pytest.mark.parametrize("first", ["speech", "text", "silence"])
+def test_official_record_survives_conversion_and_interleaving(first):
+  """Every word, silence and unit of an official-format utterance reaches the token stream,
+  whether the utterance starts with speech (units before any word), a word, or [SIL]."""
+  from data_prep.formats.lst_jsonl import SEP, parse_interleaved
+  lead = {"speech": ["HUBERT 7 7 8"], "text": [], "silence": ["TEXT [SIL]", "HUBERT 9 9"]}[first]
+  segments = lead + ["TEXT in", "HUBERT 1 2 3", "TEXT the", "HUBERT 4 5", "TEXT [SIL]", "HUBERT 6 6 6",
+                     "TEXT beginning", "HUBERT 10 11 12 13", "TEXT god", "HUBERT 14", "TEXT created",
+                     "HUBERT 15 16 17", "TEXT [SIL]", "HUBERT 18"]
+  words, units, spans = parse_interleaved("".join(SEP + s for s in segments), 501)
+  assert words == ("in", "the", "beginning", "god", "created")
+  all_units = [int(u) for s in segments if s.startswith("HUBERT") for u in s.split()[1:]]
+  assert units.tolist() == all_units
+  ids = [[10 + i] for i in range(len(words))]  # one text id per word
+  rec = records.speech_record("u", ids, units, spans).validate(num_units=501, text_vocab=60)
+  vocab = vocab_lib.Vocab(text_size=60, num_units=501)
+  only = interleave.interleave(rec, vocab, np.random.default_rng(0), speech_only=True)
+  assert (only.tokens[vocab.is_speech(only.tokens)] - vocab.unit_offset).tolist() == all_units
+  for seed in range(30):
+    seq = interleave.interleave(rec, vocab, np.random.default_rng(seed))
+    text_words = (seq.tokens[vocab.is_text(seq.tokens)] - 3 - 10).tolist()
+    spoken = (seq.tokens[vocab.is_speech(seq.tokens)] - vocab.unit_offset).tolist()
+    spans_drawn = interleave.draw_spans(5, np.random.default_rng(seed), interleave.InterleaveConfig())
+    for modality, a, b in spans_drawn:  # each word once: as text, or as its units
+      if modality == "text":
+        assert all(w in text_words for w in range(a, b))
+      else:
+        s, e = interleave.speech_span_units(spans, len(units), a, b)
+        assert all_units[s:e] == spoken[:e - s]
+        spoken = spoken[e - s:]
+    assert spoken == []
