@@ -3,7 +3,12 @@
 `attention(q, k, v, mask)` computes softmax(q k^T / sqrt(h)) v over the key axis
 for any leading batch shape; every attention in the model (document-causal
 self-attention, windowed local self-attention, patch and decoder
-cross-attention) calls it. Backends:
+cross-attention) calls it. `self_attention(q, k, v, segment, window)` builds
+the document-causal (optionally windowed) mask itself: densely for short
+sequences, and in query blocks that each see only their window's key blocks
+once the window covers less than half the sequence, so memory grows linearly
+with length (no [T x T] mask).
+Backends:
   "reference": an einsum softmax in fp32 (the fastest on CPU).
   "xla" / "cudnn": jax.nn.dot_product_attention (cuDNN's fused kernel on GPU).
 A query whose mask row is empty (padding) returns zeros.
@@ -32,13 +37,63 @@ def attention(q_BQNH, k_BKNH, v_BKNH, mask_BQK, implementation: str = "reference
   raise ValueError(f"unknown attention implementation {implementation!r}; choose from {IMPLEMENTATIONS}")
 
 
+SMALL_KV = 16  # key sets this small (patch pooling, decoder cross-attention) skip the matmul path
+
+
 def _reference(q, k, v, mask):
+  if k.shape[-3] <= SMALL_KV:
+    return _small_kv(q, k, v, mask)
   scale = q.shape[-1] ** -0.5
   logits = jnp.einsum("...qnh,...knh->...nqk", q, k, preferred_element_type=jnp.float32) * scale
   logits = jnp.where(mask[..., None, :, :], logits, -1e30)
   probs = jax.nn.softmax(logits, axis=-1)
   probs = jnp.where(mask[..., None, :, :].any(-1, keepdims=True), probs, 0.0)
   return jnp.einsum("...nqk,...knh->...qnh", probs.astype(v.dtype), v)
+
+
+def _small_kv(q, k, v, mask):
+  """The same softmax attention as elementwise products: with a handful of keys per query
+  the batched-matmul path is dominated by per-matmul overhead on CPU."""
+  scale = q.shape[-1] ** -0.5
+  logits = jnp.sum(q[..., :, None, :, :].astype(jnp.float32) * k[..., None, :, :, :], axis=-1) * scale
+  logits = jnp.where(mask[..., None], logits, -1e30)  # [..., Q, K, N]
+  probs = jax.nn.softmax(logits, axis=-2)
+  probs = jnp.where(mask.any(-1)[..., None, None], probs, 0.0)
+  return jnp.sum(probs[..., None].astype(v.dtype) * v[..., None, :, :, :], axis=-3)
+
+
+def self_attention(q_BTNH, k_BTNH, v_BTNH, segment_BT, window: int | None = None,
+                   implementation: str = "reference", block: int = 128):
+  """Document-causal self-attention, windowed to the last `window` tokens if given."""
+  t = q_BTNH.shape[1]
+  keys_per_block = (-(-(window - 1) // block) + 1) * block if window else t
+  if window is None or 2 * keys_per_block > t:  # blocks would see most keys anyway: dense is faster
+    return attention(q_BTNH, k_BTNH, v_BTNH, document_causal_mask(segment_BT, window), implementation)
+  return _blocked_window_attention(q_BTNH, k_BTNH, v_BTNH, segment_BT, window, implementation, block)
+
+
+def _blocked_window_attention(q, k, v, segment, window, implementation, block):
+  """Query blocks of `block` tokens attend to their own and the `ceil((window-1)/block)`
+  previous key blocks, built from shifted slices (cheap to differentiate)."""
+  b, t, n, h = q.shape
+  pad = (-t) % block
+  prev = -(-(window - 1) // block)
+  nb = (t + pad) // block
+  widen = lambda x, front: jnp.pad(x, [(0, 0), (front, pad)] + [(0, 0)] * (x.ndim - 2))
+  kp, vp, segp = widen(k, prev * block), widen(v, prev * block), widen(segment, prev * block)
+  blocks = lambda x: jnp.concatenate(
+      [x[:, j * block:j * block + nb * block].reshape((b, nb, block) + x.shape[2:]) for j in range(prev + 1)],
+      axis=2)
+  k_blk, v_blk, seg_k = blocks(kp), blocks(vp), blocks(segp)               # [B, nb, L, ...]
+  q_blk = widen(q, 0).reshape(b, nb, block, n, h)
+  seg_q = widen(segment, 0).reshape(b, nb, block)
+  q_idx = jnp.arange(nb * block).reshape(nb, block)
+  k_idx = (jnp.arange(nb)[:, None] * block + jnp.arange((prev + 1) * block)[None, :]) - prev * block
+  delta = q_idx[:, :, None] - k_idx[:, None, :]                            # [nb, block, L]
+  allowed = (delta >= 0) & (delta < window) & (k_idx[:, None, :] >= 0)
+  mask = allowed[None] & (seg_q[..., None] == seg_k[:, :, None, :]) & (seg_q[..., None] > 0)
+  out = attention(q_blk, k_blk, v_blk, mask, implementation)
+  return out.reshape(b, nb * block, n, h)[:, :t]
 
 
 def document_causal_mask(segment_BT, window: int | None = None):

@@ -45,7 +45,7 @@ class LocalDecoder(nnx.Module):
     self.norm = RMSNorm(d, rngs=rngs)
     self.head = Linear(d, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dt)
 
-  def __call__(self, h_BTD, global_BPG, batch, local_mask_BTT):
+  def __call__(self, h_BTD, global_BPG, batch):
     """Token states [B, T, d_local] and global outputs [B, P, d_global] -> fp32 logits [B, T, V]."""
     cfg = self.cfg
     b, t, d = h_BTD.shape
@@ -55,5 +55,5 @@ class LocalDecoder(nnx.Module):
     mask_BT1K = jnp.ones((b, t, 1, cfg.cross_attn_k), bool)
     for cross, layer in zip(self.cross, self.layers):
       h_BTD = h_BTD + cross(h_BTD[:, :, None, :], kv_BTKD, mask_BT1K)[:, :, 0, :]
-      h_BTD = layer(h_BTD, batch["token_pos"], local_mask_BTT)
+      h_BTD = layer(h_BTD, batch["token_pos"], batch["token_segment"], cfg.window)
     return self.head(self.norm(h_BTD)).astype(jnp.float32)

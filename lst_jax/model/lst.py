@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flax import nnx
 
-from lst_jax.model import attention as attn
 from lst_jax.model.config import ModelConfig
 from lst_jax.model.decoder import LocalDecoder
 from lst_jax.model.patcher import EncoderPatcher
@@ -19,11 +18,9 @@ class LST(nnx.Module):
                               rngs=rngs, dtype=cfg.compute_dtype, rope_theta=cfg.rope_theta,
                               implementation=cfg.attention)
     self.decoder = LocalDecoder(cfg, rngs=rngs)
-    self.window = cfg.window
 
   def __call__(self, batch):
     """A packed batch (see lst_jax.data.packing.finalize_row) -> fp32 logits [B, T, V]."""
-    local_mask_BTT = attn.document_causal_mask(batch["token_segment"], self.window)
-    h_BTD, patches_BPG = self.encoder(batch, local_mask_BTT)
+    h_BTD, patches_BPG = self.encoder(batch)
     global_BPG = self.latent(patches_BPG, batch["patch_pos"], batch["patch_segment"])
-    return self.decoder(h_BTD, global_BPG, batch, local_mask_BTT)
+    return self.decoder(h_BTD, global_BPG, batch)

@@ -73,14 +73,14 @@ class EncoderPatcher(nnx.Module):
     self.pool_to_queries = Linear(d, k * d, ("embed", "mlp"), rngs=rngs, dtype=dt)
     self.to_global = Linear(k * d, cfg.d_global, ("mlp", "embed"), rngs=rngs, dtype=dt)
 
-  def __call__(self, batch, local_mask_BTT):
+  def __call__(self, batch):
     """Returns token states h [B, T, d_local] and patch vectors [B, P, d_global]."""
     cfg = self.cfg
     h_BTD = self.embed(batch["tokens"])
     b, p = batch["patch_len"].shape
     queries_BPKD = None
     for layer, cross in zip(self.layers, self.cross):
-      h_BTD = layer(h_BTD, batch["token_pos"], local_mask_BTT)
+      h_BTD = layer(h_BTD, batch["token_pos"], batch["token_segment"], cfg.window)
       tokens_BPLD, valid_BPL = gather_patch_tokens(h_BTD, batch["patch_first"], batch["patch_len"],
                                                    cfg.max_patch_len)
       if queries_BPKD is None:

@@ -26,11 +26,11 @@ class SelfAttention(nnx.Module):
     self.o = Linear(dim, dim, ("heads", "embed"), rngs=rngs, dtype=dtype)
     self.rope_theta, self.implementation = rope_theta, implementation
 
-  def __call__(self, x_BTD, pos_BT, mask_BTT):
+  def __call__(self, x_BTD, pos_BT, segment_BT, window: int | None = None):
     split = lambda y: y.reshape(y.shape[:-1] + (self.heads, self.head_dim))
     q = rope(split(self.q(x_BTD)), pos_BT, self.rope_theta)
     k = rope(split(self.k(x_BTD)), pos_BT, self.rope_theta)
-    out_BTNH = attn.attention(q, k, split(self.v(x_BTD)), mask_BTT, self.implementation)
+    out_BTNH = attn.self_attention(q, k, split(self.v(x_BTD)), segment_BT, window, self.implementation)
     return self.o(out_BTNH.reshape(x_BTD.shape))
 
 
@@ -44,8 +44,8 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(dim, rngs=rngs)
     self.mlp = SwiGLU(dim, mlp_dim, rngs=rngs, dtype=dtype)
 
-  def __call__(self, x_BTD, pos_BT, mask_BTT):
-    x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), pos_BT, mask_BTT)
+  def __call__(self, x_BTD, pos_BT, segment_BT, window: int | None = None):
+    x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), pos_BT, segment_BT, window)
     return x_BTD + self.mlp(self.mlp_norm(x_BTD))
 
 
@@ -59,7 +59,6 @@ class Transformer(nnx.Module):
     self.norm = RMSNorm(dim, rngs=rngs)
 
   def __call__(self, x_BTD, pos_BT, segment_BT):
-    mask_BTT = attn.document_causal_mask(segment_BT)
     for block in self.blocks:
-      x_BTD = block(x_BTD, pos_BT, mask_BTT)
+      x_BTD = block(x_BTD, pos_BT, segment_BT)
     return self.norm(x_BTD)
