@@ -8,6 +8,8 @@ divide stays replicated, so small test models shard on any mesh.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Sequence
 
@@ -20,15 +22,42 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
-# logical name -> mesh axes (None: replicated).
+# logical name -> mesh axes (None: replicated). Parameters use embed/mlp/heads/vocab/norm;
+# activations use the act_* names (batch over the data-parallel axes, features whole
+# between blocks, heads and vocabulary split over tensor).
 DEFAULT_RULES = (
-    ("batch", ("data", "fsdp")),
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("vocab", "tensor"),
     ("norm", None),
+    ("act_batch", ("data", "fsdp")),
+    ("act_length", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_vocab", "tensor"),
 )
+
+_ACTIVATIONS: contextvars.ContextVar = contextvars.ContextVar("lst_jax_activation_sharding", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(mesh: Mesh, rules=DEFAULT_RULES):
+  """While tracing inside this context, `constrain` pins activations to the mesh."""
+  token = _ACTIVATIONS.set((mesh, rules))
+  try:
+    yield
+  finally:
+    _ACTIVATIONS.reset(token)
+
+
+def constrain(x, axes: Sequence[str | None]):
+  """Sharding constraint on an activation by logical axes; identity outside activation_sharding."""
+  ctx = _ACTIVATIONS.get()
+  if ctx is None:
+    return x
+  mesh, rules = ctx
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, logical_to_spec(axes, x.shape, mesh, rules)))
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence | None = None) -> Mesh:

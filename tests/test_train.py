@@ -38,13 +38,15 @@ def _one_step(dataset, config, mesh, batch):
 
 @pytest.mark.parametrize("kind", ["lst", "baseline"])
 def test_step_on_2x4_mesh_matches_one_device(dataset, config, kind):
+  """A whole train step (forward, backward, AdamW) on 2 x 4 data x fsdp devices. Other
+  layouts are covered by tests/test_sharding.py."""
   config.model.kind = kind
   config.optim.warmup_steps = 0
   exp = config_lib.parse(config, pipeline.vocab_of(dataset).size)
   batch = next(iter(pipeline.train_dataset(dataset, config_lib.pipeline_config(exp.data, 8))))
   one = _one_step(dataset, config, sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1]), batch)
   assert len(jax.devices()) == 8
-  for shape in [(2, 4, 1), (2, 1, 4)]:
+  for shape in [(2, 4, 1)]:
     mesh = sharding.make_mesh(*shape)
     params, metrics, state, grads = _one_step(dataset, config, mesh, batch)
     np.testing.assert_allclose(metrics["loss"], one[1]["loss"], rtol=1e-5)

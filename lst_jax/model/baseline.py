@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lst_jax.model.config import ModelConfig
+from lst_jax.sharding import constrain
 from lst_jax.model.layers import Embed, Linear
 from lst_jax.model.transformer import Transformer
 
@@ -20,5 +21,7 @@ class Baseline(nnx.Module):
     self.head = Linear(cfg.d_global, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dt)
 
   def __call__(self, batch):
-    h_BTD = self.body(self.embed(batch["tokens"]), batch["token_pos"], batch["token_segment"])
-    return self.head(h_BTD).astype(jnp.float32)
+    x_BTD = constrain(self.embed(batch["tokens"]), ("act_batch", "act_length", "act_embed"))
+    h_BTD = constrain(self.body(x_BTD, batch["token_pos"], batch["token_segment"]),
+                      ("act_batch", "act_length", "act_embed"))
+    return constrain(self.head(h_BTD).astype(jnp.float32), ("act_batch", "act_length", "act_vocab"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flax import nnx
 
 from lst_jax.model.config import ModelConfig
+from lst_jax.sharding import constrain
 from lst_jax.model.decoder import LocalDecoder
 from lst_jax.model.patcher import EncoderPatcher
 from lst_jax.model.transformer import Transformer
@@ -22,5 +23,8 @@ class LST(nnx.Module):
   def __call__(self, batch):
     """A packed batch (see lst_jax.data.packing.finalize_row) -> fp32 logits [B, T, V]."""
     h_BTD, patches_BPG = self.encoder(batch)
+    h_BTD = constrain(h_BTD, ("act_batch", "act_length", "act_embed"))
+    patches_BPG = constrain(patches_BPG, ("act_batch", "act_length", "act_embed"))
     global_BPG = self.latent(patches_BPG, batch["patch_pos"], batch["patch_segment"])
-    return self.decoder(h_BTD, global_BPG, batch)
+    global_BPG = constrain(global_BPG, ("act_batch", "act_length", "act_embed"))
+    return constrain(self.decoder(h_BTD, global_BPG, batch), ("act_batch", "act_length", "act_vocab"))

@@ -11,6 +11,7 @@ from flax import nnx
 
 from lst_jax.model import attention as attn
 from lst_jax.model.layers import Linear, RMSNorm, SwiGLU, rope
+from lst_jax.sharding import constrain
 
 
 class SelfAttention(nnx.Module):
@@ -60,5 +61,5 @@ class Transformer(nnx.Module):
 
   def __call__(self, x_BTD, pos_BT, segment_BT):
     for block in self.blocks:
-      x_BTD = block(x_BTD, pos_BT, segment_BT)
+      x_BTD = constrain(block(x_BTD, pos_BT, segment_BT), ("act_batch", "act_length", "act_embed"))
     return self.norm(x_BTD)

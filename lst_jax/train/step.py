@@ -7,6 +7,7 @@ shardings, and the train step donates the old state.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import flax.struct
@@ -58,10 +59,13 @@ def init_state(model_cfg: ModelConfig, optimizer, shardings: TrainState, seed: i
   return jax.jit(init, out_shardings=shardings)()
 
 
-def make_loss_fn(graphdef, vocab: vocab_lib.Vocab):
-  """loss_fn(params, batch) -> (mean loss over all targets of the global batch, loss sums)."""
+def make_loss_fn(graphdef, vocab: vocab_lib.Vocab, mesh: Mesh | None = None, rules=sharding.DEFAULT_RULES):
+  """loss_fn(params, batch) -> (mean loss over all targets of the global batch, loss sums).
+
+  With a mesh, key activations are pinned to it by their logical axes while tracing."""
   def loss_fn(params, batch):
-    sums = losses.loss_sums(nnx.merge(graphdef, params)(batch), batch, vocab)
+    with sharding.activation_sharding(mesh, rules) if mesh is not None else contextlib.nullcontext():
+      sums = losses.loss_sums(nnx.merge(graphdef, params)(batch), batch, vocab)
     return losses.mean_losses(sums)["loss"], sums
   return loss_fn
 
@@ -79,7 +83,7 @@ def patch_statistics(batch, vocab: vocab_lib.Vocab) -> dict:
 def make_train_step(graphdef, optimizer, vocab: vocab_lib.Vocab, shardings: TrainState, mesh: Mesh,
                     lr_schedule: optax.Schedule):
   """jit(step)(state, batch) -> (state, metrics): one AdamW update on the global batch."""
-  loss_fn = make_loss_fn(graphdef, vocab)
+  loss_fn = make_loss_fn(graphdef, vocab, mesh)
 
   def step(state: TrainState, batch):
     (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
@@ -100,6 +104,7 @@ def make_train_step(graphdef, optimizer, vocab: vocab_lib.Vocab, shardings: Trai
 def make_eval_step(graphdef, vocab: vocab_lib.Vocab, shardings: TrainState, mesh: Mesh):
   """jit(eval)(params, batch) -> loss sums and counts per modality."""
   def evaluate(params, batch):
-    return losses.loss_sums(nnx.merge(graphdef, params)(batch), batch, vocab)
+    with sharding.activation_sharding(mesh):
+      return losses.loss_sums(nnx.merge(graphdef, params)(batch), batch, vocab)
   return jax.jit(evaluate, in_shardings=(shardings.params, sharding.batch_sharding(mesh)),
                  out_shardings=sharding.replicated(mesh))

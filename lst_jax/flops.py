@@ -1,0 +1,142 @@
+"""Analytic FLOP model of the LST and the baseline, per module (paper.md sec. 2 and 5).
+
+Counts matrix multiplies only: a [m x k] @ [k x n] product is 2*m*n*k FLOPs;
+norms, RoPE, softmax, masks and the optimizer update are left out (they are
+elementwise and small next to the matmuls at real widths). The embedding
+lookup is free. Training is taken as 3x the forward pass (the backward pass
+computes two matmuls, input and weight gradients, for each forward one).
+
+Every module has two numbers, both forward FLOPs for the whole batch:
+  "forward": what the maths needs. Attention counts only the query/key pairs
+    the mask allows, assuming one document per row (packing several documents
+    only removes pairs): causal ~n(n+1)/2 per row, windowed a band of `window`
+    keys; patch pooling and decoder cross-attention project each token, and
+    each patch's k vectors, once.
+  "dense": what a straightforward implementation, like lst_jax.model today,
+    executes: full [n x n] score matrices whatever the mask, every one of the
+    `max_patch_len` gathered key slots of every patch, and the k global vectors
+    projected again for every token that gathers them.
+
+Unlike the paper, which leaves the local encoder and decoder out of its
+accounting, the totals count every module; "global_only" is the paper-style
+number (the global transformer alone).
+"""
+
+from __future__ import annotations
+
+from lst_jax.model.config import ModelConfig
+
+# Module names, in the order data flows through them.
+LST_MODULES = ("embed", "encoder", "encoder_cross", "to_global", "global", "decoder_cross", "decoder", "head")
+BASELINE_MODULES = ("embed", "global", "head")
+
+
+def matmul(m: int, n: int, k: int) -> int:
+  """FLOPs of an [m x k] @ [k x n] product."""
+  return 2 * m * n * k
+
+
+def attended_pairs(n: int, window: int | None = None) -> int:
+  """Query/key pairs a causal mask (optionally a sliding window) allows in one row of n."""
+  w = n if window is None else min(window, n)
+  return w * (w + 1) // 2 + (n - w) * w
+
+
+def _module(forward: int, dense: int | None = None) -> dict:
+  return {"forward": int(forward), "dense": int(forward if dense is None else dense)}
+
+
+def _add(*modules: dict) -> dict:
+  return {k: sum(m[k] for m in modules) for k in ("forward", "dense")}
+
+
+def block_flops(rows: int, n: int, d: int, mlp: int, window: int | None = None) -> dict:
+  """One pre-norm block over [rows, n, d]: q/k/v/o projections, scores and values, SwiGLU."""
+  dense_proj = 4 * matmul(rows * n, d, d) + 3 * matmul(rows * n, mlp, d)
+  # Scores q.k and the weighted sum of values: 2*d FLOPs each per pair (all heads together).
+  attn = lambda pairs: 2 * 2 * d * rows * pairs
+  return _module(dense_proj + attn(attended_pairs(n, window)), dense_proj + attn(n * n))
+
+
+def stack_flops(layers: int, rows: int, n: int, d: int, mlp: int, window: int | None = None) -> dict:
+  one = block_flops(rows, n, d, mlp, window)
+  return {k: layers * v for k, v in one.items()}
+
+
+def patch_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) -> dict:
+  """Encoder pooling: max-pool -> k queries per patch, then per layer k queries over the patch's tokens."""
+  d, k, slots = cfg.d_local, cfg.cross_attn_k, cfg.max_patch_len
+  pool = matmul(rows * patches, k * d, d)
+  q_o = 2 * matmul(rows * patches * k, d, d)
+  # Needed: each token is a key of exactly one patch; dense: every gathered slot of every patch.
+  needed = q_o + 2 * matmul(rows * tokens, d, d) + 2 * 2 * d * rows * k * tokens
+  dense = q_o + 2 * matmul(rows * patches * slots, d, d) + 2 * 2 * d * rows * patches * k * slots
+  return _module(pool + cfg.encoder_layers * needed, pool + cfg.encoder_layers * dense)
+
+
+def token_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) -> dict:
+  """Decoder: global outputs -> k vectors per patch, then per layer each token over k vectors."""
+  d, k = cfg.d_local, cfg.cross_attn_k
+  from_global = matmul(rows * patches, k * d, cfg.d_global)
+  q_o_attn = 2 * matmul(rows * tokens, d, d) + 2 * 2 * d * rows * tokens * k
+  # Needed: project each patch's k vectors once; dense: once per token that gathers them.
+  needed = q_o_attn + 2 * matmul(rows * patches * k, d, d)
+  dense = q_o_attn + 2 * matmul(rows * tokens * k, d, d)
+  return _module(from_global + cfg.decoder_layers * needed, from_global + cfg.decoder_layers * dense)
+
+
+def lst_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) -> dict:
+  """Forward FLOPs per module of the LST on [rows, tokens] tokens and [rows, patches] patches."""
+  d, g = cfg.d_local, cfg.d_global
+  return {
+      "embed": _module(0),
+      "encoder": stack_flops(cfg.encoder_layers, rows, tokens, d, cfg.mlp_dim(d), cfg.window),
+      "encoder_cross": patch_cross_flops(cfg, rows, tokens, patches),
+      "to_global": _module(matmul(rows * patches, g, cfg.cross_attn_k * d)),
+      "global": stack_flops(cfg.global_layers, rows, patches, g, cfg.mlp_dim(g)),
+      "decoder_cross": token_cross_flops(cfg, rows, tokens, patches),
+      "decoder": stack_flops(cfg.decoder_layers, rows, tokens, d, cfg.mlp_dim(d), cfg.window),
+      "head": _module(matmul(rows * tokens, cfg.vocab_size, d)),
+  }
+
+
+def baseline_flops(cfg: ModelConfig, rows: int, tokens: int) -> dict:
+  """Forward FLOPs per module of the baseline: the global transformer over all tokens."""
+  g = cfg.d_global
+  return {
+      "embed": _module(0),
+      "global": stack_flops(cfg.global_layers, rows, tokens, g, cfg.mlp_dim(g)),
+      "head": _module(matmul(rows * tokens, cfg.vocab_size, g)),
+  }
+
+
+def model_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int = 0) -> dict:
+  """Per-module forward FLOPs and totals for one batch; `patches` is ignored by the baseline.
+
+  Returns {"modules": {name: {"forward", "dense"}}, "forward", "dense",
+  "train" (= 3 x forward), "train_dense" (= 3 x dense), "global_only" (paper-style:
+  the global transformer's forward FLOPs only)}.
+  """
+  if cfg.kind == "lst":
+    modules = lst_flops(cfg, rows, tokens, patches)
+  elif cfg.kind == "baseline":
+    modules = baseline_flops(cfg, rows, tokens)
+  else:
+    raise ValueError(f"unknown model kind {cfg.kind!r}")
+  total = _add(*modules.values())
+  return {"modules": modules, "forward": total["forward"], "dense": total["dense"],
+          "train": 3 * total["forward"], "train_dense": 3 * total["dense"],
+          "global_only": modules["global"]["forward"]}
+
+
+def speech_flops_per_second(cfg: ModelConfig, tokens: int, patch_size: int = 4,
+                            unit_rate: float = 25.0) -> dict:
+  """Forward FLOPs per second of audio on speech-only rows of `tokens` units.
+
+  The LST sees one patch per `patch_size` units (static patching); the baseline
+  one position per unit. Mode tokens are ignored.
+  """
+  patches = -(-tokens // patch_size)
+  f = model_flops(cfg, 1, tokens, patches)
+  seconds = tokens / unit_rate
+  return {k: f[k] / seconds for k in ("forward", "dense", "global_only")}

@@ -1,0 +1,203 @@
+"""Parameters, FLOPs and per-device memory of an experiment, without running it.
+
+  python -m lst_jax.tools.inspect --config=experiments/lst_1b.py [--devices=32] \
+      [--data=N] [--fsdp=N] [--tensor=N] [--vocab_size=V] [--nocompile]
+
+1. Parameters per module, from an abstract model (nnx.eval_shape: nothing allocated).
+2. Forward and train FLOPs per step per module (lst_jax.flops; train = 3 x forward),
+   both mask-aware and as a dense implementation executes them.
+3. Memory per device of the train step, compiled ahead of time on the mesh for
+   abstract sharded arguments (jit(...).lower(...).compile().memory_analysis()).
+
+--devices=N compiles for N devices: when jax sees another count, the tool re-runs
+itself on N fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N,
+JAX_PLATFORMS=cpu); memory is then what XLA's CPU compiler plans, a guide to, not
+a measurement of, an accelerator's. The vocabulary size comes from --vocab_size,
+else from config.data.dir when it holds a prepared dataset, else DEFAULT_VOCAB
+(the paper's: Llama-2's 32,000 text pieces and 501 HuBERT units, plus specials
+and the two mode tokens: 32,506).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
+
+from lst_jax import config as config_lib
+from lst_jax import flops as flops_lib
+from lst_jax import sharding
+from lst_jax import vocab as vocab_lib
+from lst_jax.model.config import ModelConfig
+from lst_jax.model.factory import build_model
+from lst_jax.train import step as step_lib
+from lst_jax.train.optimizer import make_optimizer, schedule
+
+DEFAULT_VOCAB = vocab_lib.Vocab(text_size=32000, num_units=501)
+
+# Parameter path prefix -> module name of lst_jax.flops (longest prefix wins).
+PARAM_MODULES = {
+    ("encoder", "embed"): "embed", ("encoder", "layers"): "encoder",
+    ("encoder", "cross"): "encoder_cross", ("encoder", "pool_to_queries"): "encoder_cross",
+    ("encoder", "to_global"): "to_global", ("latent",): "global",
+    ("decoder", "from_global"): "decoder_cross", ("decoder", "cross"): "decoder_cross",
+    ("decoder", "layers"): "decoder", ("decoder", "norm"): "head", ("decoder", "head"): "head",
+    ("embed",): "embed", ("body",): "global", ("head",): "head",
+}
+
+TOKEN_KEYS = ("tokens", "targets", "token_segment", "token_pos", "token_patch")
+PATCH_KEYS = ("patch_segment", "patch_pos", "patch_len", "patch_first", "patch_aligned")
+
+
+def param_module(path) -> str:
+  """The FLOP-table module a parameter belongs to; unknown paths keep their own name."""
+  names = tuple(str(p) for p in path)
+  for n in range(len(names), 0, -1):
+    if names[:n] in PARAM_MODULES:
+      return PARAM_MODULES[names[:n]]
+  return ".".join(names[:2])
+
+
+def param_counts(model_cfg: ModelConfig) -> dict[str, int]:
+  """Parameters per module of an abstract model (nothing is allocated)."""
+  params = nnx.state(nnx.eval_shape(lambda: build_model(model_cfg, 0)), nnx.Param)
+  counts: dict[str, int] = {}
+  for path, var in nnx.to_flat_state(params):
+    name = param_module(path)
+    counts[name] = counts.get(name, 0) + int(var.size)
+  return counts
+
+
+def abstract_batch(rows: int, tokens: int, patches: int, batch_sharding=None) -> dict:
+  """ShapeDtypeStructs of a packed batch (keys and dtypes of lst_jax.data.packing.finalize_row)."""
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+  batch = {k: spec((rows, tokens), jnp.int32) for k in TOKEN_KEYS}
+  batch.update({k: spec((rows, patches), jnp.int32) for k in PATCH_KEYS})
+  batch["loss_mask"] = spec((rows, tokens), jnp.bool_)
+  batch["truncated_tokens"] = spec((rows,), jnp.int32)
+  return batch
+
+
+def lower_train_step(exp: config_lib.Experiment, vocab: vocab_lib.Vocab, mesh):
+  """The experiment's jitted train step lowered for abstract sharded state and batch."""
+  optimizer = make_optimizer(exp.optim)
+  graphdef, abstract = step_lib.abstract_state(exp.model, optimizer, exp.train.seed)
+  shardings = step_lib.state_shardings(abstract, optimizer, mesh, sharding.DEFAULT_RULES)
+  train_step = step_lib.make_train_step(graphdef, optimizer, vocab, shardings, mesh, schedule(exp.optim))
+  batch = abstract_batch(exp.data.batch_size, exp.data.max_tokens, exp.data.max_patches,
+                         sharding.batch_sharding(mesh))
+  return train_step.lower(abstract, batch)
+
+
+def memory_per_device(compiled) -> dict[str, int]:
+  """Bytes per device from XLA's memory analysis; total = arguments + outputs - aliased + temporaries."""
+  m = compiled.memory_analysis()
+  out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "alias", "temp",
+                                                            "generated_code")}
+  out["total"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
+  return out
+
+
+def vocab_for(config: ml_collections.ConfigDict, vocab_size: int) -> vocab_lib.Vocab:
+  """--vocab_size (text pieces = the rest after specials, modes and 501 units), else the data's, else the paper's."""
+  if vocab_size:
+    units = DEFAULT_VOCAB.num_units
+    return vocab_lib.Vocab(text_size=vocab_size - units - vocab_lib.NUM_SPECIAL - 2, num_units=units)
+  data_dir = config.get("data", {}).get("dir", "")
+  if data_dir and all(os.path.isfile(os.path.join(d.strip(), "manifest.json")) for d in data_dir.split(",")):
+    from lst_jax.data import datasets, pipeline
+    return pipeline.vocab_of(datasets.open_datasets(data_dir))
+  return DEFAULT_VOCAB
+
+
+def _fmt(n: float) -> str:
+  for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    if abs(n) >= scale:
+      return f"{n / scale:.2f}{unit}"
+  return f"{n:.0f}"
+
+
+def report(exp: config_lib.Experiment, counts: dict[str, int], flops: dict) -> str:
+  """The parameter and FLOP tables as text."""
+  d, total_params = exp.data, sum(counts.values())
+  lines = [f"{exp.model.kind}: {total_params / 1e6:.1f}M parameters; batch {d.batch_size} rows x "
+           f"{d.max_tokens} tokens" + (f" / {d.max_patches} patches" if exp.model.kind == "lst" else ""),
+           f"{'module':<15}{'params':>10}{'share':>7}{'fwd FLOPs':>12}{'dense':>12}{'train FLOPs':>13}{'share':>7}"]
+  names = list(flops["modules"]) + [n for n in counts if n not in flops["modules"]]
+  zero = {"forward": 0, "dense": 0}
+  for name in names:
+    f, p = flops["modules"].get(name, zero), counts.get(name, 0)
+    lines.append(f"{name:<15}{p / 1e6:>9.2f}M{p / total_params:>7.1%}{_fmt(f['forward']):>12}"
+                 f"{_fmt(f['dense']):>12}{_fmt(3 * f['forward']):>13}{f['forward'] / flops['forward']:>7.1%}")
+  lines.append(f"{'total':<15}{total_params / 1e6:>9.2f}M{'':>7}{_fmt(flops['forward']):>12}"
+               f"{_fmt(flops['dense']):>12}{_fmt(flops['train']):>13}")
+  lines.append(f"train FLOPs per step (3 x forward, matmuls only): {_fmt(flops['train'])} mask-aware, "
+               f"{_fmt(flops['train_dense'])} dense; paper-style (global transformer only): "
+               f"{_fmt(3 * flops['global_only'])}")
+  return "\n".join(lines)
+
+
+def _fake_devices_env(n: int) -> dict:
+  xla_flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
+  return dict(os.environ, XLA_FLAGS=f"{xla_flags} --xla_force_host_platform_device_count={n}".strip(),
+              JAX_PLATFORMS="cpu", LST_INSPECT_REEXEC="1")
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).")
+_DEVICES = flags.DEFINE_integer("devices", 0, "Compile for this many devices (fake CPU devices if "
+                                "jax sees another count); 0: the devices jax sees.")
+_DATA = flags.DEFINE_integer("data", None, "Mesh data axis (default: the config's).")
+_FSDP = flags.DEFINE_integer("fsdp", None, "Mesh fsdp axis (default: the config's).")
+_TENSOR = flags.DEFINE_integer("tensor", None, "Mesh tensor axis (default: the config's).")
+_VOCAB = flags.DEFINE_integer("vocab_size", 0, "Vocabulary size; 0: from config.data.dir if it is a "
+                              f"prepared dataset, else {DEFAULT_VOCAB.size} (the paper's).")
+_COMPILE = flags.DEFINE_boolean("compile", True, "Compile the train step for memory figures "
+                                "(--nocompile: parameters and FLOPs only).")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  n = _DEVICES.value
+  if n and jax.device_count() != n:
+    if os.environ.get("LST_INSPECT_REEXEC"):
+      sys.exit(f"error: asked for {n} devices, jax sees {jax.device_count()}")
+    os.execve(sys.executable, [sys.executable, "-m", "lst_jax.tools.inspect", *sys.argv[1:]],
+              _fake_devices_env(n))
+  config = _CONFIG.value
+  vocab = vocab_for(config, _VOCAB.value)
+  try:
+    exp = config_lib.parse(config, vocab_size=vocab.size)
+  except config_lib.ConfigError as e:
+    sys.exit(f"error: {e}")
+  d = exp.data
+  print(report(exp, param_counts(exp.model), flops_lib.model_flops(exp.model, d.batch_size, d.max_tokens,
+                                                                     d.max_patches)))
+  if not _COMPILE.value:
+    return
+  mesh_cfg = exp.mesh
+  data = _DATA.value if _DATA.value is not None else (-1 if _FSDP.value or _TENSOR.value else mesh_cfg.data)
+  mesh = sharding.make_mesh(data, _FSDP.value or mesh_cfg.fsdp, _TENSOR.value or mesh_cfg.tensor)
+  t = time.time()
+  lowered = lower_train_step(exp, vocab, mesh)
+  t_lower = time.time() - t
+  compiled = lowered.compile()
+  mem = memory_per_device(compiled)
+  print(f"train step on mesh {dict(mesh.shape)} ({jax.devices()[0].platform}; lowered in {t_lower:.0f} s, "
+        f"compiled in {time.time() - t - t_lower:.0f} s), memory per device: "
+        f"{mem['total'] / 2**30:.2f} GiB = arguments {mem['argument'] / 2**30:.2f} + outputs "
+        f"{mem['output'] / 2**30:.2f} - aliased {mem['alias'] / 2**30:.2f} + temporaries "
+        f"{mem['temp'] / 2**30:.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)
