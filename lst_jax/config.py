@@ -17,7 +17,7 @@ from lst_jax.data import patching as patching_lib
 from lst_jax.data.patching import PatchingConfig
 from lst_jax.data.pipeline import PipelineConfig
 from lst_jax.model.attention import IMPLEMENTATIONS
-from lst_jax.model.config import DTYPES, ModelConfig
+from lst_jax.model.config import DTYPES, REMAT_POLICIES, ModelConfig
 from lst_jax.model.factory import MODELS
 from lst_jax.train.optimizer import OptimizerConfig
 
@@ -77,6 +77,7 @@ CHOICES = {
     ("model", "kind"): tuple(MODELS),
     ("model", "dtype"): tuple(DTYPES),
     ("model", "attention"): IMPLEMENTATIONS,
+    ("model", "remat"): tuple(REMAT_POLICIES),
     ("data", "patching"): patching_lib.STRATEGIES,
     ("data", "silence"): (patching_lib.SILENCE_SEPARATE, patching_lib.SILENCE_MERGED),
 }

@@ -121,3 +121,22 @@ def test_blocked_window_attention_matches_dense(t, window, block):
   np.testing.assert_allclose(np.asarray(blocked), np.asarray(dense), atol=1e-5)
   via_entry = attn.self_attention(q, k, v, seg, window, block=block)
   np.testing.assert_allclose(np.asarray(via_entry), np.asarray(dense), atol=1e-5)
+
+
+@pytest.mark.parametrize("remat", ["full"])
+def test_remat_and_xla_attention_keep_the_numbers(dataset, config, remat):
+  """Rematerialization and the jax.nn.dot_product_attention backend change how, not what."""
+  from lst_jax.train import step as step_lib
+  vocab = pipeline.vocab_of(dataset)
+  batch = None
+  grads = []
+  for change in ({}, {"remat": remat}, {"attention": "xla"}):
+    for k, v in change.items():
+      config.model[k] = v
+    model, batch, _ = _setup(dataset, config, "lst") if batch is None else (_setup(dataset, config, "lst")[0], batch, None)
+    graphdef, params = nnx.split(model, nnx.Param)
+    loss_fn = step_lib.make_loss_fn(graphdef, vocab)
+    grads.append(jax.jit(jax.grad(lambda p: loss_fn(p, batch)[0]))(params))
+    config.model.remat, config.model.attention = "none", "reference"
+  chex.assert_trees_all_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+  chex.assert_trees_all_close(grads[2], grads[0], atol=1e-5, rtol=1e-3)

@@ -17,7 +17,8 @@ class Baseline(nnx.Module):
     dt = cfg.compute_dtype
     self.embed = Embed(cfg.vocab_size, cfg.d_global, rngs=rngs, dtype=dt)
     self.body = Transformer(cfg.d_global, cfg.global_heads, cfg.global_layers, cfg.mlp_dim(cfg.d_global),
-                            rngs=rngs, dtype=dt, rope_theta=cfg.rope_theta, implementation=cfg.attention)
+                            rngs=rngs, dtype=dt, rope_theta=cfg.rope_theta, implementation=cfg.attention,
+                            remat=cfg.remat)
     self.head = Linear(cfg.d_global, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dt)
 
   def __call__(self, batch):

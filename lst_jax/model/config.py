@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# What each transformer block keeps for the backward pass (the rest is recomputed).
+REMAT_POLICIES = {
+    "none": None,                                                     # keep everything
+    "full": jax.checkpoint_policies.nothing_saveable,                 # keep only block inputs
+    "dots": jax.checkpoint_policies.checkpoint_dots,                  # keep matmul outputs
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # ... but not attention's
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +38,7 @@ class ModelConfig:
   mlp_ratio: float = 8 / 3
   dtype: str = "float32"          # compute dtype; parameters stay fp32
   attention: str = "reference"    # see lst_jax.model.attention.IMPLEMENTATIONS
+  remat: str = "none"             # rematerialize each block's activations: see REMAT_POLICIES
 
   @property
   def compute_dtype(self):

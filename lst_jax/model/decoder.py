@@ -15,7 +15,7 @@ from flax import nnx
 from lst_jax.model.config import ModelConfig
 from lst_jax.model.layers import Linear, RMSNorm
 from lst_jax.model.patcher import CrossAttention
-from lst_jax.model.transformer import Block
+from lst_jax.model.transformer import Block, run_block
 
 
 def context_patch(token_patch_BT, token_segment_BT):
@@ -55,5 +55,5 @@ class LocalDecoder(nnx.Module):
     mask_BT1K = jnp.ones((b, t, 1, cfg.cross_attn_k), bool)
     for cross, layer in zip(self.cross, self.layers):
       h_BTD = h_BTD + cross(h_BTD[:, :, None, :], kv_BTKD, mask_BT1K)[:, :, 0, :]
-      h_BTD = layer(h_BTD, batch["token_pos"], batch["token_segment"], cfg.window)
+      h_BTD = run_block(layer, h_BTD, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
     return self.head(self.norm(h_BTD)).astype(jnp.float32)

@@ -16,7 +16,7 @@ from flax import nnx
 from lst_jax.model import attention as attn
 from lst_jax.model.config import ModelConfig
 from lst_jax.model.layers import Embed, Linear, RMSNorm
-from lst_jax.model.transformer import Block
+from lst_jax.model.transformer import Block, run_block
 
 
 def gather_patch_tokens(h_BTD, patch_first_BP, patch_len_BP, max_len: int):
@@ -80,7 +80,7 @@ class EncoderPatcher(nnx.Module):
     b, p = batch["patch_len"].shape
     queries_BPKD = None
     for layer, cross in zip(self.layers, self.cross):
-      h_BTD = layer(h_BTD, batch["token_pos"], batch["token_segment"], cfg.window)
+      h_BTD = run_block(layer, h_BTD, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
       tokens_BPLD, valid_BPL = gather_patch_tokens(h_BTD, batch["patch_first"], batch["patch_len"],
                                                    cfg.max_patch_len)
       if queries_BPKD is None:

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lst_jax.model import attention as attn
+from lst_jax.model.config import REMAT_POLICIES
 from lst_jax.model.layers import Linear, RMSNorm, SwiGLU, rope
 from lst_jax.sharding import constrain
 
@@ -50,16 +51,27 @@ class Block(nnx.Module):
     return x_BTD + self.mlp(self.mlp_norm(x_BTD))
 
 
+def run_block(block: Block, x_BTD, pos_BT, segment_BT, window: int | None = None, remat: str = "none"):
+  """One block, rematerialized by the named policy (lst_jax.model.config.REMAT_POLICIES)."""
+  if remat == "none":
+    return block(x_BTD, pos_BT, segment_BT, window)
+  call = nnx.remat(lambda b, x, p, s: b(x, p, s, window), policy=REMAT_POLICIES[remat])
+  return call(block, x_BTD, pos_BT, segment_BT)
+
+
 class Transformer(nnx.Module):
   """A stack of blocks with a final norm: the global latent transformer, or the baseline's body."""
 
   def __init__(self, dim: int, heads: int, layers: int, mlp_dim: int, *, rngs: nnx.Rngs,
-               dtype=jnp.float32, rope_theta: float = 5e5, implementation: str = "reference"):
+               dtype=jnp.float32, rope_theta: float = 5e5, implementation: str = "reference",
+               remat: str = "none"):
     self.blocks = nnx.List([Block(dim, heads, mlp_dim, rngs=rngs, dtype=dtype, rope_theta=rope_theta,
                                   implementation=implementation) for _ in range(layers)])
     self.norm = RMSNorm(dim, rngs=rngs)
+    self.remat = remat
 
   def __call__(self, x_BTD, pos_BT, segment_BT):
     for block in self.blocks:
-      x_BTD = constrain(block(x_BTD, pos_BT, segment_BT), ("act_batch", "act_length", "act_embed"))
+      x_BTD = run_block(block, x_BTD, pos_BT, segment_BT, remat=self.remat)
+      x_BTD = constrain(x_BTD, ("act_batch", "act_length", "act_embed"))
     return self.norm(x_BTD)
