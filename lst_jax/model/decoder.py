@@ -51,9 +51,10 @@ class LocalDecoder(nnx.Module):
     b, t, d = h_BTD.shape
     kv_BPKD = self.from_global(global_BPG).reshape(b, -1, cfg.cross_attn_k, d)
     ctx_BT = context_patch(batch["token_patch"], batch["token_segment"])
-    kv_BTKD = jnp.take_along_axis(kv_BPKD, ctx_BT[:, :, None, None], axis=1)
     mask_BT1K = jnp.ones((b, t, 1, cfg.cross_attn_k), bool)
+    gather = lambda x_BPKNH: jnp.take_along_axis(x_BPKNH, ctx_BT[:, :, None, None, None], axis=1)
     for cross, layer in zip(self.cross, self.layers):
-      h_BTD = h_BTD + cross(h_BTD[:, :, None, :], kv_BTKD, mask_BT1K)[:, :, 0, :]
+      k_BPKNH, v_BPKNH = cross.keys_values(kv_BPKD)
+      h_BTD = h_BTD + cross.attend(h_BTD[:, :, None, :], gather(k_BPKNH), gather(v_BPKNH), mask_BT1K)[:, :, 0, :]
       h_BTD = run_block(layer, h_BTD, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
     return self.head(self.norm(h_BTD)).astype(jnp.float32)

@@ -19,15 +19,16 @@ from lst_jax.model.layers import Embed, Linear, RMSNorm
 from lst_jax.model.transformer import Block, run_block
 
 
-def gather_patch_tokens(h_BTD, patch_first_BP, patch_len_BP, max_len: int):
-  """[B, P, L, D] token states of each patch and bool [B, P, L] validity."""
+def gather_patch_tokens(h_BT_, patch_first_BP, patch_len_BP, max_len: int):
+  """[B, P, L, ...] per-token values of each patch's tokens and bool [B, P, L] validity."""
   offsets = jnp.arange(max_len)
   idx_BPL = patch_first_BP[..., None] + offsets
   valid_BPL = offsets < patch_len_BP[..., None]
-  idx_BPL = jnp.clip(jnp.where(valid_BPL, idx_BPL, 0), 0, h_BTD.shape[1] - 1)
-  b = h_BTD.shape[0]
-  gathered = jnp.take_along_axis(h_BTD, idx_BPL.reshape(b, -1, 1), axis=1)
-  return gathered.reshape(idx_BPL.shape + h_BTD.shape[-1:]), valid_BPL
+  idx_BPL = jnp.clip(jnp.where(valid_BPL, idx_BPL, 0), 0, h_BT_.shape[1] - 1)
+  b, t = h_BT_.shape[:2]
+  flat = h_BT_.reshape(b, t, -1)
+  gathered = jnp.take_along_axis(flat, idx_BPL.reshape(b, -1, 1), axis=1)
+  return gathered.reshape(idx_BPL.shape + h_BT_.shape[2:]), valid_BPL
 
 
 def max_pool(tokens_BPLD, valid_BPL):
@@ -49,13 +50,24 @@ class CrossAttention(nnx.Module):
     self.o = Linear(dim, dim, ("heads", "embed"), rngs=rngs, dtype=dtype)
     self.implementation = implementation
 
+  def _split(self, y):
+    return y.reshape(y.shape[:-1] + (self.heads, self.head_dim))
+
+  def keys_values(self, kv_XD):
+    """Keys and values [..., N, H] of source states, projected once before they are gathered
+    (each token or patch vector is read by several queries)."""
+    kv = self.kv_norm(kv_XD)
+    return self._split(self.k(kv)), self._split(self.v(kv))
+
+  def attend(self, x_XQD, k_XKNH, v_XKNH, mask_XQK):
+    """x [..., Q, D] queries over gathered keys/values [..., K, N, H] -> [..., Q, D]."""
+    q = self._split(self.q(self.q_norm(x_XQD)))
+    out = attn.attention(q, k_XKNH, v_XKNH, mask_XQK, self.implementation)
+    return self.o(out.reshape(x_XQD.shape))
+
   def __call__(self, x_XQD, kv_XKD, mask_XQK):
     """x [..., Q, D] queries, kv [..., K, D] keys/values, mask [..., Q, K] -> [..., Q, D]."""
-    split = lambda y: y.reshape(y.shape[:-1] + (self.heads, self.head_dim))
-    x, kv = self.q_norm(x_XQD), self.kv_norm(kv_XKD)
-    out = attn.attention(split(self.q(x)), split(self.k(kv)), split(self.v(kv)), mask_XQK,
-                         self.implementation)
-    return self.o(out.reshape(x_XQD.shape))
+    return self.attend(x_XQD, *self.keys_values(kv_XKD), mask_XQK)
 
 
 class EncoderPatcher(nnx.Module):
@@ -81,11 +93,12 @@ class EncoderPatcher(nnx.Module):
     queries_BPKD = None
     for layer, cross in zip(self.layers, self.cross):
       h_BTD = run_block(layer, h_BTD, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
-      tokens_BPLD, valid_BPL = gather_patch_tokens(h_BTD, batch["patch_first"], batch["patch_len"],
-                                                   cfg.max_patch_len)
+      gather = lambda x: gather_patch_tokens(x, batch["patch_first"], batch["patch_len"], cfg.max_patch_len)
       if queries_BPKD is None:
-        pooled_BPD = max_pool(tokens_BPLD, valid_BPL)
+        pooled_BPD = max_pool(*gather(h_BTD))
         queries_BPKD = self.pool_to_queries(pooled_BPD).reshape(b, p, cfg.cross_attn_k, cfg.d_local)
+      k_BTNH, v_BTNH = cross.keys_values(h_BTD)
+      (k_BPLNH, valid_BPL), (v_BPLNH, _) = gather(k_BTNH), gather(v_BTNH)
       mask_BPKL = jnp.broadcast_to(valid_BPL[:, :, None, :], (b, p, cfg.cross_attn_k, cfg.max_patch_len))
-      queries_BPKD = queries_BPKD + cross(queries_BPKD, tokens_BPLD, mask_BPKL)
+      queries_BPKD = queries_BPKD + cross.attend(queries_BPKD, k_BPLNH, v_BPLNH, mask_BPKL)
     return h_BTD, self.to_global(queries_BPKD.reshape(b, p, cfg.cross_attn_k * cfg.d_local))
