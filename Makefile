@@ -11,13 +11,14 @@ DATA_DIR ?= data/demo
 export XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup train data test bench-data clean help
+.PHONY: setup train data test bench bench-data clean help
 
 help:
 	@echo "make train [EXP=demo] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
 	@echo "                                            train an experiment (builds the demo data first)"
 	@echo "make test                                   run the test suite"
 	@echo "make data [DATA_DIR=data/demo]              build the demo corpus only"
+	@echo "make bench                                  model throughput figures (runs/bench.json)"
 	@echo "make bench-data                             loader throughput vs the train step it feeds"
 
 # System packages: the KJV text (demo corpus) comes from Debian.
@@ -48,6 +49,10 @@ train: setup
 
 test: setup
 	$(PY) -m pytest -q -n 2 --durations=10 tests
+
+# Model throughput: FLOP/s vs matmul peak, LST vs baseline per second of speech, reference config.
+bench: setup
+	$(PY) -m lst_jax.tools.bench $(ARGS)
 
 # Input pipeline throughput vs the demo train step, and per-document preparation speed.
 bench-data: setup

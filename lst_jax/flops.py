@@ -6,16 +6,18 @@ elementwise and small next to the matmuls at real widths). The embedding
 lookup is free. Training is taken as 3x the forward pass (the backward pass
 computes two matmuls, input and weight gradients, for each forward one).
 
-Every module has two numbers, both forward FLOPs for the whole batch:
+Every module has three numbers, all forward FLOPs for the whole batch:
   "forward": what the maths needs. Attention counts only the query/key pairs
     the mask allows, assuming one document per row (packing several documents
     only removes pairs): causal ~n(n+1)/2 per row, windowed a band of `window`
-    keys; patch pooling and decoder cross-attention project each token, and
-    each patch's k vectors, once.
-  "dense": what a straightforward implementation, like lst_jax.model today,
-    executes: full [n x n] score matrices whatever the mask, every one of the
-    `max_patch_len` gathered key slots of every patch, and the k global vectors
-    projected again for every token that gathers them.
+    keys; patch pooling attends to each patch's own tokens only.
+  "dense": what a dense implementation executes: full [n x n] score matrices
+    whatever the mask, and all `max_patch_len` gathered key slots of every patch.
+  "executed": what lst_jax.model executes today: as "dense", except windowed
+    local self-attention in query blocks over their window's key blocks where
+    lst_jax.model.attention.self_attention chooses that (long rows).
+Cross-attention projects keys and values once per token / patch vector (as
+the model does) in all three.
 
 Unlike the paper, which leaves the local encoder and decoder out of its
 accounting, the totals count every module; "global_only" is the paper-style
@@ -29,6 +31,7 @@ from lst_jax.model.config import ModelConfig
 # Module names, in the order data flows through them.
 LST_MODULES = ("embed", "encoder", "encoder_cross", "to_global", "global", "decoder_cross", "decoder", "head")
 BASELINE_MODULES = ("embed", "global", "head")
+ATTENTION_BLOCK = 128  # query block of lst_jax.model.attention.self_attention's windowed path
 
 
 def matmul(m: int, n: int, k: int) -> int:
@@ -42,20 +45,36 @@ def attended_pairs(n: int, window: int | None = None) -> int:
   return w * (w + 1) // 2 + (n - w) * w
 
 
-def _module(forward: int, dense: int | None = None) -> dict:
-  return {"forward": int(forward), "dense": int(forward if dense is None else dense)}
+def executed_pairs(n: int, window: int | None = None, block: int = ATTENTION_BLOCK) -> int:
+  """Query/key pairs lst_jax.model.attention.self_attention computes in one row of n (same rule)."""
+  if window is None:
+    return n * n
+  keys_per_block = (-(-(window - 1) // block) + 1) * block
+  if 2 * keys_per_block > n:
+    return n * n
+  return -(-n // block) * block * keys_per_block
+
+
+KINDS = ("forward", "dense", "executed")
+
+
+def _module(forward: int, dense: int | None = None, executed: int | None = None) -> dict:
+  dense = forward if dense is None else dense
+  executed = dense if executed is None else executed
+  return {"forward": int(forward), "dense": int(dense), "executed": int(executed)}
 
 
 def _add(*modules: dict) -> dict:
-  return {k: sum(m[k] for m in modules) for k in ("forward", "dense")}
+  return {k: sum(m[k] for m in modules) for k in KINDS}
 
 
 def block_flops(rows: int, n: int, d: int, mlp: int, window: int | None = None) -> dict:
   """One pre-norm block over [rows, n, d]: q/k/v/o projections, scores and values, SwiGLU."""
-  dense_proj = 4 * matmul(rows * n, d, d) + 3 * matmul(rows * n, mlp, d)
+  proj = 4 * matmul(rows * n, d, d) + 3 * matmul(rows * n, mlp, d)
   # Scores q.k and the weighted sum of values: 2*d FLOPs each per pair (all heads together).
   attn = lambda pairs: 2 * 2 * d * rows * pairs
-  return _module(dense_proj + attn(attended_pairs(n, window)), dense_proj + attn(n * n))
+  return _module(proj + attn(attended_pairs(n, window)), proj + attn(n * n),
+                 proj + attn(executed_pairs(n, window)))
 
 
 def stack_flops(layers: int, rows: int, n: int, d: int, mlp: int, window: int | None = None) -> dict:
@@ -67,22 +86,22 @@ def patch_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) ->
   """Encoder pooling: max-pool -> k queries per patch, then per layer k queries over the patch's tokens."""
   d, k, slots = cfg.d_local, cfg.cross_attn_k, cfg.max_patch_len
   pool = matmul(rows * patches, k * d, d)
-  q_o = 2 * matmul(rows * patches * k, d, d)
+  # q and o for the k queries of every patch, k and v once per token.
+  proj = 2 * matmul(rows * patches * k, d, d) + 2 * matmul(rows * tokens, d, d)
   # Needed: each token is a key of exactly one patch; dense: every gathered slot of every patch.
-  needed = q_o + 2 * matmul(rows * tokens, d, d) + 2 * 2 * d * rows * k * tokens
-  dense = q_o + 2 * matmul(rows * patches * slots, d, d) + 2 * 2 * d * rows * patches * k * slots
+  needed = proj + 2 * 2 * d * rows * k * tokens
+  dense = proj + 2 * 2 * d * rows * patches * k * slots
   return _module(pool + cfg.encoder_layers * needed, pool + cfg.encoder_layers * dense)
 
 
 def token_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) -> dict:
-  """Decoder: global outputs -> k vectors per patch, then per layer each token over k vectors."""
+  """Decoder: global outputs -> k vectors per patch, then per layer each token over its k vectors."""
   d, k = cfg.d_local, cfg.cross_attn_k
   from_global = matmul(rows * patches, k * d, cfg.d_global)
-  q_o_attn = 2 * matmul(rows * tokens, d, d) + 2 * 2 * d * rows * tokens * k
-  # Needed: project each patch's k vectors once; dense: once per token that gathers them.
-  needed = q_o_attn + 2 * matmul(rows * patches * k, d, d)
-  dense = q_o_attn + 2 * matmul(rows * tokens * k, d, d)
-  return _module(from_global + cfg.decoder_layers * needed, from_global + cfg.decoder_layers * dense)
+  # q and o per token, k and v once per patch vector, scores and values over k keys per token.
+  layer = (2 * matmul(rows * tokens, d, d) + 2 * matmul(rows * patches * k, d, d)
+           + 2 * 2 * d * rows * tokens * k)
+  return _module(from_global + cfg.decoder_layers * layer)
 
 
 def lst_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) -> dict:
@@ -113,9 +132,10 @@ def baseline_flops(cfg: ModelConfig, rows: int, tokens: int) -> dict:
 def model_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int = 0) -> dict:
   """Per-module forward FLOPs and totals for one batch; `patches` is ignored by the baseline.
 
-  Returns {"modules": {name: {"forward", "dense"}}, "forward", "dense",
-  "train" (= 3 x forward), "train_dense" (= 3 x dense), "global_only" (paper-style:
-  the global transformer's forward FLOPs only)}.
+  Returns {"modules": {name: {"forward", "dense", "executed"}}, "forward", "dense",
+  "executed", "train" (= 3 x forward), "train_dense", "train_executed" (3 x each),
+  "global_only" (paper-style: the global transformer's forward FLOPs only)}.
+  Recomputation under rematerialization is not counted (as in MFU).
   """
   if cfg.kind == "lst":
     modules = lst_flops(cfg, rows, tokens, patches)
@@ -124,9 +144,8 @@ def model_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int = 0) -> d
   else:
     raise ValueError(f"unknown model kind {cfg.kind!r}")
   total = _add(*modules.values())
-  return {"modules": modules, "forward": total["forward"], "dense": total["dense"],
-          "train": 3 * total["forward"], "train_dense": 3 * total["dense"],
-          "global_only": modules["global"]["forward"]}
+  return {"modules": modules, **total, "train": 3 * total["forward"], "train_dense": 3 * total["dense"],
+          "train_executed": 3 * total["executed"], "global_only": modules["global"]["forward"]}
 
 
 def speech_flops_per_second(cfg: ModelConfig, tokens: int, patch_size: int = 4,
@@ -139,4 +158,4 @@ def speech_flops_per_second(cfg: ModelConfig, tokens: int, patch_size: int = 4,
   patches = -(-tokens // patch_size)
   f = model_flops(cfg, 1, tokens, patches)
   seconds = tokens / unit_rate
-  return {k: f[k] / seconds for k in ("forward", "dense", "global_only")}
+  return {k: f[k] / seconds for k in KINDS + ("global_only",)}

@@ -4,8 +4,8 @@
       [--data=N] [--fsdp=N] [--tensor=N] [--vocab_size=V] [--nocompile]
 
 1. Parameters per module, from an abstract model (nnx.eval_shape: nothing allocated).
-2. Forward and train FLOPs per step per module (lst_jax.flops; train = 3 x forward),
-   both mask-aware and as a dense implementation executes them.
+2. Forward and train FLOPs per step per module (lst_jax.flops; train = 3 x forward):
+   mask-aware, as lst_jax.model executes them, and as a dense implementation would.
 3. Memory per device of the train step, compiled ahead of time on the mesh for
    abstract sharded arguments (jit(...).lower(...).compile().memory_analysis()).
 
@@ -107,9 +107,11 @@ def memory_per_device(compiled) -> dict[str, int]:
 
 
 def vocab_for(config: ml_collections.ConfigDict, vocab_size: int) -> vocab_lib.Vocab:
-  """--vocab_size (text pieces = the rest after specials, modes and 501 units), else the data's, else the paper's."""
+  """From --vocab_size (501 units, the rest text pieces), else config.data.dir's dataset, else the paper's."""
   if vocab_size:
     units = DEFAULT_VOCAB.num_units
+    if vocab_size <= units + vocab_lib.NUM_SPECIAL + 2:
+      raise ValueError(f"--vocab_size={vocab_size} leaves no text pieces beside {units} units")
     return vocab_lib.Vocab(text_size=vocab_size - units - vocab_lib.NUM_SPECIAL - 2, num_units=units)
   data_dir = config.get("data", {}).get("dir", "")
   if data_dir and all(os.path.isfile(os.path.join(d.strip(), "manifest.json")) for d in data_dir.split(",")):
@@ -130,16 +132,19 @@ def report(exp: config_lib.Experiment, counts: dict[str, int], flops: dict) -> s
   d, total_params = exp.data, sum(counts.values())
   lines = [f"{exp.model.kind}: {total_params / 1e6:.1f}M parameters; batch {d.batch_size} rows x "
            f"{d.max_tokens} tokens" + (f" / {d.max_patches} patches" if exp.model.kind == "lst" else ""),
-           f"{'module':<15}{'params':>10}{'share':>7}{'fwd FLOPs':>12}{'dense':>12}{'train FLOPs':>13}{'share':>7}"]
+           f"{'module':<15}{'params':>10}{'share':>7}{'fwd FLOPs':>12}{'executed':>12}{'dense':>12}"
+           f"{'train FLOPs':>13}{'share':>7}"]
   names = list(flops["modules"]) + [n for n in counts if n not in flops["modules"]]
-  zero = {"forward": 0, "dense": 0}
+  zero = dict.fromkeys(flops_lib.KINDS, 0)
   for name in names:
     f, p = flops["modules"].get(name, zero), counts.get(name, 0)
     lines.append(f"{name:<15}{p / 1e6:>9.2f}M{p / total_params:>7.1%}{_fmt(f['forward']):>12}"
-                 f"{_fmt(f['dense']):>12}{_fmt(3 * f['forward']):>13}{f['forward'] / flops['forward']:>7.1%}")
+                 f"{_fmt(f['executed']):>12}{_fmt(f['dense']):>12}{_fmt(3 * f['forward']):>13}"
+                 f"{f['forward'] / flops['forward']:>7.1%}")
   lines.append(f"{'total':<15}{total_params / 1e6:>9.2f}M{'':>7}{_fmt(flops['forward']):>12}"
-               f"{_fmt(flops['dense']):>12}{_fmt(flops['train']):>13}")
-  lines.append(f"train FLOPs per step (3 x forward, matmuls only): {_fmt(flops['train'])} mask-aware, "
+               f"{_fmt(flops['executed']):>12}{_fmt(flops['dense']):>12}{_fmt(flops['train']):>13}")
+  lines.append(f"train FLOPs per step (3 x forward, matmuls only, no remat recompute): "
+               f"{_fmt(flops['train'])} mask-aware, {_fmt(flops['train_executed'])} as executed, "
                f"{_fmt(flops['train_dense'])} dense; paper-style (global transformer only): "
                f"{_fmt(3 * flops['global_only'])}")
   return "\n".join(lines)
@@ -174,10 +179,10 @@ def main(argv):
     os.execve(sys.executable, [sys.executable, "-m", "lst_jax.tools.inspect", *sys.argv[1:]],
               _fake_devices_env(n))
   config = _CONFIG.value
-  vocab = vocab_for(config, _VOCAB.value)
   try:
+    vocab = vocab_for(config, _VOCAB.value)
     exp = config_lib.parse(config, vocab_size=vocab.size)
-  except config_lib.ConfigError as e:
+  except ValueError as e:  # ConfigError, DataError and a bad --vocab_size
     sys.exit(f"error: {e}")
   d = exp.data
   print(report(exp, param_counts(exp.model), flops_lib.model_flops(exp.model, d.batch_size, d.max_tokens,

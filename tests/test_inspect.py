@@ -1,0 +1,76 @@
+"""lst_jax.tools.inspect: parameter counts, AOT lowering of the 1B preset on 8 devices, memory figures.
+
+Compiling the 1B train step takes over a minute on 2 cores, so the 1B preset is
+only lowered here; the compile path (memory analysis) runs through the command
+line on a shrunken 20M preset.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from lst_jax import config as config_lib
+from lst_jax import flops as flops_lib
+from lst_jax import sharding
+from lst_jax.tools import inspect
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def preset(name: str):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def block_params(d: int, mlp: int) -> int:
+  return 4 * d * d + 3 * d * mlp + 2 * d
+
+
+PRESETS = [f"{k}_{s}" for k in ("lst", "baseline") for s in ("20m", "420m", "1b", "7b")]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_parse(name):
+  exp = config_lib.parse(preset(name), inspect.DEFAULT_VOCAB.size)
+  assert exp.model.kind == name.split("_")[0]
+  assert exp.optim.learning_rate == 4e-4 and exp.optim.b2 == 0.95 and exp.optim.weight_decay == 0.1
+
+
+def test_lst_1b_params_and_lowering():
+  vocab = inspect.DEFAULT_VOCAB
+  exp = config_lib.parse(preset("lst_1b"), vocab.size)
+  m = exp.model
+  counts = inspect.param_counts(m)
+  assert set(counts) == set(flops_lib.LST_MODULES)
+  g = m.d_global
+  assert counts["global"] == m.global_layers * block_params(g, m.mlp_dim(g)) + g
+  assert counts["embed"] == vocab.size * m.d_local
+  total = sum(counts.values())
+  assert 1.0e9 < counts["global"] < 1.4e9 and 1.2e9 < total < 1.8e9, counts
+
+  mesh = sharding.make_mesh(1, 8, 1)
+  assert len(jax.devices()) == 8
+  lowered = inspect.lower_train_step(exp, vocab, mesh)
+  # The step's new state holds exactly the counted parameters, sharded over fsdp.
+  params_out = lowered.out_info[0].params
+  assert sum(x.size for x in jax.tree.leaves(params_out)) == total
+  matrices = [x for x in jax.tree.leaves(params_out) if len(x.shape) == 2]
+  assert matrices and all("fsdp" in tuple(x.sharding.spec) for x in matrices)
+
+
+def test_cli_reexecs_on_fake_devices():
+  out = subprocess.run(
+      [sys.executable, "-m", "lst_jax.tools.inspect", f"--config={REPO}/experiments/lst_20m.py",
+       "--devices=4", "--fsdp=4", "--vocab_size=1000", "--config.model.global_layers=1",
+       "--config.model.decoder_layers=1", "--config.data.max_tokens=64", "--config.data.max_patches=32"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "train FLOPs per step" in out.stdout
+  assert "mesh {'data': 1, 'fsdp': 4, 'tensor': 1}" in out.stdout and "memory per device" in out.stdout
+  assert "0.00M" not in out.stdout.split("total")[0]   # every module has parameters
