@@ -140,3 +140,16 @@ def test_remat_and_xla_attention_keep_the_numbers(dataset, config, remat):
     config.model.remat, config.model.attention = "none", "reference"
   chex.assert_trees_all_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
   chex.assert_trees_all_close(grads[2], grads[0], atol=1e-5, rtol=1e-3)
+
+
+def test_remat_policy_reaches_the_traced_program():
+  from lst_jax.model.transformer import Block, run_block
+  blk = Block(32, 2, 64, rngs=nnx.Rngs(0))
+  x = jnp.ones((2, 16, 32))
+  pos, seg = jnp.tile(jnp.arange(16), (2, 1)), jnp.ones((2, 16), jnp.int32)
+  graphdef, params = nnx.split(blk)
+  traced = {}
+  for remat in ("none", "full"):
+    loss = lambda p: jnp.sum(run_block(nnx.merge(graphdef, p), x, pos, seg, None, remat))
+    traced[remat] = str(jax.make_jaxpr(jax.grad(loss))(params))
+  assert "checkpoint" in traced["full"] and "checkpoint" not in traced["none"]
