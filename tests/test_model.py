@@ -152,4 +152,4 @@ def test_remat_policy_reaches_the_traced_program():
   for remat in ("none", "full"):
     loss = lambda p: jnp.sum(run_block(nnx.merge(graphdef, p), x, pos, seg, None, remat))
     traced[remat] = str(jax.make_jaxpr(jax.grad(loss))(params))
-  assert "checkpoint" in traced["full"] and "checkpoint" not in traced["none"]
+  assert "remat" in traced["full"] and "remat" not in traced["none"]
