@@ -12,16 +12,13 @@ from lst_jax import config as config_lib
 from lst_jax import sharding
 from lst_jax.data import pipeline
 from lst_jax.train import step as step_lib
-from lst_jax.train.optimizer import make_optimizer
 
 
 def _state(dataset, config, mesh):
   vocab = pipeline.vocab_of(dataset)
   exp = config_lib.parse(config, vocab.size)
-  opt = make_optimizer(exp.optim)
-  graphdef, abstract = step_lib.abstract_state(exp.model, opt, 0)
-  shardings = step_lib.state_shardings(abstract, opt, mesh, sharding.DEFAULT_RULES)
-  return exp, vocab, graphdef, step_lib.init_state(exp.model, opt, shardings, 0)
+  run = step_lib.setup(exp.model, exp.optim, vocab, mesh)
+  return exp, vocab, run.graphdef, run.init()
 
 
 def test_logical_rules_table():

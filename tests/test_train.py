@@ -17,7 +17,6 @@ from lst_jax.data.manifest import DataError
 from lst_jax.train import step as step_lib
 from lst_jax.train.checkpoint import Checkpointer
 from lst_jax.train.loop import train
-from lst_jax.train.optimizer import make_optimizer, schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,11 +24,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _one_step(dataset, config, mesh, batch):
   vocab = pipeline.vocab_of(dataset)
   exp = config_lib.parse(config, vocab.size)
-  opt = make_optimizer(exp.optim)
-  graphdef, abstract = step_lib.abstract_state(exp.model, opt, 0)
-  shardings = step_lib.state_shardings(abstract, opt, mesh, sharding.DEFAULT_RULES)
-  state = step_lib.init_state(exp.model, opt, shardings, 0)
-  step = step_lib.make_train_step(graphdef, opt, vocab, shardings, mesh, schedule(exp.optim))
+  run = step_lib.setup(exp.model, exp.optim, vocab, mesh)
+  graphdef, state, step = run.graphdef, run.init(), run.train_step
   gbatch = sharding.global_batch(batch, mesh)
   grads = jax.jit(jax.grad(step_lib.make_loss_fn(graphdef, vocab), has_aux=True))(state.params, gbatch)[0]
   state, metrics = step(state, gbatch)
@@ -79,9 +75,8 @@ def test_checkpoint_round_trip(dataset, config, tmp_path):
   exp = config_lib.parse(config, pipeline.vocab_of(dataset).size)
   batch = next(iter(pipeline.train_dataset(dataset, config_lib.pipeline_config(exp.data, 8))))
   _, _, state, _ = _one_step(dataset, config, mesh, batch)
-  opt = make_optimizer(exp.optim)
-  _, abstract = step_lib.abstract_state(exp.model, opt, 0)
-  shardings = step_lib.state_shardings(abstract, opt, mesh, sharding.DEFAULT_RULES)
+  run = step_lib.setup(exp.model, exp.optim, pipeline.vocab_of(dataset), mesh)
+  abstract, shardings = run.abstract, run.shardings
   ckpt = Checkpointer(str(tmp_path), every=1, keep=2)
   ckpt.save(1, state, {"position": 7})
   ckpt.manager.wait_until_finished()

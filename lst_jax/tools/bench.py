@@ -80,16 +80,12 @@ def time_step(config, batch: dict, vocab_size: int, steps: int) -> dict:
   from lst_jax import config as config_lib
   from lst_jax import sharding, vocab as vocab_lib
   from lst_jax.train import step as step_lib
-  from lst_jax.train.optimizer import make_optimizer, schedule
   exp = config_lib.parse(config, vocab_size)
   num_units = 501
   vocab = vocab_lib.Vocab(text_size=vocab_size - 5 - num_units, num_units=num_units)
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-  opt = make_optimizer(exp.optim)
-  graphdef, abstract = step_lib.abstract_state(exp.model, opt, 0)
-  shardings = step_lib.state_shardings(abstract, opt, mesh, sharding.DEFAULT_RULES)
-  state = step_lib.init_state(exp.model, opt, shardings, 0)
-  train_step = step_lib.make_train_step(graphdef, opt, vocab, shardings, mesh, schedule(exp.optim))
+  run = step_lib.setup(exp.model, exp.optim, vocab, mesh)
+  state, train_step = run.init(), run.train_step
   gbatch = sharding.global_batch(batch, mesh)
   compiled = train_step.lower(state, gbatch).compile()
   cost = compiled.cost_analysis()

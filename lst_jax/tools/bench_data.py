@@ -108,7 +108,6 @@ def loader_vs_step(config) -> dict:
   from lst_jax import sharding
   from lst_jax.data import datasets, pipeline
   from lst_jax.train import step as step_lib
-  from lst_jax.train.optimizer import make_optimizer, schedule
 
   manifest = datasets.open_datasets(config.data.dir)
   vocab = pipeline.vocab_of(manifest)
@@ -123,11 +122,8 @@ def loader_vs_step(config) -> dict:
   patches = np.mean([(b["patch_segment"] > 0).sum() for b in batches])
 
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
-  opt = make_optimizer(exp.optim)
-  graphdef, abstract = step_lib.abstract_state(exp.model, opt, 0)
-  shardings = step_lib.state_shardings(abstract, opt, mesh, sharding.DEFAULT_RULES)
-  state = step_lib.init_state(exp.model, opt, shardings, 0)
-  train_step = step_lib.make_train_step(graphdef, opt, vocab, shardings, mesh, schedule(exp.optim))
+  run = step_lib.setup(exp.model, exp.optim, vocab, mesh)
+  state, train_step = run.init(), run.train_step
   state, m = train_step(state, sharding.global_batch(batches[0], mesh))
   jax.block_until_ready(m)
   start = time.perf_counter()

@@ -39,7 +39,6 @@ from lst_jax import vocab as vocab_lib
 from lst_jax.model.config import ModelConfig
 from lst_jax.model.factory import build_model
 from lst_jax.train import step as step_lib
-from lst_jax.train.optimizer import make_optimizer, schedule
 
 DEFAULT_VOCAB = vocab_lib.Vocab(text_size=32000, num_units=501)
 
@@ -88,13 +87,10 @@ def abstract_batch(rows: int, tokens: int, patches: int, batch_sharding=None) ->
 
 def lower_train_step(exp: config_lib.Experiment, vocab: vocab_lib.Vocab, mesh):
   """The experiment's jitted train step lowered for abstract sharded state and batch."""
-  optimizer = make_optimizer(exp.optim)
-  graphdef, abstract = step_lib.abstract_state(exp.model, optimizer, exp.train.seed)
-  shardings = step_lib.state_shardings(abstract, optimizer, mesh, sharding.DEFAULT_RULES)
-  train_step = step_lib.make_train_step(graphdef, optimizer, vocab, shardings, mesh, schedule(exp.optim))
+  run = step_lib.setup(exp.model, exp.optim, vocab, mesh, exp.train.seed)
   batch = abstract_batch(exp.data.batch_size, exp.data.max_tokens, exp.data.max_patches,
                          sharding.batch_sharding(mesh))
-  return train_step.lower(abstract, batch)
+  return run.train_step.lower(run.abstract, batch)
 
 
 def memory_per_device(compiled) -> dict[str, int]:

@@ -15,7 +15,6 @@ from lst_jax.data import datasets, patching, pipeline
 from lst_jax.train import losses, step as step_lib
 from lst_jax.train.checkpoint import Checkpointer
 from lst_jax.train.metrics import MetricsWriter, console, progress_line, read_records
-from lst_jax.train.optimizer import make_optimizer, schedule
 
 
 @dataclasses.dataclass
@@ -60,11 +59,8 @@ def train(config, workdir: str, stop_at: int | None = None) -> Result:
         f"devices and the {jax.process_count()} processes")
   local_batch = exp.data.batch_size // jax.process_count()
 
-  optimizer = make_optimizer(exp.optim)
-  graphdef, abstract = step_lib.abstract_state(exp.model, optimizer, exp.train.seed)
-  shardings = step_lib.state_shardings(abstract, optimizer, mesh, sharding.DEFAULT_RULES)
-  train_step = step_lib.make_train_step(graphdef, optimizer, vocab, shardings, mesh, schedule(exp.optim))
-  eval_step = step_lib.make_eval_step(graphdef, vocab, shardings, mesh)
+  run = step_lib.setup(exp.model, exp.optim, vocab, mesh, exp.train.seed)
+  abstract, shardings, train_step, eval_step = run.abstract, run.shardings, run.train_step, run.eval_step
 
   pcfg = config_lib.pipeline_config(exp.data, local_batch)
   if exp.data.patching == patching.CURRICULUM:  # progress = documents read / documents of the run
@@ -80,7 +76,7 @@ def train(config, workdir: str, stop_at: int | None = None) -> Result:
     data.set_state(data_state)
     console(f"resumed from {workdir}/checkpoints at step {latest}", lead)
   else:
-    state = step_lib.init_state(exp.model, optimizer, shardings, exp.train.seed)
+    state = run.init()
   console(f"{exp.model.kind}: {n_params / 1e6:.2f}M parameters on a {dict(mesh.shape)} mesh; "
           f"data {manifest.dir} ({manifest.split('train').num_speech} utterances, "
           f"{manifest.split('train').num_text} text documents)", lead)

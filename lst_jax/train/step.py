@@ -8,6 +8,7 @@ shardings, and the train step donates the old state.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
 
 import flax.struct
@@ -22,6 +23,7 @@ from lst_jax import vocab as vocab_lib
 from lst_jax.model.config import ModelConfig
 from lst_jax.model.factory import build_model
 from lst_jax.train import losses
+from lst_jax.train.optimizer import OptimizerConfig, make_optimizer, schedule
 
 
 @flax.struct.dataclass
@@ -108,3 +110,30 @@ def make_eval_step(graphdef, vocab: vocab_lib.Vocab, shardings: TrainState, mesh
       return losses.loss_sums(nnx.merge(graphdef, params)(batch), batch, vocab)
   return jax.jit(evaluate, in_shardings=(shardings.params, sharding.batch_sharding(mesh)),
                  out_shardings=sharding.replicated(mesh))
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Everything a run needs to step a model on a mesh, derived from its configs."""
+  graphdef: Any
+  abstract: TrainState
+  shardings: TrainState
+  optimizer: optax.GradientTransformation
+  train_step: Any
+  eval_step: Any
+  model_cfg: ModelConfig
+  seed: int
+
+  def init(self) -> TrainState:
+    return init_state(self.model_cfg, self.optimizer, self.shardings, self.seed)
+
+
+def setup(model_cfg: ModelConfig, optim_cfg: OptimizerConfig, vocab: vocab_lib.Vocab, mesh: Mesh,
+          seed: int = 0, rules=sharding.DEFAULT_RULES) -> Setup:
+  """Optimizer, abstract state, shardings and the jitted steps for one model on one mesh."""
+  optimizer = make_optimizer(optim_cfg)
+  graphdef, abstract = abstract_state(model_cfg, optimizer, seed)
+  shardings = state_shardings(abstract, optimizer, mesh, rules)
+  return Setup(graphdef=graphdef, abstract=abstract, shardings=shardings, optimizer=optimizer,
+               train_step=make_train_step(graphdef, optimizer, vocab, shardings, mesh, schedule(optim_cfg)),
+               eval_step=make_eval_step(graphdef, vocab, shardings, mesh), model_cfg=model_cfg, seed=seed)
