@@ -1,0 +1,44 @@
+"""Reading a training run's checkpoints for evaluation: read-only, parameters only.
+
+The training loop saves a Composite of `state` (TrainState: step, params, opt_state)
+and `data` (the iterator position), see lst_jax/train/checkpoint.py. Evaluation
+opens the directory read-only (it never deletes or writes a checkpoint, so it can
+run beside a training job) and restores only the parameters, into their sharded
+abstract targets; the optimizer state is never allocated.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def _manager(directory: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(read_only=True))
+
+
+def available_steps(directory: str) -> list[int]:
+  if not os.path.isdir(directory):
+    return []
+  manager = _manager(directory)
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
+
+
+def restore_params(directory: str, step: int, abstract, shardings):
+  """The parameters of checkpoint `step`, laid out by `shardings.params` (a TrainState of shardings)."""
+  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        abstract.params, shardings.params)
+  manager = _manager(directory)
+  try:
+    out = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(item={"params": target}, partial_restore=True,
+                                     restore_args=ocp.checkpoint_utils.construct_restore_args(
+                                         {"params": target}))))
+  finally:
+    manager.close()
+  return out.state["params"]
