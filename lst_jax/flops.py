@@ -13,9 +13,9 @@ Every module has three numbers, all forward FLOPs for the whole batch:
     keys; patch pooling attends to each patch's own tokens only.
   "dense": what a dense implementation executes: full [n x n] score matrices
     whatever the mask, and all `max_patch_len` gathered key slots of every patch.
-  "executed": what lst_jax.model executes today: as "dense", except windowed
-    local self-attention in query blocks over their window's key blocks where
-    lst_jax.model.attention.self_attention chooses that (long rows).
+  "executed": what lst_jax.model executes today: as "dense", except that
+    self-attention over more than one block of queries runs in query blocks
+    over only the key blocks they can reach (lst_jax.model.attention.self_attention).
 Cross-attention projects keys and values once per token / patch vector (as
 the model does) in all three.
 
@@ -26,6 +26,7 @@ number (the global transformer alone).
 
 from __future__ import annotations
 
+from lst_jax.model import attention
 from lst_jax.model.config import ModelConfig
 
 # Module names, in the order data flows through them.
@@ -47,12 +48,18 @@ def attended_pairs(n: int, window: int | None = None) -> int:
 
 def executed_pairs(n: int, window: int | None = None, block: int = ATTENTION_BLOCK) -> int:
   """Query/key pairs lst_jax.model.attention.self_attention computes in one row of n (same rule)."""
-  if window is None:
+  if n <= block:
     return n * n
-  keys_per_block = (-(-(window - 1) // block) + 1) * block
-  if 2 * keys_per_block > n:
-    return n * n
-  return -(-n // block) * block * keys_per_block
+  if window is not None:
+    keys_per_block = (-(-(window - 1) // block) + 1) * block
+    if 2 * keys_per_block <= n:
+      return -(-n // block) * block * keys_per_block
+  block = max(block, -(-n // attention.MAX_CAUSAL_BLOCKS))
+  total = 0
+  for i in range(-(-n // block)):
+    lo, hi = attention.causal_key_range(i, block, n, window)
+    total += (hi - i * block) * (hi - lo)
+  return total
 
 
 KINDS = ("forward", "dense", "executed")

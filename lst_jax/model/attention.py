@@ -64,12 +64,49 @@ def _small_kv(q, k, v, mask):
 
 def self_attention(q_BTNH, k_BTNH, v_BTNH, segment_BT, window: int | None = None,
                    implementation: str = "reference", block: int = 128):
-  """Document-causal self-attention, windowed to the last `window` tokens if given."""
+  """Document-causal self-attention, windowed to the last `window` tokens if given.
+
+  Three layouts, all exact: one dense [T x T] product for a single block; query
+  blocks over only the key blocks their window reaches once the window covers
+  less than half the row (uniform, vectorized: memory linear in T); otherwise
+  query blocks over the causal key prefix they can see (the upper triangle of
+  blocks is never computed, about half the work of dense for long rows).
+  """
   t = q_BTNH.shape[1]
-  keys_per_block = (-(-(window - 1) // block) + 1) * block if window else t
-  if window is None or 2 * keys_per_block > t:  # blocks would see most keys anyway: dense is faster
+  if t <= block:
     return attention(q_BTNH, k_BTNH, v_BTNH, document_causal_mask(segment_BT, window), implementation)
-  return _blocked_window_attention(q_BTNH, k_BTNH, v_BTNH, segment_BT, window, implementation, block)
+  keys_per_block = (-(-(window - 1) // block) + 1) * block if window else t
+  if window is not None and 2 * keys_per_block <= t:
+    return _blocked_window_attention(q_BTNH, k_BTNH, v_BTNH, segment_BT, window, implementation, block)
+  block = max(block, -(-t // MAX_CAUSAL_BLOCKS))
+  return _causal_block_attention(q_BTNH, k_BTNH, v_BTNH, segment_BT, window, implementation, block)
+
+
+MAX_CAUSAL_BLOCKS = 16  # beyond this the query blocks grow, to bound the number of ops
+
+
+def causal_key_range(i: int, block: int, t: int, window: int | None) -> tuple[int, int]:
+  """[lo, hi): the keys query block i (rows i*block ...) can see, lo rounded down to a block."""
+  hi = min((i + 1) * block, t)
+  lo = 0 if window is None else max(0, (i * block - window + 1) // block * block)
+  return lo, hi
+
+
+def _causal_block_attention(q, k, v, segment, window, implementation, block):
+  """Each query block attends to the causal key range it can reach, as its own product."""
+  t = q.shape[1]
+  outs = []
+  for i in range(-(-t // block)):
+    lo, hi = causal_key_range(i, block, t, window)
+    qs = slice(i * block, hi)
+    q_idx, k_idx = jnp.arange(qs.start, qs.stop), jnp.arange(lo, hi)
+    allowed = k_idx[None, :] <= q_idx[:, None]
+    if window is not None:
+      allowed &= q_idx[:, None] - k_idx[None, :] < window
+    seg_q, seg_k = segment[:, qs], segment[:, lo:hi]
+    mask = allowed[None] & (seg_q[:, :, None] == seg_k[:, None, :]) & (seg_q[:, :, None] > 0)
+    outs.append(attention(q[:, qs], k[:, lo:hi], v[:, lo:hi], mask, implementation))
+  return jnp.concatenate(outs, axis=1)
 
 
 def _blocked_window_attention(q, k, v, segment, window, implementation, block):
