@@ -1,41 +1,232 @@
-"""Metrics: one JSON line per logged step in <workdir>/metrics.jsonl, and a console line."""
+"""Metrics: one JSON line per logged step in <workdir>/metrics.jsonl, the same scalars as
+TensorBoard event files next to it (`tensorboard --logdir=runs` shows every run), and a
+console line with throughput and ETA.
+
+Derived metrics (`Accounting`, added to each record before it is written):
+  text_bits_per_token        text nats per token / ln 2
+  speech_bits_per_unit       speech nats per unit / ln 2
+  speech_bits_per_second     speech nats per unit * unit rate (25 units/s) / ln 2: bits per second of audio
+  (and heldout_* versions of the three on evaluation records)
+  cumulative_flops           model FLOPs of the whole model so far: train FLOPs per step * step
+  tokens_seen                real (non-padding) tokens trained on so far
+  flops_per_s, mfu           model FLOPs per second, and their share of the devices' peak FLOP/s
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
+from typing import Iterable
+
+LN2 = math.log(2.0)
+UNIT_RATE = 25.0  # speech units per second of audio (the demo's and the paper's HuBERT rate)
+METRICS_FILE = "metrics.jsonl"
+
+
+# ---------------------------------------------------------------------------- derived metrics
+
+def bits(nats: float) -> float:
+  """Nats -> bits."""
+  return nats / LN2
+
+
+def speech_bits_per_second(speech_nats_per_unit: float, unit_rate: float = UNIT_RATE) -> float:
+  """Bits per second of audio from the speech loss (nats per unit) at `unit_rate` units/s."""
+  return speech_nats_per_unit * unit_rate / LN2
+
+
+def mfu(flops_per_step: float, step_time_s: float, peak_flops_per_s: float) -> float:
+  """Model FLOPs utilization: FLOPs per step / seconds per step / peak FLOP/s (all devices)."""
+  return flops_per_step / step_time_s / peak_flops_per_s
+
+
+# Dense bf16 peak FLOP/s per JAX device, by device_kind substring (first match wins; TPU
+# v2/v3 show each core as a device, later TPUs one device per chip).
+PEAK_FLOPS_PER_DEVICE = (
+    ("TPU v2", 22.5e12), ("TPU v3", 61.5e12), ("TPU v4", 275e12),
+    ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v5", 459e12),
+    ("TPU v6 lite", 918e12), ("TPU v6e", 918e12), ("TPU7x", 2307e12),
+    ("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12), ("A10G", 70e12),
+)
+
+
+def peak_flops_per_second(device_kind: str, num_devices: int, per_device: float = 0.0) -> float | None:
+  """Peak FLOP/s of `num_devices` devices: `per_device` if given (> 0), else the table's
+  dense bf16 figure for `device_kind` (jax.devices()[0].device_kind); None when unknown (CPU)."""
+  if per_device and per_device > 0:
+    return per_device * num_devices
+  for name, peak in PEAK_FLOPS_PER_DEVICE:
+    if name.lower() in device_kind.lower():
+      return peak * num_devices
+  return None
+
+
+def _bits_of(record: dict, prefix: str, unit_rate: float) -> dict:
+  out = {}
+  if f"{prefix}text_loss" in record:
+    out[f"{prefix}text_bits_per_token"] = bits(record[f"{prefix}text_loss"])
+  if f"{prefix}speech_loss" in record:
+    out[f"{prefix}speech_bits_per_unit"] = bits(record[f"{prefix}speech_loss"])
+    out[f"{prefix}speech_bits_per_second"] = speech_bits_per_second(record[f"{prefix}speech_loss"], unit_rate)
+  return out
+
+
+class Accounting:
+  """Adds the derived metrics to each record, in the order the loop writes them.
+
+  flops_per_step: model FLOPs of one optimizer step on the global batch
+    (lst_jax.flops.model_flops(cfg, batch_size, max_tokens, max_patches)["train"]).
+  peak_flops_per_s: all devices together (peak_flops_per_second); None: no MFU.
+  start_step, previous: on resume, the step restored and the records already written
+    (read_records(workdir)); tokens_seen continues from the last record at or before it.
+  """
+
+  def __init__(self, flops_per_step: float, peak_flops_per_s: float | None = None,
+               unit_rate: float = UNIT_RATE, start_step: int = 0, previous: Iterable[dict] = ()):
+    self.flops_per_step = float(flops_per_step)
+    self.peak = peak_flops_per_s
+    self.unit_rate = unit_rate
+    self.last_step = start_step
+    self.tokens_seen = 0.0
+    for r in previous:
+      if "tokens_seen" in r and r.get("step", 0) <= start_step:
+        self.tokens_seen = float(r["tokens_seen"])
+
+  def __call__(self, record: dict) -> dict:
+    out = dict(record)
+    step = int(record["step"])
+    if "real_tokens" in record and step > self.last_step:  # mean per step over the steps since the last log
+      self.tokens_seen += float(record["real_tokens"]) * (step - self.last_step)
+      self.last_step = step
+    out.update(_bits_of(record, "", self.unit_rate))
+    out.update(_bits_of(record, "heldout_", self.unit_rate))
+    out["cumulative_flops"] = self.flops_per_step * step
+    out["tokens_seen"] = self.tokens_seen
+    if record.get("step_time_s"):
+      out["flops_per_s"] = self.flops_per_step / record["step_time_s"]
+      if self.peak:
+        out["mfu"] = mfu(self.flops_per_step, record["step_time_s"], self.peak)
+    return out
+
+
+def cumulative_tokens(records: Iterable[dict]) -> dict[int, float]:
+  """step -> real tokens trained on up to it, from the logged per-step means (`real_tokens`)
+  of training records (for runs written before `tokens_seen` existed)."""
+  out, total, last = {0: 0.0}, 0.0, 0
+  for r in sorted((r for r in records if "real_tokens" in r and "loss" in r), key=lambda r: r["step"]):
+    if r["step"] > last:
+      total += float(r["real_tokens"]) * (r["step"] - last)
+      last = r["step"]
+      out[last] = total
+  return out
+
+
+# ---------------------------------------------------------------------------- writing
+
+def tb_tag(key: str) -> str:
+  """TensorBoard tag of a record key: grouped as heldout/, train/, perf/, progress/, patches/."""
+  if key.startswith("heldout_"):
+    return "heldout/" + key[len("heldout_"):]
+  if key in ("tokens_per_s", "patches_per_s", "step_time_s", "flops_per_s", "mfu"):
+    return "perf/" + key
+  if key in ("cumulative_flops", "tokens_seen"):
+    return "progress/" + key
+  if key in ("aligned_patch_share", "mean_speech_patch_len", "real_patches", "real_tokens", "target_tokens",
+             "truncated_tokens"):
+    return "batch/" + key
+  return "train/" + key
+
+
+NOT_SCALARS = ("step", "time", "final")
 
 
 class MetricsWriter:
+  """Appends records to <workdir>/metrics.jsonl and writes their numbers as TensorBoard
+  scalars (event files in <workdir>), on the lead process only (`enabled`).
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  resume_step: the step a resumed run restarts from; records of a previous attempt past it
+  are dropped from metrics.jsonl (they are about to be logged again) and TensorBoard hides
+  that attempt's later events (purge_step).
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True,
+               resume_step: int | None = None):
     self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self._file = open(self.path, "a") if enabled else None
+    self.path = os.path.join(workdir, METRICS_FILE)
+    self._file = None
+    self._tb = None
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    if resume_step is not None:
+      _drop_after(self.path, resume_step)
+    self._file = open(self.path, "a")
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(logdir=workdir, purge_step=None if resume_step is None else resume_step + 1,
+                               flush_secs=30)
 
   def write(self, record: dict) -> None:
     if not self.enabled:
       return
     clean = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (int, str)) else v)
              for k, v in record.items()}
-    self._file.write(json.dumps({"time": round(time.time(), 3), **clean}) + "\n")
+    now = round(time.time(), 3)
+    self._file.write(json.dumps({"time": now, **clean}) + "\n")
     self._file.flush()
+    if self._tb is not None and "step" in clean:
+      for k, v in clean.items():
+        if k in NOT_SCALARS or isinstance(v, (bool, str)) or not isinstance(v, (int, float)) \
+            or not math.isfinite(v):
+          continue
+        self._tb.add_scalar(tb_tag(k), v, global_step=int(clean["step"]), walltime=now)
+      self._tb.flush()
 
   def close(self) -> None:
     if self._file:
       self._file.close()
+      self._file = None
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def _parse(path: str) -> list[tuple[str, dict]]:
+  """(line, record) pairs; a last line cut short by a killed process is skipped."""
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  out = []
+  for i, line in enumerate(lines):
+    try:
+      out.append((line if line.endswith("\n") else line + "\n", json.loads(line)))
+    except json.JSONDecodeError:
+      if i != len(lines) - 1:
+        raise ValueError(f"{path}: line {i + 1} is not JSON: {line[:80]!r}") from None
+  return out
+
+
+def _drop_after(path: str, step: int) -> None:
+  if not os.path.exists(path):
+    return
+  parsed = _parse(path)
+  keep = [line for line, r in parsed if r.get("step", 0) <= step]
+  with open(path + ".tmp", "w") as f:
+    f.writelines(keep)
+  os.replace(path + ".tmp", path)
 
 
 def read_records(workdir: str) -> list[dict]:
   """Every record written so far to <workdir>/metrics.jsonl (empty if none)."""
-  path = os.path.join(workdir, "metrics.jsonl")
+  path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [r for _, r in _parse(path)]
 
+
+# ---------------------------------------------------------------------------- console
 
 def format_duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
@@ -44,12 +235,25 @@ def format_duration(seconds: float) -> str:
   return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def format_flops(flops: float) -> str:
+  for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6)):
+    if flops >= scale:
+      return f"{flops / scale:.3g}{unit}"
+  return f"{flops:.3g}"
+
+
 def progress_line(step: int, total: int, m: dict) -> str:
-  """One console line; throughput and ETA appear once a step has been timed."""
+  """One console line; throughput and ETA appear once a step has been timed, MFU and FLOPs
+  when the record has them."""
   line = (f"step {step:>6}/{total} | loss {m['loss']:.3f} (text {m['text_loss']:.3f}, "
           f"speech {m['speech_loss']:.3f}) | lr {m['lr']:.2e}")
   if "tokens_per_s" in m:
-    line += f" | {m['tokens_per_s']:,.0f} tok/s | ETA {format_duration(m['step_time_s'] * (total - step))}"
+    line += f" | {m['tokens_per_s']:,.0f} tok/s"
+    if "mfu" in m:
+      line += f" | MFU {100 * m['mfu']:.1f}%"
+    line += f" | ETA {format_duration(m['step_time_s'] * (total - step))}"
+  if "cumulative_flops" in m:
+    line += f" | {format_flops(m['cumulative_flops'])}FLOP"
   return line
 
 
