@@ -12,7 +12,9 @@ punctuation mark nearest the middle, or at the middle word) and its true
 continuation (the rest). The distractors are the continuations of other
 benchmark verses of about the same length (drawn among the nearest in word
 count), so every continuation is the right answer once and a distractor
-elsewhere, and no candidate is favoured by being short or familiar.
+elsewhere, and no candidate is favoured by being short or familiar. cloze2's
+distractor is the first of cloze4's three (so cloze2 is cloze4 with two
+candidates removed, and costs nothing extra to evaluate).
 
 Verses. The demo's 50 held-out verses (data_prep/corpus.py), plus
 `--extra_verses` others drawn the same way (same books, 8-40 words) whose text
@@ -47,7 +49,7 @@ from data_prep import corpus as corpus_lib
 from data_prep import kjv, quantizer, render, synth
 from data_prep.features import FEATURES
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 BENCHMARK_DIR = "benchmarks"
 WAYS = {"cloze2": 2, "cloze4": 4}
 PUNCTUATION = ",;:.!?"
@@ -112,9 +114,9 @@ def select_verses(verses: Sequence[kjv.Verse], corpus: corpus_lib.Corpus, extra:
   return out
 
 
-def choose_distractors(verses: Sequence[ClozeVerse], ways: int, seed: int) -> list[tuple[list[int], int]]:
-  """Per verse: (candidate verse indices, the true one's position); distractors are continuations
-  of other verses nearest in word count (ties broken at random), none equal to the true text."""
+def choose_distractors(verses: Sequence[ClozeVerse], count: int, seed: int) -> list[list[int]]:
+  """Per verse: `count` other verses whose continuations are distractors, nearest in word count
+  (ties broken at random, drawn among the NEAREST), none with the true continuation's text."""
   rng = random.Random(seed)
   lengths = [len(v.words) - v.split for v in verses]
   out = []
@@ -122,24 +124,29 @@ def choose_distractors(verses: Sequence[ClozeVerse], ways: int, seed: int) -> li
     others = [j for j in range(len(verses))
               if j != i and verses[j].continuation_text != v.continuation_text]
     keys = {j: (abs(lengths[j] - lengths[i]), rng.random()) for j in others}
-    nearest = sorted(others, key=keys.__getitem__)[:max(NEAREST, ways - 1)]
-    cands = [i] + rng.sample(nearest, ways - 1)
-    rng.shuffle(cands)
-    out.append((cands, cands.index(i)))
+    nearest = sorted(others, key=keys.__getitem__)[:max(NEAREST, count)]
+    out.append(rng.sample(nearest, count))
   return out
 
 
 def make_items(verses: Sequence[ClozeVerse], units: dict[tuple[str, str], np.ndarray], ways: int,
                seed: int) -> list[dict]:
-  """Benchmark items (JSON objects) from verses and the units of each (ref, "prompt"/"continuation")."""
+  """Benchmark items (JSON objects) from verses and the units of each (ref, "prompt"/"continuation").
+
+  The distractors of a k-way benchmark are the first k-1 of one fixed draw of max(WAYS) - 1, so
+  cloze2's candidates are a subset of cloze4's (an evaluation scores each pair once)."""
+  draws = choose_distractors(verses, max(WAYS.values()) - 1, seed)
+  rng = random.Random(seed + ways)
   items = []
-  for v, (cands, label) in zip(verses, choose_distractors(verses, ways, seed)):
+  for i, (v, distractors) in enumerate(zip(verses, draws)):
+    cands = [i] + distractors[:ways - 1]
+    rng.shuffle(cands)
     items.append({
         "id": v.ref, "source": v.source,
         "prompt": {"text": v.prompt_text, "units": units[(v.ref, "prompt")].tolist()},
         "candidates": [{"text": verses[j].continuation_text,
                         "units": units[(verses[j].ref, "continuation")].tolist()} for j in cands],
-        "label": label})
+        "label": cands.index(i)})
   return items
 
 
@@ -251,7 +258,7 @@ def build(data_dir: str, output: str | None = None, extra: int = 150, seed: int 
         "units": raw["units"], "tokenizer": {"sha256": tok["sha256"], "vocab_size": tok["vocab_size"]},
         "build": settings,
     }
-    items = make_items(verses, units, ways, seed + ways)
+    items = make_items(verses, units, ways, seed)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
       f.write(json.dumps({"header": header}, sort_keys=True) + "\n")
       for item in items:

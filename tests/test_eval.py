@@ -292,6 +292,9 @@ def test_builtin_items_logic():
     texts = [c["text"] for c in it["candidates"]]
     assert texts[it["label"]] == v.continuation_text and len(set(texts)) == 4
     bench_lib.parse_item(it, "x", "/")
+  for two, four in zip(builtin.make_items(chosen, units, 2, seed=1), items):   # cloze2 within cloze4
+    assert {c["text"] for c in two["candidates"]} <= {c["text"] for c in four["candidates"]}
+    assert two["candidates"][two["label"]] == four["candidates"][four["label"]]
 
 
 def test_builtin_refuses_non_demo_data(dataset):

@@ -93,7 +93,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.ERROR)   # not the read-only checkpoint notes of orbax
   config_file = config_flags.get_config_filename(flags.FLAGS["config"])
   if not os.path.isfile(config_file):
     print(f"error: no experiment config {config_file!r}", file=sys.stderr)

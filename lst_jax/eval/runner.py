@@ -114,22 +114,35 @@ class Converter:
 
 @dataclasses.dataclass
 class _Task:
-  """One benchmark in one direction: its sequences, which (item, candidate) each scores, rows."""
+  """One benchmark in one direction: which scored sequence is each item's each candidate."""
   benchmark: str
   direction: str
   labels: list[int]
   index: list[list[int]]        # per item: sequence index of each candidate
   truncated_prompts: int
   candidate_tokens: int
-  packed: scoring.PackedRows
-  num_sequences: int
 
 
-def _task(bench: Benchmark, direction: str, conv: Converter, scorer: scoring.Scorer) -> _Task:
+class _Sequences:
+  """All sequences one evaluation scores, each distinct one once (benchmarks may share items)."""
+
+  def __init__(self):
+    self.items: list[scoring.ScoredSequence] = []
+    self._index: dict[bytes, int] = {}
+
+  def add(self, seq: scoring.ScoredSequence) -> int:
+    key = seq.tokens.tobytes() + b"|" + np.packbits(seq.score).tobytes()
+    if key not in self._index:
+      self._index[key] = len(self.items)
+      self.items.append(seq)
+    return self._index[key]
+
+
+def _task(bench: Benchmark, direction: str, conv: Converter, scorer: scoring.Scorer, seqs: _Sequences) -> _Task:
   x, y = bench_lib.parse_direction(direction)
-  seqs, index, truncated, cand_tokens = [], [], 0, 0
+  index, truncated, cand_tokens = [], 0, 0
   convert = {TEXT: conv.text, SPEECH: conv.speech}
-  for n, item in enumerate(bench.items):
+  for item in bench.items:
     where = f"{bench.path}: item {item.id!r}"
     prompt = convert[x](item.prompt, f"{where} prompt")
     row, cut = [], False
@@ -143,13 +156,11 @@ def _task(bench: Benchmark, direction: str, conv: Converter, scorer: scoring.Sco
                              f"(--max_tokens / --max_patches)") from None
       cut |= seq.truncated > 0
       cand_tokens += len(ids)
-      row.append(len(seqs))
-      seqs.append(seq)
+      row.append(seqs.add(seq))
     truncated += cut
     index.append(row)
   return _Task(benchmark=bench.name, direction=direction, labels=[it.label for it in bench.items], index=index,
-               truncated_prompts=truncated, candidate_tokens=cand_tokens, packed=scorer.pack(seqs),
-               num_sequences=len(seqs))
+               truncated_prompts=truncated, candidate_tokens=cand_tokens)
 
 
 def _heldout_sequences(manifest: Manifest, vocab: vocab_lib.Vocab, scorer: scoring.Scorer):
@@ -189,6 +200,7 @@ class BenchmarkRunner:
     self.paths = list(default_paths(manifest) if paths is None else bench_lib.find_benchmarks(paths))
     provenance = provenance or run_provenance(manifest)
     conv = Converter(manifest, vocab)
+    seqs = _Sequences()
     self.tasks: list[_Task] = []
     self.benchmarks: list[Benchmark] = []
     for path in self.paths:
@@ -197,12 +209,14 @@ class BenchmarkRunner:
       self.benchmarks.append(bench)
       for d in bench.directions():
         if directions is None or d in directions:
-          self.tasks.append(_task(bench, d, conv, self.scorer))
-    self.heldout = None
+          self.tasks.append(_task(bench, d, conv, self.scorer, seqs))
+    self.heldout = None   # {"speech" / "text": (sequence indices, tokens cut to fit)}
     if heldout:
-      seqs = _heldout_sequences(manifest, vocab, self.scorer)
-      if seqs is not None:
-        self.heldout = {k: (self.scorer.pack(v), len(v), sum(s.truncated for s in v)) for k, v in seqs.items()}
+      docs = _heldout_sequences(manifest, vocab, self.scorer)
+      if docs is not None:
+        self.heldout = {k: ([seqs.add(s) for s in v], sum(s.truncated for s in v)) for k, v in docs.items()}
+    self.num_sequences = len(seqs.items)
+    self.packed = self.scorer.pack(seqs.items)   # every sequence once, in as few rows as fit
 
   @classmethod
   def from_setup(cls, setup, exp, manifest: Manifest, mesh, paths: Sequence[str] | None = None,
@@ -219,9 +233,9 @@ class BenchmarkRunner:
     start = time.time()
     out: dict = {"benchmarks": {}, "paths": self.paths}
     scores_out = []
+    sums, counts = self.scorer.score_packed(params, self.packed, self.num_sequences)
+    means = sums / np.maximum(counts, 1)
     for task in self.tasks:
-      sums, counts = self.scorer.score_packed(params, task.packed, task.num_sequences)
-      means = sums / np.maximum(counts, 1)
       s_sum = [[sums[i] for i in row] for row in task.index]
       s_mean = [[means[i] for i in row] for row in task.index]
       n = len(task.labels)
@@ -239,18 +253,18 @@ class BenchmarkRunner:
                              "label": item.label, "sum": [float(v) for v in ss], "mean": [float(v) for v in sm],
                              "credit_sum": float(cs), "credit_mean": float(cm)})
     if self.heldout is not None:
-      out["heldout"] = self._heldout(params)
+      out["heldout"] = self._heldout(sums, counts)
     out["seconds"] = round(time.time() - start, 2)
     if with_scores:
       out["scores"] = scores_out
     return out
 
-  def _heldout(self, params) -> dict:
+  def _heldout(self, sums: np.ndarray, counts: np.ndarray) -> dict:
     res = {}
     truncated = 0
-    for kind, (packed, n, cut) in self.heldout.items():
-      sums, counts = self.scorer.score_packed(params, packed, n)
-      total, count = -float(sums.sum()), int(counts.sum())
+    for kind, (index, cut) in self.heldout.items():
+      n = len(index)
+      total, count = -float(sums[index].sum()), int(counts[index].sum())
       truncated += cut
       bits = total / max(count, 1) / LN2
       if kind == "text":
