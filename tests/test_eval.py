@@ -297,6 +297,9 @@ def test_builtin_items_logic():
     assert two["candidates"][two["label"]] == four["candidates"][four["label"]]
 
 
-def test_builtin_refuses_non_demo_data(dataset):
+def test_builtin_refuses_non_demo_data(dataset, capsys):
   with pytest.raises(builtin.BenchmarkBuildError, match="not a demo build"):
     builtin.build(dataset.dir, log=lambda _: None)
+  assert builtin.main([f"--data_dir={dataset.dir}"]) == 2
+  assert builtin.main([f"--data_dir={dataset.dir}", "--if_demo"]) == 0
+  assert "not a demo build" in capsys.readouterr().out
