@@ -303,3 +303,36 @@ def test_builtin_refuses_non_demo_data(dataset, capsys):
   assert builtin.main([f"--data_dir={dataset.dir}"]) == 2
   assert builtin.main([f"--data_dir={dataset.dir}", "--if_demo"]) == 0
   assert "not a demo build" in capsys.readouterr().out
+
+
+def test_audio_and_text_strings_go_through_the_datasets_quantizer_and_tokenizer(dataset, tmp_path):
+  """audio -> 16 kHz -> the dataset's features -> its codebook; text -> its SentencePiece model, word by word."""
+  import dataclasses
+
+  import soundfile
+
+  from data_prep import features, quantizer, tokenizer
+  rng = np.random.default_rng(5)
+  codebook = quantizer.Codebook(centroids=rng.normal(size=(40, 80)).astype(np.float32),
+                                mean=np.zeros(80, np.float32), std=np.ones(80, np.float32))
+  quantizer.save(codebook, str(tmp_path))
+  tok = tokenizer.save(tokenizer.train(["in the beginning god created the heaven and the earth"] * 20, 40),
+                       str(tmp_path))
+  units = {**dataset.raw["units"], "codebook": quantizer.CODEBOOK, "features": features.FEATURES}
+  manifest = dataclasses.replace(dataset, dir=str(tmp_path), units=units, tokenizer_path=tok)
+  sp = tokenizer.load(tok)
+  vocab = vocab_lib.Vocab(text_size=sp.get_piece_size(), num_units=40)
+  t = np.arange(22050) / 22050
+  soundfile.write(tmp_path / "a.wav", 0.3 * np.sin(2 * np.pi * 440 * t * (1 + t)), 22050)
+  conv = runner_lib.Converter(manifest, vocab)
+  ids = conv.speech(Segment(audio=str(tmp_path / "a.wav")), "a")
+  from data_prep import audio
+  feats = features.logmel(audio.load_audio(str(tmp_path / "a.wav")), 16000)
+  assert len(ids) == 25 and vocab.is_speech(ids).all()   # 1 s at 25 Hz
+  np.testing.assert_array_equal(ids, vocab.units(quantizer.quantize(feats, codebook)))
+  text = conv.text(Segment(text="the beginning  created"), "t")
+  np.testing.assert_array_equal(text, vocab.text([i for w in tokenizer.encode_words(sp, ["the", "beginning",
+                                                                                         "created"]) for i in w]))
+  user = dataclasses.replace(manifest, units={"source": "user", "format": "lst_jsonl", "num_units": 40})
+  with pytest.raises(BenchmarkError, match="audio needs the dataset's quantizer"):
+    runner_lib.Converter(user, vocab).speech(Segment(audio=str(tmp_path / "a.wav")), "a")
