@@ -31,6 +31,7 @@ DEFAULT_RULES = (
     ("heads", "tensor"),
     ("vocab", "tensor"),
     ("norm", None),
+    ("layers", None),
     ("act_batch", ("data", "fsdp")),
     ("act_length", None),
     ("act_embed", None),
@@ -102,6 +103,13 @@ def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh
   return PartitionSpec(*spec)
 
 
+def param_axes(var: nnx.Variable) -> tuple:
+  """A parameter's logical axes; leading dimensions its `axes` do not name are stacked
+  layers (nnx.vmap over blocks, for scan over layers)."""
+  axes = tuple(var.get_metadata().get("axes") or ())
+  return ("layers",) * (len(var.shape) - len(axes)) + axes
+
+
 def param_shardings(abstract_state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES):
   """NamedShardings for a (possibly abstract) parameter state, from each Param's `axes`.
 
@@ -109,8 +117,7 @@ def param_shardings(abstract_state: nnx.State, mesh: Mesh, rules=DEFAULT_RULES):
   NamedSharding), so it lines up with the parameters and with optimizer state.
   """
   def one(var):
-    axes = var.get_metadata().get("axes") or (None,) * len(var.shape)
-    return var.replace(NamedSharding(mesh, logical_to_spec(axes, var.shape, mesh, rules)))
+    return var.replace(NamedSharding(mesh, logical_to_spec(param_axes(var), var.shape, mesh, rules)))
   return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 

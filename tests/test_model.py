@@ -178,3 +178,29 @@ def test_remat_policy_reaches_the_traced_program():
     loss = lambda p: jnp.sum(run_block(nnx.merge(graphdef, p), x, pos, seg, None, remat))
     traced[remat] = str(jax.make_jaxpr(jax.grad(loss))(params))
   assert "remat" in traced["full"] and "remat" not in traced["none"]
+
+
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_scan_over_layers_matches_the_unrolled_stack(remat):
+  """Scanned blocks (parameters stacked on a leading layers axis) compute what the unrolled
+  loop computes with the same parameters: outputs and parameter gradients."""
+  from lst_jax.model.transformer import Transformer
+  layers, dim = 3, 32
+  unrolled = Transformer(dim, 4, layers, 64, rngs=nnx.Rngs(0), remat=remat)
+  scanned = Transformer(dim, 4, layers, 64, rngs=nnx.Rngs(1), remat=remat, scan_layers=True)
+  per_layer = [nnx.state(b, nnx.Param) for b in unrolled.blocks]
+  nnx.update(scanned.blocks, jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer))
+  nnx.update(scanned.norm, nnx.state(unrolled.norm, nnx.Param))
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 24, dim)), jnp.float32)
+  seg = jnp.asarray([[1] * 10 + [2] * 10 + [0] * 4, [1] * 24])
+  pos = jnp.asarray([list(range(10)) * 2 + [0] * 4, list(range(24))])
+  chex.assert_trees_all_close(scanned(x, pos, seg), unrolled(x, pos, seg), atol=1e-5)
+  loss = lambda m: jnp.sum(jnp.sin(m(x, pos, seg)))
+  g_unrolled, g_scanned = nnx.grad(loss)(unrolled), nnx.grad(loss)(scanned)
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[g_unrolled["blocks"][i] for i in range(layers)])
+  chex.assert_trees_all_close(jax.tree.leaves(g_scanned["blocks"]), jax.tree.leaves(stacked), atol=1e-4)
+  # the program really loops: one while loop instead of `layers` copies of the block
+  graphdef, params = nnx.split(scanned)
+  jaxpr = str(jax.make_jaxpr(lambda p, x: nnx.merge(graphdef, p)(x, pos, seg))(params, x))
+  assert "scan" in jaxpr or "while" in jaxpr

@@ -32,16 +32,16 @@ def test_logical_rules_table():
       P(("data", "fsdp"), None, None)
 
 
-@pytest.mark.parametrize("kind", ["lst", "baseline"])
-def test_every_parameter_follows_the_rules_on_2x2x2(dataset, config, kind):
-  config.model.kind = kind
+@pytest.mark.parametrize("kind,scan", [("lst", False), ("baseline", False), ("lst", True)])
+def test_every_parameter_follows_the_rules_on_2x2x2(dataset, config, kind, scan):
+  config.model.kind, config.model.scan_layers = kind, scan
   mesh = sharding.make_mesh(2, 2, 2)
   _, _, _, state = _state(dataset, config, mesh)
   checked = 0
   for path, var in jax.tree_util.tree_leaves_with_path(
       nnx.state(state.params), is_leaf=lambda x: isinstance(x, nnx.Variable)):
-    axes = var.get_metadata()["axes"]
-    assert axes is not None and len(axes) == var.get_value().ndim, path
+    axes = sharding.param_axes(var)
+    assert len(axes) == var.get_value().ndim and None not in axes, path
     expected = sharding.logical_to_spec(axes, var.get_value().shape, mesh)
     assert var.get_value().sharding.spec == expected, (path, axes, var.get_value().sharding.spec)
     checked += 1
@@ -49,7 +49,9 @@ def test_every_parameter_follows_the_rules_on_2x2x2(dataset, config, kind):
   # The big matrices are really split: e.g. every MLP input kernel over fsdp x tensor.
   gates = [v.get_value() for p, v in jax.tree_util.tree_leaves_with_path(
       nnx.state(state.params), is_leaf=lambda x: isinstance(x, nnx.Variable)) if "gate" in str(p)]
-  assert gates and all(g.sharding.spec == P("fsdp", "tensor") for g in gates)
+  # (scanned global blocks have a replicated leading layers axis)
+  assert gates and all(g.sharding.spec == P(*(None,) * (g.ndim - 2), "fsdp", "tensor") for g in gates)
+  assert any(g.ndim == 3 for g in gates) == scan
 
 
 @pytest.mark.parametrize("layout", [(1, 8, 1), (1, 2, 4), (2, 2, 2)])  # data x fsdp x tensor

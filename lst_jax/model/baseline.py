@@ -18,7 +18,7 @@ class Baseline(nnx.Module):
     self.embed = Embed(cfg.vocab_size, cfg.d_global, rngs=rngs, dtype=dt)
     self.body = Transformer(cfg.d_global, cfg.global_heads, cfg.global_layers, cfg.mlp_dim(cfg.d_global),
                             rngs=rngs, dtype=dt, rope_theta=cfg.rope_theta, implementation=cfg.attention,
-                            remat=cfg.remat)
+                            remat=cfg.remat, scan_layers=cfg.scan_layers)
     self.head = Linear(cfg.d_global, cfg.vocab_size, ("embed", "vocab"), rngs=rngs, dtype=dt)
 
   def __call__(self, batch):

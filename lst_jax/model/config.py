@@ -39,6 +39,7 @@ class ModelConfig:
   dtype: str = "float32"          # compute dtype; parameters stay fp32
   attention: str = "reference"    # see lst_jax.model.attention.IMPLEMENTATIONS
   remat: str = "none"             # rematerialize each block's activations: see REMAT_POLICIES
+  scan_layers: bool = False       # global blocks stacked and run under one scan (deep models)
 
   @property
   def compute_dtype(self):

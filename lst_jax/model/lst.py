@@ -17,7 +17,7 @@ class LST(nnx.Module):
     self.encoder = EncoderPatcher(cfg, rngs=rngs)
     self.latent = Transformer(cfg.d_global, cfg.global_heads, cfg.global_layers, cfg.mlp_dim(cfg.d_global),
                               rngs=rngs, dtype=cfg.compute_dtype, rope_theta=cfg.rope_theta,
-                              implementation=cfg.attention, remat=cfg.remat)
+                              implementation=cfg.attention, remat=cfg.remat, scan_layers=cfg.scan_layers)
     self.decoder = LocalDecoder(cfg, rngs=rngs)
 
   def __call__(self, batch):

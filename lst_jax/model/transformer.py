@@ -60,18 +60,34 @@ def run_block(block: Block, x_BTD, pos_BT, segment_BT, window: int | None = None
 
 
 class Transformer(nnx.Module):
-  """A stack of blocks with a final norm: the global latent transformer, or the baseline's body."""
+  """A stack of blocks with a final norm: the global latent transformer, or the baseline's body.
+
+  With `scan_layers` the blocks' parameters are stacked on a leading "layers" axis
+  and run under one scan: compile time and program size stop growing with depth
+  (what deep presets need); the unrolled loop lets XLA fuse across layers, which is
+  a little faster for shallow CPU-sized models.
+  """
 
   def __init__(self, dim: int, heads: int, layers: int, mlp_dim: int, *, rngs: nnx.Rngs,
                dtype=jnp.float32, rope_theta: float = 5e5, implementation: str = "reference",
-               remat: str = "none"):
-    self.blocks = nnx.List([Block(dim, heads, mlp_dim, rngs=rngs, dtype=dtype, rope_theta=rope_theta,
-                                  implementation=implementation) for _ in range(layers)])
+               remat: str = "none", scan_layers: bool = False):
+    make = lambda r: Block(dim, heads, mlp_dim, rngs=r, dtype=dtype, rope_theta=rope_theta,
+                           implementation=implementation)
+    if scan_layers:
+      self.blocks = nnx.split_rngs(splits=layers)(nnx.vmap(make, in_axes=0, out_axes=0))(rngs)
+    else:
+      self.blocks = nnx.List([make(rngs) for _ in range(layers)])
     self.norm = RMSNorm(dim, rngs=rngs)
-    self.remat = remat
+    self.remat, self.scan_layers = remat, scan_layers
 
   def __call__(self, x_BTD, pos_BT, segment_BT):
-    for block in self.blocks:
-      x_BTD = run_block(block, x_BTD, pos_BT, segment_BT, remat=self.remat)
-      x_BTD = constrain(x_BTD, ("act_batch", "act_length", "act_embed"))
+    def one(block, x):
+      x = run_block(block, x, pos_BT, segment_BT, remat=self.remat)
+      return constrain(x, ("act_batch", "act_length", "act_embed"))
+
+    if self.scan_layers:
+      x_BTD = nnx.scan(one, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.blocks, x_BTD)
+    else:
+      for block in self.blocks:
+        x_BTD = one(block, x_BTD)
     return self.norm(x_BTD)
