@@ -205,6 +205,9 @@ class BenchmarkRunner:
     self.benchmarks: list[Benchmark] = []
     for path in self.paths:
       bench = bench_lib.load_benchmark(path)
+      same = [b.path for b in self.benchmarks if b.name == bench.name]
+      if same:
+        raise BenchmarkError(f"{path} and {same[0]} are both named {bench.name!r}; rename one (header.name)")
       bench_lib.check_provenance(bench, provenance)
       self.benchmarks.append(bench)
       for d in bench.directions():
@@ -231,7 +234,8 @@ class BenchmarkRunner:
 
   def __call__(self, params, with_scores: bool = False) -> dict:
     start = time.time()
-    out: dict = {"benchmarks": {}, "paths": self.paths}
+    out: dict = {"benchmarks": {}, "paths": self.paths, "sequences": self.num_sequences,
+                 "rows": len(self.packed.rows)}
     scores_out = []
     sums, counts = self.scorer.score_packed(params, self.packed, self.num_sequences)
     means = sums / np.maximum(counts, 1)
