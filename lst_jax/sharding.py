@@ -52,6 +52,11 @@ def activation_sharding(mesh: Mesh, rules=DEFAULT_RULES):
     _ACTIVATIONS.reset(token)
 
 
+def active_mesh() -> tuple[Mesh, tuple] | None:
+  """(mesh, rules) of the enclosing activation_sharding context, or None."""
+  return _ACTIVATIONS.get()
+
+
 def constrain(x, axes: Sequence[str | None]):
   """Sharding constraint on an activation by logical axes; identity outside activation_sharding."""
   ctx = _ACTIVATIONS.get()

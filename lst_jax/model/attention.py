@@ -11,20 +11,28 @@ with length (no [T x T] mask).
 Backends:
   "reference": an einsum softmax in fp32 (the fastest on CPU).
   "xla" / "cudnn": jax.nn.dot_product_attention (cuDNN's fused kernel on GPU).
+  "pallas": self-attention through JAX's Pallas splash-attention kernel for TPU
+    (block-sparse: skips fully masked blocks); off TPU it runs in Pallas interpret
+    mode (slow; for tests). Cross-attentions use the reference path (their key
+    sets are a few gathered vectors per query).
 A query whose mask row is empty (padding) returns zeros.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("reference", "xla", "cudnn")
+from lst_jax import sharding
+
+IMPLEMENTATIONS = ("reference", "xla", "cudnn", "pallas")
 
 
 def attention(q_BQNH, k_BKNH, v_BKNH, mask_BQK, implementation: str = "reference"):
   """q [..., Q, N, H], k/v [..., K, N, H], mask bool [..., Q, K] -> [..., Q, N, H]."""
-  if implementation == "reference":
+  if implementation in ("reference", "pallas"):
     return _reference(q_BQNH, k_BKNH, v_BKNH, mask_BQK)
   if implementation in ("xla", "cudnn"):
     lead = q_BQNH.shape[:-3]
@@ -73,6 +81,8 @@ def self_attention(q_BTNH, k_BTNH, v_BTNH, segment_BT, window: int | None = None
   blocks is never computed, about half the work of dense for long rows).
   """
   t = q_BTNH.shape[1]
+  if implementation == "pallas":
+    return _splash_self_attention(q_BTNH, k_BTNH, v_BTNH, segment_BT, window)
   if t <= block:
     return attention(q_BTNH, k_BTNH, v_BTNH, document_causal_mask(segment_BT, window), implementation)
   keys_per_block = (-(-(window - 1) // block) + 1) * block if window else t
@@ -131,6 +141,46 @@ def _blocked_window_attention(q, k, v, segment, window, implementation, block):
   mask = allowed[None] & (seg_q[..., None] == seg_k[:, :, None, :]) & (seg_q[..., None] > 0)
   out = attention(q_blk, k_blk, v_blk, mask, implementation)
   return out.reshape(b, nb * block, n, h)[:, :t]
+
+
+SPLASH_BLOCK = 128  # sequence padding unit of the splash kernel
+
+
+@functools.lru_cache(maxsize=64)
+def _splash_kernel(t: int, heads: int, window: int | None, interpret: bool):
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as sk
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
+  one = (lambda: sm.CausalMask((t, t))) if window is None else (lambda: sm.LocalMask((t, t), (window - 1, 0), 0))
+  block = next(b for b in (512, 256, 128) if t % b == 0)
+  sizes = sk.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
+                        block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
+  return sk.make_splash_mha(sm.MultiHeadMask([one() for _ in range(heads)]), block_sizes=sizes,
+                            head_shards=1, q_seq_shards=1, interpret=interpret), sk.SegmentIds
+
+
+def _splash_self_attention(q, k, v, segment, window):
+  """Splash attention per row (segment ids keep packed documents apart), rows split over the
+  batch mesh axes with shard_map inside a sharded program (a Pallas call is not auto-partitioned)."""
+  b, t, n, h = q.shape
+  pad = (-t) % SPLASH_BLOCK
+  widen = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+  kernel, segment_ids = _splash_kernel(t + pad, n, window, jax.default_backend() != "tpu")
+
+  def rows(q, k, v, seg):
+    heads_first = lambda x: jnp.swapaxes(widen(x), 1, 2)                 # [B, N, T, H]
+    one = lambda q, k, v, s: kernel(q * h ** -0.5, k, v, segment_ids=segment_ids(q=s, kv=s))
+    out = jax.vmap(one)(heads_first(q), heads_first(k), heads_first(v), widen(seg))
+    out = jnp.swapaxes(out, 1, 2)[:, :t]
+    return jnp.where((seg > 0)[..., None, None], out, 0).astype(q.dtype)
+
+  ctx = sharding.active_mesh()
+  if ctx is None or ctx[0].size == 1:
+    return rows(q, k, v, segment)
+  mesh = ctx[0]
+  batch = tuple(a for a in sharding.BATCH_AXES if mesh.shape[a] > 1) or None
+  spec = jax.sharding.PartitionSpec(batch)
+  return jax.shard_map(rows, mesh=mesh, in_specs=(spec, spec, spec, spec), out_specs=spec,
+                       check_vma=False)(q, k, v, segment)
 
 
 def document_causal_mask(segment_BT, window: int | None = None):
