@@ -42,7 +42,7 @@ class _ConcatIterator:
 
 def emulate_processes(n: int) -> None:
   """Makes the single-process loop read the data as n processes would, concatenated."""
-  from lst_jax.data import pipeline
+  from lst_jax.data import packing, pipeline
   train_dataset, eval_batches = pipeline.train_dataset, pipeline.eval_batches
 
   def local(cfg):
@@ -59,10 +59,11 @@ def emulate_processes(n: int) -> None:
 
   def emulated_eval(manifest, cfg, split="heldout", process_index=0, process_count=1, max_batches=None):
     per_process = [list(eval_batches(manifest, local(cfg), split, i, n, max_batches)) for i in range(n)]
-    counts = [len(b) for b in per_process]
-    if len(set(counts)) != 1:
-      raise RuntimeError(f"processes would evaluate different numbers of batches {counts}: "
-                         f"a multi-process run would hang")
+    # Processes with fewer batches run all-padding ones (no loss) so that all run the same steps.
+    count = max(len(b) for b in per_process)
+    empty = packing.empty_row(cfg.max_tokens, cfg.max_patches)
+    empty = {k: np.stack([v] * (cfg.batch_size // n)) for k, v in empty.items()}
+    per_process = [b + [empty] * (count - len(b)) for b in per_process]
     for parts in zip(*per_process):
       yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
