@@ -229,6 +229,10 @@ def test_runner_all_directions_and_heldout(model, dataset, tmp_path):
   again = runner_lib.run_benchmarks(model["params"], model["setup"], model["exp"], dataset, model["mesh"],
                                     paths=[path])
   assert again["benchmarks"] == result["benchmarks"]   # cached runner, same numbers
+  few = runner_lib.run_benchmarks(model["params"], model["setup"], model["exp"], dataset, model["mesh"],
+                                  paths=[path], max_items=2, directions=["T->S"], heldout=False)
+  assert list(few["benchmarks"]["toy"]) == ["T->S"] and few["benchmarks"]["toy"]["T->S"]["n"] == 2
+  assert "heldout" not in few
 
 
 def test_evaluate_checkpoint_writes_result(dataset, tmp_path):

@@ -27,13 +27,14 @@ _DIRECTIONS = flags.DEFINE_list("directions", None, "Only these directions (defa
 _OUTPUT = flags.DEFINE_string("output", None, "Result file (default: <workdir>/eval/<step>.json).")
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", None, "Row length in tokens (default: config.data.max_tokens).")
 _MAX_PATCHES = flags.DEFINE_integer("max_patches", None, "Row length in patches (default: config.data.max_patches).")
+_MAX_ITEMS = flags.DEFINE_integer("max_items", None, "Only the first N items of each benchmark (a quick look).")
 _NO_HELDOUT = flags.DEFINE_bool("no_heldout", False, "Skip the held-out losses.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmarks=None, directions=None,
                         output: str | None = None, heldout: bool = True, max_tokens: int | None = None,
-                        max_patches: int | None = None, log=print) -> dict:
+                        max_patches: int | None = None, max_items: int | None = None, log=print) -> dict:
   """Restores <workdir>'s checkpoint `step` (default latest), evaluates it, writes and returns the result."""
   import json
 
@@ -67,7 +68,8 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
     log(f"note: no benchmarks under {manifest.dir}/{runner_lib.BENCHMARK_DIR}/ (build the demo's with "
         f"`python -m data_prep.benchmarks --data_dir={manifest.dir}`); held-out losses only")
   runner = runner_lib.BenchmarkRunner.from_setup(setup, exp, manifest, mesh, paths=benchmarks, workdir=workdir,
-                                                 heldout=heldout, directions=directions, **extra)
+                                                 heldout=heldout, directions=directions, max_items=max_items,
+                                                 **extra)
   result = runner(params, with_scores=True)
   scores = result.pop("scores")
   result = {"step": int(step), "workdir": workdir, "model": exp.model.kind, "data": manifest.dir,
@@ -110,7 +112,7 @@ def main(argv):
   try:
     evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value, benchmarks=_BENCHMARKS.value,
                         directions=directions, output=_OUTPUT.value, heldout=not _NO_HELDOUT.value,
-                        max_tokens=_MAX_TOKENS.value, max_patches=_MAX_PATCHES.value)
+                        max_tokens=_MAX_TOKENS.value, max_patches=_MAX_PATCHES.value, max_items=_MAX_ITEMS.value)
   except (ConfigError, DataError) as e:   # BenchmarkError is a DataError
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -186,12 +186,15 @@ def _heldout_sequences(manifest: Manifest, vocab: vocab_lib.Vocab, scorer: scori
 
 class BenchmarkRunner:
   """Prepared once (files read, provenance checked, text tokenized, audio quantized, rows packed,
-  the forward jitted); call with parameters to evaluate them."""
+  the forward jitted); call with parameters to evaluate them.
+
+  Options: `directions` (default: all each benchmark supports), `max_items` (the first items
+  of each benchmark only), `heldout` (also the held-out bits), and the row shape / batch size."""
 
   def __init__(self, graphdef, param_shardings, vocab: vocab_lib.Vocab, manifest: Manifest, mesh, *,
                kind: str, max_tokens: int, max_patches: int, patch_size: int, batch_size: int,
                paths: Sequence[str] | None = None, provenance: dict | None = None, heldout: bool = True,
-               directions: Sequence[str] | None = None):
+               directions: Sequence[str] | None = None, max_items: int | None = None):
     if kind != "lst":   # the baseline has no patches: rows are bounded by tokens only
       max_patches = max_tokens
     self.scorer = scoring.Scorer(graphdef, param_shardings, vocab, mesh, max_tokens=max_tokens,
@@ -205,6 +208,8 @@ class BenchmarkRunner:
     self.benchmarks: list[Benchmark] = []
     for path in self.paths:
       bench = bench_lib.load_benchmark(path)
+      if max_items is not None:   # e.g. a quicker evaluation during training: the first items only
+        bench = dataclasses.replace(bench, items=bench.items[:max_items])
       same = [b.path for b in self.benchmarks if b.name == bench.name]
       if same:
         raise BenchmarkError(f"{path} and {same[0]} are both named {bench.name!r}; rename one (header.name)")
@@ -290,7 +295,7 @@ def run_benchmarks(params, model_setup, exp, manifest: Manifest, mesh, paths: Se
   `exp` the parsed experiment. The prepared runner is cached per (setup, mesh, paths, options),
   so calling this every N training steps reads the files and compiles once."""
   key = (id(model_setup), id(mesh), id(manifest), tuple(paths) if paths is not None else None, workdir,
-         tuple(sorted(kwargs.items())))
+         json.dumps(kwargs, sort_keys=True, default=str))
   hit = _RUNNERS.get(key)
   if hit is None or hit[0] is not model_setup:
     hit = (model_setup, BenchmarkRunner.from_setup(model_setup, exp, manifest, mesh, paths, workdir, **kwargs))
