@@ -47,10 +47,12 @@ def test_accounting_hand_computed():
   assert r1["speech_bits_per_second"] == pytest.approx(4.0 * 25 / math.log(2))
   assert r1["cumulative_flops"] == 4e9
   assert r1["tokens_seen"] == 200.0                       # 100 per step over steps 1-2
+  assert "text_tokens_seen" not in r1                      # the step did not report them
   assert "mfu" not in r1                                   # the first window holds the compile: not timed
   r2 = acc({"step": 4, "loss": 2.5, "text_loss": 2.0, "speech_loss": 3.0, "real_tokens": 150.0,
-            "step_time_s": 0.04, "lr": 1e-3})
+            "real_text_tokens": 100.0, "real_speech_tokens": 50.0, "step_time_s": 0.04, "lr": 1e-3})
   assert r2["tokens_seen"] == 500.0                       # + 150 x 2
+  assert r2["text_tokens_seen"] == 200.0 and r2["speech_tokens_seen"] == 100.0  # counted from here on
   assert r2["cumulative_flops"] == 8e9
   assert r2["flops_per_s"] == pytest.approx(2e9 / 0.04)   # 50 GFLOP/s
   assert r2["mfu"] == pytest.approx(0.5)                  # of 100 GFLOP/s
@@ -63,6 +65,7 @@ def test_accounting_hand_computed():
   resumed = Accounting(2e9, start_step=4, previous=[r1, r2, ev, later])
   r3 = resumed({"step": 6, "loss": 2.0, "text_loss": 2.0, "speech_loss": 2.0, "real_tokens": 10.0})
   assert r3["tokens_seen"] == 520.0 and r3["cumulative_flops"] == 12e9
+  assert r3["text_tokens_seen"] == 200.0
   assert "mfu" not in resumed({"step": 8, "loss": 2.0, "text_loss": 2.0, "speech_loss": 2.0,
                                "step_time_s": 0.1})  # no peak known (CPU): no MFU
 
@@ -114,14 +117,17 @@ def test_writer_resume_drops_records_past_the_checkpoint(tmp_path):
   w = MetricsWriter(str(tmp_path))
   for step in (0, 2, 4, 6):
     w.write({"step": step, "loss": float(step)})
+  w.write({"step": 4, "final": True, "heldout_loss": 1.0})  # a finished attempt's last evaluation
   w.close()
   with open(tmp_path / "metrics.jsonl", "a") as f:
     f.write('{"step": 8, "lo')  # killed mid-line
-  assert [r["step"] for r in metrics.read_records(str(tmp_path))] == [0, 2, 4, 6]
+  assert [r["step"] for r in metrics.read_records(str(tmp_path))] == [0, 2, 4, 6, 4]
   w = MetricsWriter(str(tmp_path), resume_step=4)
   w.write({"step": 6, "loss": 60.0})
   w.close()
   assert [(r["step"], r["loss"]) for r in metrics.read_records(str(tmp_path))] == [(0, 0), (2, 2), (4, 4), (6, 60)]
+  # TensorBoard: the new attempt's step 6 replaces the old one (purge_step=5 in the second file).
+  assert _tb_scalars(str(tmp_path))["train/loss"][-1] == (6, 60.0)
 
 
 def test_progress_line():

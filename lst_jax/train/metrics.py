@@ -8,7 +8,8 @@ Derived metrics (`Accounting`, added to each record before it is written):
   speech_bits_per_second     speech nats per unit * unit rate (25 units/s) / ln 2: bits per second of audio
   (and heldout_* versions of the three on evaluation records)
   cumulative_flops           model FLOPs of the whole model so far: train FLOPs per step * step
-  tokens_seen                real (non-padding) tokens trained on so far
+  tokens_seen                real (non-padding) tokens trained on so far (and text_tokens_seen,
+                             speech_tokens_seen when the step reports real_text/speech_tokens)
   flops_per_s, mfu           model FLOPs per second, and their share of the devices' peak FLOP/s
 """
 
@@ -74,6 +75,10 @@ def _bits_of(record: dict, prefix: str, unit_rate: float) -> dict:
   return out
 
 
+SEEN = (("tokens_seen", "real_tokens"), ("text_tokens_seen", "real_text_tokens"),
+        ("speech_tokens_seen", "real_speech_tokens"))
+
+
 class Accounting:
   """Adds the derived metrics to each record, in the order the loop writes them.
 
@@ -90,21 +95,24 @@ class Accounting:
     self.peak = peak_flops_per_s
     self.unit_rate = unit_rate
     self.last_step = start_step
-    self.tokens_seen = 0.0
+    self.seen = {}  # "tokens_seen", "text_tokens_seen", ... -> count so far
     for r in previous:
-      if "tokens_seen" in r and r.get("step", 0) <= start_step:
-        self.tokens_seen = float(r["tokens_seen"])
+      if r.get("step", 0) <= start_step:
+        self.seen.update({k: float(r[k]) for k, _ in SEEN if k in r})
 
   def __call__(self, record: dict) -> dict:
     out = dict(record)
     step = int(record["step"])
-    if "real_tokens" in record and step > self.last_step:  # mean per step over the steps since the last log
-      self.tokens_seen += float(record["real_tokens"]) * (step - self.last_step)
+    if "real_tokens" in record and step > self.last_step:  # means per step over the steps since the last log
+      for key, per_step in SEEN:
+        if per_step in record:
+          self.seen[key] = self.seen.get(key, 0.0) + float(record[per_step]) * (step - self.last_step)
       self.last_step = step
     out.update(_bits_of(record, "", self.unit_rate))
     out.update(_bits_of(record, "heldout_", self.unit_rate))
     out["cumulative_flops"] = self.flops_per_step * step
-    out["tokens_seen"] = self.tokens_seen
+    out["tokens_seen"] = self.seen.get("tokens_seen", 0.0)
+    out.update({k: v for k, v in self.seen.items() if k != "tokens_seen"})
     if record.get("step_time_s"):
       out["flops_per_s"] = self.flops_per_step / record["step_time_s"]
       if self.peak:
@@ -132,10 +140,10 @@ def tb_tag(key: str) -> str:
     return "heldout/" + key[len("heldout_"):]
   if key in ("tokens_per_s", "patches_per_s", "step_time_s", "flops_per_s", "mfu"):
     return "perf/" + key
-  if key in ("cumulative_flops", "tokens_seen"):
+  if key in ("cumulative_flops", "tokens_seen", "text_tokens_seen", "speech_tokens_seen"):
     return "progress/" + key
-  if key in ("aligned_patch_share", "mean_speech_patch_len", "real_patches", "real_tokens", "target_tokens",
-             "truncated_tokens"):
+  if key in ("aligned_patch_share", "mean_speech_patch_len", "real_patches", "real_tokens", "real_text_tokens",
+             "real_speech_tokens", "target_tokens", "truncated_tokens"):
     return "batch/" + key
   return "train/" + key
 
@@ -147,9 +155,10 @@ class MetricsWriter:
   """Appends records to <workdir>/metrics.jsonl and writes their numbers as TensorBoard
   scalars (event files in <workdir>), on the lead process only (`enabled`).
 
-  resume_step: the step a resumed run restarts from; records of a previous attempt past it
-  are dropped from metrics.jsonl (they are about to be logged again) and TensorBoard hides
-  that attempt's later events (purge_step).
+  resume_step: the step a resumed run restarts from; records of a previous attempt past it,
+  and its "final" evaluation, are dropped from metrics.jsonl (they are about to be logged
+  again: the file reads as one uninterrupted run) and TensorBoard hides that attempt's later
+  events (purge_step).
   """
 
   def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True,
@@ -212,7 +221,7 @@ def _drop_after(path: str, step: int) -> None:
   if not os.path.exists(path):
     return
   parsed = _parse(path)
-  keep = [line for line, r in parsed if r.get("step", 0) <= step]
+  keep = [line for line, r in parsed if r.get("step", 0) <= step and not r.get("final")]
   with open(path + ".tmp", "w") as f:
     f.writelines(keep)
   os.replace(path + ".tmp", path)
