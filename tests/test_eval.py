@@ -263,6 +263,8 @@ def test_evaluate_checkpoint_writes_result(dataset, tmp_path):
   scores = open(os.path.join(workdir, "eval", "3.scores.jsonl")).read().splitlines()
   assert len(scores) == 2 * 6
   assert any("S->T" in line for line in lines)
+  with pytest.raises(DataError, match="does not fit the lst model .* has no parameter"):
+    evaluate_checkpoint(tiny_config(dataset.dir), workdir, benchmarks=[path], log=lines.append)
   with pytest.raises(DataError, match="no checkpoint for step 7"):
     evaluate_checkpoint(config, workdir, step=7, benchmarks=[path], log=lines.append)
   other = bench_lib.write_benchmark(str(tmp_path / "other.jsonl"), _items(vocab, np.random.default_rng(4)),

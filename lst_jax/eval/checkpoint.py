@@ -41,4 +41,10 @@ def restore_params(directory: str, step: int, abstract, shardings):
                                          {"params": target}))))
   finally:
     manager.close()
-  return out.state["params"]
+  params = out.state["params"]
+  missing = [jax.tree_util.keystr(path) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]
+             if not isinstance(leaf, jax.Array)]
+  if missing:   # a partial restore leaves what the checkpoint lacks abstract
+    raise ValueError(f"the checkpoint has no parameter {missing[0]} ({len(missing)} of the model's "
+                     f"parameters are missing)")
+  return params

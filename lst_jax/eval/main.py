@@ -62,7 +62,11 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
     raise DataError(f"{ckpt_dir} has no checkpoint for step {step}; available: {', '.join(map(str, steps))}")
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
   setup = step_lib.setup(exp.model, exp.optim, vocab, mesh, exp.train.seed)
-  params = ckpt_lib.restore_params(ckpt_dir, step, setup.abstract, setup.shardings)
+  try:
+    params = ckpt_lib.restore_params(ckpt_dir, step, setup.abstract, setup.shardings)
+  except (ValueError, TypeError, KeyError) as e:   # orbax names the first parameter that does not fit
+    raise DataError(f"checkpoint {step} in {ckpt_dir} does not fit the {exp.model.kind} model this config "
+                    f"describes (was it trained with another config?): {str(e).splitlines()[0][:300]}") from None
   extra = {k: v for k, v in (("max_tokens", max_tokens), ("max_patches", max_patches)) if v is not None}
   if benchmarks is None and not runner_lib.default_paths(manifest):
     log(f"note: no benchmarks under {manifest.dir}/{runner_lib.BENCHMARK_DIR}/ (build the demo's with "
