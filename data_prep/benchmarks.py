@@ -291,7 +291,8 @@ def main(argv=None) -> int:
                  help="if --data_dir is not a demo build, say so and exit 0 instead of failing (make eval)")
   args = p.parse_args(argv)
   if args.if_demo and not is_demo(args.data_dir):
-    print(f"{args.data_dir} is not a demo build: no built-in benchmarks (pass your own with --benchmarks)")
+    print(f"{args.data_dir} holds no demo build (data_prep.demo): no built-in benchmarks to make there; "
+          f"evaluate with your own (--benchmarks)")
     return 0
   try:
     build(args.data_dir, args.output, args.extra_verses, args.seed, args.workers)
