@@ -5,17 +5,29 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXP ?= demo
-WORKDIR ?= runs/$(EXP)
+WORKDIR ?= runs/$(EXP)$(if $(SIZE),_$(SIZE))
 DATA_DIR ?= data/demo
 # On CPU, YNNPACK dot fusion costs 2-18% on our model sizes (see README, performance).
 export XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup train data test bench bench-data clean help
+SIZE ?=
+PAIR ?= compute_matched
+CONFIG := experiments/$(EXP).py$(if $(SIZE),:$(SIZE))
+# The demo corpus is built first for the demo and for CPU-sized presets (they train on it).
+DEMO_DATA := $(if $(filter demo demo_baseline,$(EXP))$(filter tiny 20m,$(SIZE)),yes)
+
+.PHONY: setup train data test eval bench bench-data compare plot clean help
 
 help:
-	@echo "make train [EXP=demo] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
-	@echo "                                            train an experiment (builds the demo data first)"
+	@echo "make train [EXP=demo] [SIZE=tiny|20m|420m|1b|7b] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
+	@echo "                                            train an experiment (builds the demo data first"
+	@echo "                                            for the demo and CPU sizes)"
+	@echo "make compare [PAIR=compute_matched|data_matched] [SIZE=tiny]"
+	@echo "                                            train both members of a paper pair, side by side"
+	@echo "make plot WORKDIR=runs/a[,runs/b]           PNG loss curves against FLOPs and tokens"
+	@echo "make eval [EXP=demo] [WORKDIR=runs/EXP] [STEP=N] [ARGS=...]"
+	@echo "                                            benchmark a trained run: spoken cloze (4 directions), held-out bits"
 	@echo "make test                                   run the test suite"
 	@echo "make data [DATA_DIR=data/demo]              build the demo corpus only"
 	@echo "make bench                                  model throughput figures (runs/bench.json)"
@@ -43,9 +55,17 @@ data: setup
 train: setup
 	@if [ ! -f experiments/$(EXP).py ]; then \
 	  echo "error: unknown experiment EXP=$(EXP); available: $$(ls experiments/*.py | xargs -n1 basename | sed 's/\.py$$//' | grep -v '^_' | tr '\n' ' ')" >&2; exit 2; fi
-	@if [ "$(EXP)" = demo ]; then $(PY) -m data_prep.demo --output=$(DATA_DIR); fi
-	$(PY) -m lst_jax.main --config=experiments/$(EXP).py --workdir=$(WORKDIR) \
-	  $(if $(filter demo,$(EXP)),--config.data.dir=$(DATA_DIR)) $(ARGS)
+	$(if $(DEMO_DATA),$(PY) -m data_prep.demo --output=$(DATA_DIR))
+	$(PY) -m lst_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) \
+	  $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
+
+# Likelihood benchmarks of a trained run (builds the demo's built-in benchmarks first if missing).
+eval: setup
+	@if [ ! -f experiments/$(EXP).py ]; then \
+	  echo "error: unknown experiment EXP=$(EXP); available: $$(ls experiments/*.py | xargs -n1 basename | sed 's/\.py$$//' | grep -v '^_' | tr '\n' ' ')" >&2; exit 2; fi
+	$(PY) -m data_prep.benchmarks --data_dir=$(DATA_DIR) --if_demo
+	$(PY) -m lst_jax.eval.main --config=$(CONFIG) --workdir=$(WORKDIR) \
+	  $(if $(STEP),--step=$(STEP)) $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q -n 2 --durations=10 tests
@@ -58,6 +78,14 @@ bench: setup
 bench-data: setup
 	$(PY) -m data_prep.demo --output=$(DATA_DIR)
 	$(PY) -m lst_jax.tools.bench_data --config=experiments/demo.py --config.data.dir=$(DATA_DIR) $(ARGS)
+
+# Both members of a paper pair at CPU size on the demo corpus, printed side by side.
+compare: setup
+	$(PY) -m data_prep.demo --output=$(DATA_DIR)
+	$(PY) -m lst_jax.tools.compare --pair=$(PAIR) --size=$(or $(SIZE),tiny) --data_dir=$(DATA_DIR) $(ARGS)
+
+plot: setup
+	$(PY) -m lst_jax.tools.plot --workdir=$(WORKDIR) $(ARGS)
 
 clean:
 	rm -rf runs

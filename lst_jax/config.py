@@ -13,6 +13,8 @@ import typing
 
 import ml_collections
 
+from lst_jax import presets
+
 from lst_jax.data import patching as patching_lib
 from lst_jax.data.patching import PatchingConfig
 from lst_jax.data.pipeline import PipelineConfig
@@ -31,9 +33,14 @@ class TrainConfig:
   steps: int = 1000
   log_every: int = 10
   checkpoint_every: int = 100
-  keep_checkpoints: int = 3
+  keep_checkpoints: int = 3    # the last N are kept ...
+  keep_every: int = 0          # ... plus every K-th step's for good (0: none)
+  grad_accum_steps: int = 1    # micro-batches per optimizer step (same update, less memory)
+  peak_flops_per_device: float = 0.0  # for MFU; 0: the device's dense bf16 peak if known (TPU, H100, ...)
   eval_every: int = 0          # 0: evaluate only before the first and after the last step
   eval_batches: int = 0        # 0: the whole held-out split
+  benchmark_every: int = 0     # run the likelihood benchmarks (lst_jax.eval) every N steps; 0: never
+  benchmark_items: int = 0     # ... on the first N items of each (0: all)
   seed: int = 0
 
 
@@ -81,11 +88,13 @@ CHOICES = {
     ("data", "patching"): patching_lib.STRATEGIES,
     ("data", "silence"): (patching_lib.SILENCE_SEPARATE, patching_lib.SILENCE_MERGED),
 }
+# Top-level labels of a preset (lst_jax.presets); they name, the sections define.
+LABELS = {"size": tuple(presets.SIZES), "pairing": presets.PAIRINGS}
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimizerConfig,
             "train": TrainConfig, "mesh": MeshConfig}
 POSITIVE = {("data", "batch_size"), ("data", "max_tokens"), ("data", "max_patches"), ("data", "patch_size"),
             ("data", "max_patch_len"), ("train", "steps"), ("train", "log_every"),
-            ("train", "checkpoint_every"), ("train", "keep_checkpoints"), ("model", "d_global"),
+            ("train", "checkpoint_every"), ("train", "keep_checkpoints"), ("train", "grad_accum_steps"), ("model", "d_global"),
             ("model", "global_layers"), ("model", "global_heads"), ("model", "d_local"),
             ("model", "local_heads"), ("model", "cross_attn_k"), ("model", "window"),
             ("optim", "learning_rate")}
@@ -125,9 +134,13 @@ def _section(section: str, cls, cd: ml_collections.ConfigDict, **extra):
 
 def parse(config: ml_collections.ConfigDict, vocab_size: int = 0) -> Experiment:
   """Checks a ConfigDict and returns typed sections (model.vocab_size from the dataset)."""
-  unknown = set(config.keys()) - set(SECTIONS)
+  unknown = set(config.keys()) - set(SECTIONS) - set(LABELS)
   if unknown:
-    raise ConfigError(f"unknown config section(s) {sorted(unknown)}; allowed: {sorted(SECTIONS)}")
+    raise ConfigError(f"unknown config section(s) {sorted(unknown)}; allowed: {sorted(SECTIONS)} "
+                      f"(and the labels {', '.join(LABELS)})")
+  for label, choices in LABELS.items():
+    if label in config and config[label] not in choices:
+      raise ConfigError(f"config.{label}={config[label]!r} is not one of {', '.join(map(repr, choices))}")
   get = lambda name: config.get(name, ml_collections.ConfigDict())
   exp = Experiment(
       model=_section("model", ModelConfig, get("model"), vocab_size=vocab_size),

@@ -152,17 +152,25 @@ def test_plan_rejects_inconsistent_options(monkeypatch, options, env, message):
 
 
 def test_flags_round_trip():
-  from absl import flags
-  holders = distributed.define_flags()
-  assert distributed.define_flags() is holders  # idempotent
-  try:
-    flags.FLAGS(["prog", "--multihost=manual", "--coordinator_address=10.0.0.1:1234", "--num_processes=2",
-                 "--process_id=1", "--local_device_ids=0,1", "--distributed_timeout_s=60"])
-    assert distributed.options_from_flags() == Options(
-        mode="manual", coordinator_address="10.0.0.1:1234", num_processes=2, process_id=1,
-        local_device_ids=(0, 1), timeout_s=60)
-    flags.FLAGS(["prog", "--local_device_ids=0,x"])
-    with pytest.raises(DistributedError, match="comma-separated integers"):
-      distributed.options_from_flags()
-  finally:
-    flags.FLAGS.unparse_flags()
+  """In a fresh interpreter: other modules' required flags (tests import several CLIs) stay out."""
+  code = """
+from absl import flags
+from lst_jax import distributed
+from lst_jax.distributed import DistributedError, Options
+holders = distributed.define_flags()
+assert distributed.define_flags() is holders  # idempotent
+flags.FLAGS(["prog", "--multihost=manual", "--coordinator_address=10.0.0.1:1234", "--num_processes=2",
+             "--process_id=1", "--local_device_ids=0,1", "--distributed_timeout_s=60"])
+assert distributed.options_from_flags() == Options(
+    mode="manual", coordinator_address="10.0.0.1:1234", num_processes=2, process_id=1,
+    local_device_ids=(0, 1), timeout_s=60)
+flags.FLAGS(["prog", "--local_device_ids=0,x"])
+try:
+  distributed.options_from_flags()
+  raise SystemExit("no error for a bad --local_device_ids")
+except DistributedError as e:
+  assert "comma-separated integers" in str(e), e
+print("ok")
+"""
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -237,7 +237,7 @@ def test_runner_all_directions_and_heldout(model, dataset, tmp_path):
 
 def test_evaluate_checkpoint_writes_result(dataset, tmp_path):
   from lst_jax.eval.checkpoint import restore_params
-  from lst_jax.eval.main import evaluate_checkpoint
+  from lst_jax.eval.evaluate import evaluate_checkpoint
   config = tiny_config(dataset.dir, kind="baseline")   # compiles fastest; the LST is covered above
   vocab = pipeline.vocab_of(dataset)
   exp = config_lib.parse(config, vocab.size)
@@ -342,3 +342,23 @@ def test_audio_and_text_strings_go_through_the_datasets_quantizer_and_tokenizer(
   user = dataclasses.replace(manifest, units={"source": "user", "format": "lst_jsonl", "num_units": 40})
   with pytest.raises(BenchmarkError, match="audio needs the dataset's quantizer"):
     runner_lib.Converter(user, vocab).speech(Segment(audio=str(tmp_path / "a.wav")), "a")
+
+
+def test_training_runs_the_benchmarks_every_n_steps(tmp_path):
+  """config.train.benchmark_every: the loop scores <data dir>/benchmarks/*.jsonl and logs the accuracies."""
+  from data_prep import synthetic
+  from lst_jax.train import metrics
+  from lst_jax.train.loop import train
+  ds = synthetic.make_dataset(str(tmp_path / "data"), num_speech=16, num_text=16, num_units=40, text_vocab=60,
+                              heldout=4, seed=1)
+  vocab = pipeline.vocab_of(ds)
+  os.makedirs(os.path.join(ds.dir, "benchmarks"))
+  bench_lib.write_benchmark(os.path.join(ds.dir, "benchmarks", "toy.jsonl"),
+                            _items(vocab, np.random.default_rng(5), 4), _header(ds))
+  config = tiny_config(ds.dir)
+  config.train.update(steps=2, benchmark_every=2, benchmark_items=3)
+  train(config, str(tmp_path / "run"))
+  logged = [r for r in metrics.read_records(str(tmp_path / "run")) if "bench/toy/S->S/acc_sum" in r]
+  assert len(logged) == 1 and logged[0]["step"] == 2
+  assert {f"bench/toy/{d}/acc_mean" for d in ("S->S", "T->T", "S->T", "T->S")} <= set(logged[0])
+  assert all(0.0 <= logged[0][f"bench/toy/{d}/acc_sum"] <= 1.0 for d in ("S->S", "T->T"))

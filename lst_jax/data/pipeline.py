@@ -163,3 +163,8 @@ def eval_batches(manifest: Manifest, cfg: PipelineConfig, split: str = "heldout"
 
 def _stack(rows: list[dict]) -> dict:
   return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def empty_batch(cfg: PipelineConfig) -> dict:
+  """A batch of all-padding rows (no loss): evens out evaluation steps across processes."""
+  return _stack([packing.empty_row(cfg.max_tokens, cfg.max_patches)] * cfg.batch_size)

@@ -1,36 +1,84 @@
-"""Orbax checkpoints of the train state together with the data iterator's position."""
+"""Orbax checkpoints: the train state, the data iterator's position and the config, together."""
 
 from __future__ import annotations
 
 import os
 
+import grain
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from absl import logging
 
 from lst_jax.train.step import TrainState
 
 
 class Checkpointer:
-  """Saves every `every` steps (async), keeps the last `keep`, restores into sharded targets."""
+  """Saves every `every` steps (async); keeps the last `keep` plus every `keep_every`-th step's;
+  restores into sharded targets, falling back past a checkpoint that cannot be read."""
 
-  def __init__(self, directory: str, every: int, keep: int):
+  def __init__(self, directory: str, every: int, keep: int, keep_every: int = 0):
     self.manager = ocp.CheckpointManager(
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every,
+                                             keep_period=keep_every or None,
                                              enable_async_checkpointing=True))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: TrainState, data_state: dict, force: bool = False) -> bool:
-    return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
+  def save(self, step: int, state: TrainState, data, config: dict | None = None, force: bool = False) -> bool:
+    """`data`: a Grain dataset iterator (each process writes its own position file), another
+    iterator with get_state() (saved as JSON by the primary process), or a JSON-able dict."""
+    if isinstance(data, grain.DatasetIterator):
+      data_arg = grain.checkpoint.CheckpointSave(data)
+    else:
+      data_arg = ocp.args.JsonSave(data.get_state() if hasattr(data, "get_state") else data)
+    items = dict(state=ocp.args.StandardSave(state), data=data_arg)
+    if config is not None:
+      items["config"] = ocp.args.JsonSave(config)
+    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
-  def restore(self, step: int, abstract: TrainState, shardings: TrainState) -> tuple[TrainState, dict]:
+  def restore(self, step: int, abstract: TrainState, shardings: TrainState, data=None):
+    """(state, data). Given an iterator `data`, it is set to its saved position and returned;
+    without one, a dict saved in its place is returned (else None)."""
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
-    return out.state, out.data
+    items = dict(state=ocp.args.StandardRestore(target))
+    as_json = os.path.exists(os.path.join(str(self.manager.directory), str(step), "data", "metadata"))
+    if as_json:
+      items["data"] = ocp.args.JsonRestore()
+    elif data is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data)
+    out = self.manager.restore(step, args=ocp.args.Composite(**items))
+    restored = out.get("data")
+    if as_json and data is not None:
+      data.set_state(restored)
+      restored = data
+    return out.state, restored
+
+  def restore_latest_good(self, abstract: TrainState, shardings: TrainState, data=None):
+    """(step, state, data) of the newest checkpoint that restores, or None if there is none.
+
+    A checkpoint that fails to restore (truncated or corrupted files, e.g. a disk
+    filled mid-write) is skipped with a warning, and the one before it used; the
+    unreadable one is moved aside to <step>.unreadable (kept for inspection) so the
+    resumed run can save that step again."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        state, data = self.restore(step, abstract, shardings, data)
+        return step, state, data
+      except Exception as e:  # orbax/tensorstore raise many types for unreadable files
+        message = f"checkpoint at step {step} cannot be restored ({type(e).__name__}: {str(e)[:300]}); " \
+                  f"moved aside to {step}.unreadable, falling back to the previous one"
+        logging.warning(message)
+        print(f"warning: {message}", flush=True)
+        if jax.process_index() == 0:
+          path = os.path.join(str(self.manager.directory), str(step))
+          os.rename(path, path + ".unreadable")
+        if jax.process_count() > 1:
+          multihost_utils.sync_global_devices(f"moved aside checkpoint {step}")
+        self.manager.reload()
+    return None
 
   def close(self) -> None:
     self.manager.wait_until_finished()

@@ -83,24 +83,65 @@ def patch_statistics(batch, vocab: vocab_lib.Vocab) -> dict:
 
 
 def make_train_step(graphdef, optimizer, vocab: vocab_lib.Vocab, shardings: TrainState, mesh: Mesh,
-                    lr_schedule: optax.Schedule):
-  """jit(step)(state, batch) -> (state, metrics): one AdamW update on the global batch."""
+                    lr_schedule: optax.Schedule, accum_steps: int = 1):
+  """jit(step)(state, batch) -> (state, metrics): one AdamW update on the global batch.
+
+  With accum_steps > 1 the batch is cut into that many micro-batches (every
+  device keeps its share of rows in each), run one after another under a scan,
+  and their summed gradients divided by the whole batch's target count: the
+  same update as one big batch, in a fraction of the activation memory.
+  A non-finite loss or gradient leaves the state as it was and sets
+  metrics["nonfinite"] (the loop stops the run on it).
+  """
   loss_fn = make_loss_fn(graphdef, vocab, mesh)
+  sum_loss = lambda params, batch: (lambda out: (out[1]["all_nll"], out[1]))(loss_fn(params, batch))
+
+  def gradients(params, batch):
+    if accum_steps == 1:
+      (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+      return sums, grads
+    rows = batch["tokens"].shape[0]
+    micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape((rows // accum_steps, accum_steps) + x.shape[1:]), 0, 1),
+                         batch)
+
+    def one(carry, mb):
+      mb = {k: sharding.constrain(v, ("act_batch",) + (None,) * (v.ndim - 1)) for k, v in mb.items()}
+      (_, sums), g = jax.value_and_grad(sum_loss, has_aux=True)(params, mb)
+      return jax.tree.map(jnp.add, carry, (sums, g)), None
+
+    zero_sums = jax.eval_shape(lambda: sum_loss(params, jax.tree.map(lambda x: x[0], micro))[1])
+    init = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), (zero_sums, params))
+    with sharding.activation_sharding(mesh):
+      (sums, grads), _ = jax.lax.scan(one, init, micro)
+    return sums, jax.tree.map(lambda g: g / jnp.maximum(sums["all_count"], 1.0), grads)
 
   def step(state: TrainState, batch):
-    (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+    sums, grads = gradients(state.params, batch)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {**losses.mean_losses(sums), "grad_norm": optax.tree.norm(grads),
+    means, grad_norm = losses.mean_losses(sums), optax.tree.norm(grads)
+    finite = jnp.isfinite(means["loss"]) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    metrics = {**means, "grad_norm": grad_norm, "nonfinite": (~finite).astype(jnp.float32),
                "lr": lr_schedule(state.step), "target_tokens": sums["all_count"],
-               "real_tokens": jnp.sum(batch["token_segment"] > 0).astype(jnp.float32),
-               "real_patches": jnp.sum(batch["patch_segment"] > 0).astype(jnp.float32),
-               **patch_statistics(batch, vocab)}
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+               **token_counts(batch, vocab), **patch_statistics(batch, vocab)}
+    return TrainState(step=state.step + 1, params=keep(params, state.params),
+                      opt_state=keep(opt_state, state.opt_state)), metrics
 
   rep = sharding.replicated(mesh)
   return jax.jit(step, in_shardings=(shardings, sharding.batch_sharding(mesh)),
                  out_shardings=(shardings, rep), donate_argnums=0)
+
+
+def token_counts(batch, vocab: vocab_lib.Vocab) -> dict:
+  """Real (non-padding) positions of the batch: tokens, text pieces, speech units, patches."""
+  real = batch["token_segment"] > 0
+  tokens = batch["tokens"]
+  text = real & (tokens >= vocab_lib.NUM_SPECIAL) & (tokens < vocab.text_mode)
+  count = lambda m: jnp.sum(m).astype(jnp.float32)
+  return {"real_tokens": count(real), "real_text_tokens": count(text),
+          "real_speech_tokens": count(real & (tokens >= vocab.unit_offset)),
+          "real_patches": count(batch["patch_segment"] > 0)}
 
 
 def make_eval_step(graphdef, vocab: vocab_lib.Vocab, shardings: TrainState, mesh: Mesh):
@@ -129,11 +170,12 @@ class Setup:
 
 
 def setup(model_cfg: ModelConfig, optim_cfg: OptimizerConfig, vocab: vocab_lib.Vocab, mesh: Mesh,
-          seed: int = 0, rules=sharding.DEFAULT_RULES) -> Setup:
+          seed: int = 0, rules=sharding.DEFAULT_RULES, accum_steps: int = 1) -> Setup:
   """Optimizer, abstract state, shardings and the jitted steps for one model on one mesh."""
   optimizer = make_optimizer(optim_cfg)
   graphdef, abstract = abstract_state(model_cfg, optimizer, seed)
   shardings = state_shardings(abstract, optimizer, mesh, rules)
   return Setup(graphdef=graphdef, abstract=abstract, shardings=shardings, optimizer=optimizer,
-               train_step=make_train_step(graphdef, optimizer, vocab, shardings, mesh, schedule(optim_cfg)),
+               train_step=make_train_step(graphdef, optimizer, vocab, shardings, mesh, schedule(optim_cfg),
+                                              accum_steps),
                eval_step=make_eval_step(graphdef, vocab, shardings, mesh), model_cfg=model_cfg, seed=seed)

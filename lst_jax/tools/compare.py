@@ -1,0 +1,101 @@
+"""`make compare PAIR=compute_matched`: trains both members of a paper pair and prints them side by side.
+
+  python -m lst_jax.tools.compare --pair=compute_matched [--size=tiny] [--workdir=runs/compare]
+      [--data_dir=data/demo] [--steps=N]
+
+Each member trains in <workdir>/<pair>_<size>/<lst|baseline> (rerunning resumes or
+just reprints). The table: held-out loss per modality (nats per target token,
+text bits per token, speech bits per second of audio), raw text and speech
+tokens read, and FLOPs consumed per the FLOP model (lst_jax.flops, every module
+counted) for the whole run, as the runs' metrics.jsonl record them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+
+from absl import app, flags, logging
+
+from lst_jax import presets
+
+UNIT_RATE = 25.0  # speech units per second of audio
+
+
+def member_config(kind: str, pair: str, size: str):
+  path = os.path.join("experiments", f"{kind}_{pair}.py")
+  spec = importlib.util.spec_from_file_location(f"{kind}_{pair}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(size)
+
+
+def summarize(records: list[dict]) -> dict:
+  """Final held-out losses, tokens read and FLOPs of one run (its metrics.jsonl records)."""
+  final = next(r for r in reversed(records) if r.get("final"))
+  return {"steps": final["step"],
+          "heldout_loss": final["heldout_loss"],
+          "heldout_text_loss": final["heldout_text_loss"],
+          "heldout_speech_loss": final["heldout_speech_loss"],
+          "text_bits_per_token": final["heldout_text_loss"] / math.log(2),
+          "speech_bits_per_second": final["heldout_speech_loss"] * UNIT_RATE / math.log(2),
+          "text_tokens": final["text_tokens_seen"], "speech_tokens": final["speech_tokens_seen"],
+          "flops": final["cumulative_flops"]}
+
+
+def format_table(pair: str, size: str, results: dict) -> str:
+  rows = [("held-out loss (nats/token)", "heldout_loss", "{:.4f}"),
+          ("  text (nats/token)", "heldout_text_loss", "{:.4f}"),
+          ("  speech (nats/unit)", "heldout_speech_loss", "{:.4f}"),
+          ("text bits per token", "text_bits_per_token", "{:.3f}"),
+          ("speech bits per second", "speech_bits_per_second", "{:.1f}"),
+          ("steps", "steps", "{:,}"),
+          ("text tokens read", "text_tokens", "{:,.0f}"),
+          ("speech units read", "speech_tokens", "{:,.0f}"),
+          ("FLOPs (FLOP model, all modules)", "flops", "{:.3e}")]
+  kinds = list(results)
+  lines = [f"{pair} pair, size {size}", f"{'':32}" + "".join(f"{k:>16}" for k in kinds)]
+  for label, key, fmt in rows:
+    lines.append(f"{label:32}" + "".join(f"{fmt.format(results[k][key]):>16}" for k in kinds))
+  return "\n".join(lines)
+
+
+def define_flags() -> None:
+  """Flags of the command line only (importing this module for its functions defines none)."""
+  flags.DEFINE_enum("pair", "compute_matched", presets.PAIRINGS, "Which paper pair.")
+  flags.DEFINE_enum("size", "tiny", tuple(presets.SIZES), "Preset size of both members.")
+  flags.DEFINE_string("workdir", "runs/compare", "Parent folder of the two runs.")
+  flags.DEFINE_string("data_dir", None, "Dataset (default: the preset's).")
+  flags.DEFINE_integer("steps", None, "Override the preset's steps (both members).")
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  logging.set_verbosity(logging.WARNING)
+  from lst_jax.train import loop, metrics
+  pair, size = f.pair, f.size
+  base = os.path.join(f.workdir, f"{pair}_{size}")
+  results = {}
+  for kind in ("lst", "baseline"):
+    config = member_config(kind, pair, size)
+    if f.data_dir:
+      config.data.dir = f.data_dir
+    if f.steps:
+      config.train.steps = f.steps
+    workdir = os.path.join(base, kind)
+    print(f"== {kind}_{pair} ({size}) in {workdir}", flush=True)
+    loop.train(config, workdir)
+    results[kind] = summarize(metrics.read_records(workdir))
+  table = format_table(pair, size, results)
+  print(table)
+  with open(os.path.join(base, "compare.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  print(f"written to {os.path.join(base, 'compare.json')}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

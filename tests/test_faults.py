@@ -1,0 +1,175 @@
+"""Faults a pod run meets: SIGKILL, SIGTERM (preemption), an unreadable checkpoint, a
+non-finite loss; and gradient accumulation, which must not change the update."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from lst_jax import config as config_lib
+from lst_jax import sharding
+from lst_jax.data import pipeline
+from lst_jax.train import step as step_lib
+from lst_jax.train.loop import TrainingError, train
+from lst_jax.train.metrics import read_records
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING_KEYS = {"time", "tokens_per_s", "patches_per_s", "step_time_s", "flops_per_s", "mfu"}
+
+
+def _config_file(tmp_path, config) -> str:
+  path = tmp_path / "exp.py"
+  path.write_text("import ml_collections\n\ndef get_config():\n"
+                  f"  return ml_collections.ConfigDict({config.to_dict()!r})\n")
+  return str(path)
+
+
+def _start(config_file: str, workdir: str) -> subprocess.Popen:
+  env = dict(os.environ, XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=")
+  return subprocess.Popen([sys.executable, "-m", "lst_jax.main", f"--config={config_file}",
+                           f"--workdir={workdir}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_step(proc: subprocess.Popen, workdir: str, step: int, timeout: float = 240) -> None:
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if any(r.get("step", 0) >= step and "loss" in r for r in read_records(workdir)):
+      return
+    assert proc.poll() is None, f"run ended before step {step}:\n{proc.stdout.read()}"
+    time.sleep(0.05)
+  raise AssertionError(f"no step {step} within {timeout}s")
+
+
+def _without_timing(records):
+  return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def _long_config(config):
+  config.train.steps = 40
+  config.train.log_every = 1
+  config.train.checkpoint_every = 4
+  return config
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(config, tmp_path):
+  """kill -9 mid-run, rerun the same command: metrics.jsonl equals an uninterrupted run's
+  (every logged loss, held-out loss and statistic, bit for bit), throughput aside."""
+  config = _long_config(config)
+  cfg = _config_file(tmp_path, config)
+  full = _start(cfg, str(tmp_path / "full"))  # the same command, never interrupted
+  assert full.wait(timeout=600) == 0
+  workdir = str(tmp_path / "killed")
+  proc = _start(cfg, workdir)
+  _wait_for_step(proc, workdir, 10)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  assert not any(r.get("final") for r in read_records(workdir)), "killed before its end"
+  proc = _start(cfg, workdir)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out
+  assert "resumed from" in out
+  assert _without_timing(read_records(workdir)) == _without_timing(read_records(str(tmp_path / "full")))
+
+
+def test_sigterm_saves_and_exits_cleanly_then_resumes(config, tmp_path):
+  config = _long_config(config)
+  config.train.checkpoint_every = 1000  # only the preemption save can produce a late checkpoint
+  workdir = str(tmp_path / "run")
+  cfg = _config_file(tmp_path, config)
+  proc = _start(cfg, workdir)
+  _wait_for_step(proc, workdir, 3)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  assert "preempted (SIGTERM)" in out and "Traceback" not in out
+  saved = [int(os.path.basename(p)) for p in glob.glob(f"{workdir}/checkpoints/*") if os.path.basename(p).isdigit()]
+  assert 3 <= max(saved) < 40
+  proc = _start(cfg, workdir)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0 and f"resumed from {workdir}/checkpoints at step {max(saved)}" in out, out
+  assert read_records(workdir)[-1]["final"] and read_records(workdir)[-1]["step"] == 40
+
+
+def test_unreadable_latest_checkpoint_falls_back_to_the_previous(config, tmp_path, capsys):
+  config.train.steps = 6
+  full = train(config, str(tmp_path / "full"))
+  workdir = str(tmp_path / "run")
+  train(config, workdir, stop_at=4)  # checkpoints at steps 2 and 4
+  files = [f for f in glob.glob(f"{workdir}/checkpoints/4/state/**/*", recursive=True) if os.path.isfile(f)]
+  assert files
+  for f in files:  # a disk that filled mid-write
+    with open(f, "r+b") as fh:
+      fh.truncate(os.path.getsize(f) // 3)
+  capsys.readouterr()
+  resumed = train(config, workdir)
+  out = capsys.readouterr().out
+  assert "warning: checkpoint at step 4 cannot be restored" in out
+  assert f"resumed from {workdir}/checkpoints at step 2" in out
+  assert os.path.isdir(f"{workdir}/checkpoints/4.unreadable")  # kept for inspection, not deleted
+  assert resumed.step == 6 and resumed.heldout_end == full.heldout_end
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoint(config, tmp_path):
+  config.optim.learning_rate = 1e30  # the first update blows the parameters up
+  config.optim.warmup_steps = 0
+  config.train.log_every = 1
+  config.train.checkpoint_every = 1
+  workdir = str(tmp_path / "run")
+  with pytest.raises(TrainingError, match=r"non-finite loss or gradient at step (\d+).*Last good checkpoint: "
+                                          r"step \d+") as err:
+    train(config, workdir)
+  bad = int(err.value.args[0].split("at step ")[1].split(":")[0])
+  from lst_jax.train.checkpoint import Checkpointer
+  ckpt = Checkpointer(f"{workdir}/checkpoints", 1, 2)
+  assert ckpt.latest_step() == bad - 1
+  vocab = pipeline.vocab_of(pipeline_manifest(config))
+  exp = config_lib.parse(config, vocab.size)
+  run = step_lib.setup(exp.model, exp.optim, vocab, sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1]))
+  state, _ = ckpt.restore(bad - 1, run.abstract, run.shardings)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+  ckpt.close()
+
+
+def pipeline_manifest(config):
+  from lst_jax.data import datasets
+  return datasets.open_datasets(config.data.dir)
+
+
+@pytest.mark.parametrize("accum", [2, 4])
+def test_gradient_accumulation_gives_the_same_update(dataset, config, accum):
+  config.optim.warmup_steps = 0
+  vocab = pipeline.vocab_of(dataset)
+  exp = config_lib.parse(config, vocab.size)
+  batch = next(iter(pipeline.train_dataset(dataset, config_lib.pipeline_config(exp.data, 8))))
+  results = []
+  for steps in (1, accum):
+    mesh = sharding.make_mesh(2, 1, 1, devices=jax.devices()[:2])
+    run = step_lib.setup(exp.model, exp.optim, vocab, mesh, accum_steps=steps)
+    state, metrics = run.train_step(run.init(), sharding.global_batch(batch, mesh))
+    results.append(jax.device_get((state.params, metrics)))
+  (p1, m1), (pk, mk) = results
+  for key in ("loss", "text_loss", "speech_loss", "target_tokens", "real_tokens"):
+    np.testing.assert_allclose(mk[key], m1[key], rtol=1e-5)
+  np.testing.assert_allclose(mk["grad_norm"], m1["grad_norm"], rtol=1e-4)
+  chex.assert_trees_all_close(pk, p1, atol=2e-4)
+
+
+def test_metrics_count_text_and_speech_tokens(dataset, config):
+  vocab = pipeline.vocab_of(dataset)
+  exp = config_lib.parse(config, vocab.size)
+  batch = next(iter(pipeline.train_dataset(dataset, config_lib.pipeline_config(exp.data, 8))))
+  counts = jax.device_get(step_lib.token_counts(batch, vocab))
+  real = batch["token_segment"] > 0
+  assert counts["real_speech_tokens"] == np.sum(real & (batch["tokens"] >= vocab.unit_offset)) > 0
+  assert counts["real_text_tokens"] == np.sum(real & (batch["tokens"] >= 3) & (batch["tokens"] < vocab.text_mode)) > 0
+  assert counts["real_text_tokens"] + counts["real_speech_tokens"] < counts["real_tokens"]  # BOS, EOS, modes

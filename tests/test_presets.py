@@ -1,0 +1,84 @@
+"""Paper presets: every experiment parses at every size, pairs hold their pairing invariants,
+bad choices fail before anything compiles with the key and the allowed values named."""
+
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lst_jax import config as config_lib
+from lst_jax import presets
+from lst_jax.tools import compare
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOCAB = 32000 + 5 + 501
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_every_experiment_file_parses_and_documents_its_run_command():
+  for path in sorted(glob.glob(os.path.join(REPO, "experiments", "*.py"))):
+    name = os.path.basename(path)[:-3]
+    module = _load(name)
+    assert "python -m lst_jax.main" in module.__doc__ or "make train" in module.__doc__, name
+    config_lib.parse(module.get_config(), VOCAB)
+
+
+@pytest.mark.parametrize("size", list(presets.SIZES))
+@pytest.mark.parametrize("pairing", presets.PAIRINGS)
+def test_pairs_hold_their_invariants(size, pairing):
+  lst = config_lib.parse(_load(f"lst_{pairing}").get_config(size), VOCAB)
+  base = config_lib.parse(_load(f"baseline_{pairing}").get_config(size), VOCAB)
+  assert (lst.train.steps, lst.data.batch_size, lst.optim) == (base.train.steps, base.data.batch_size, base.optim)
+  assert lst.model.kind == "lst" and base.model.kind == "baseline"
+  assert (lst.model.d_global, lst.model.global_layers) == (base.model.d_global, base.model.global_layers)
+  assert lst.data.patching == "curriculum" and (lst.data.interleaved_weight, lst.data.text_weight) == (0.33, 0.67)
+  assert (lst.optim.b1, lst.optim.b2, lst.optim.weight_decay, lst.optim.clip_norm) == (0.9, 0.95, 0.1, 1.0)
+  if pairing == "compute_matched":  # same global positions per step
+    assert base.data.max_tokens == lst.data.max_patches and lst.data.max_tokens == 3 * lst.data.max_patches
+  else:  # same raw tokens per row; the LST's global row shorter
+    assert base.data.max_tokens == lst.data.max_tokens and lst.data.max_patches < lst.data.max_tokens
+
+
+def test_paper_sizes_match_the_paper():
+  one_b = config_lib.parse(_load("lst_compute_matched").get_config("1b"), VOCAB)
+  assert (one_b.model.d_global, one_b.model.global_layers, one_b.model.decoder_layers) == (2048, 25, 9)
+  assert one_b.data.batch_size * one_b.data.max_patches == 128 * 4096  # 0.5M global positions per step
+  assert one_b.data.max_tokens == 12288 and one_b.optim.learning_rate == 4e-4
+  assert one_b.optim.warmup_steps == 2000 and one_b.model.scan_layers and one_b.model.remat == "full"
+
+
+def test_bad_size_and_labels_are_clear():
+  with pytest.raises(ValueError, match=r"unknown size 'huge'; choose from \('tiny'"):
+    presets.experiment("lst", "huge")
+  c = presets.experiment("lst", "tiny")
+  c.pairing = "both"
+  with pytest.raises(config_lib.ConfigError, match=r"config.pairing='both' is not one of 'compute_matched'"):
+    config_lib.parse(c, VOCAB)
+
+
+def test_bad_override_names_the_key_and_the_allowed_values(tmp_path):
+  r = subprocess.run([sys.executable, "-m", "lst_jax.main", "--config=experiments/lst_compute_matched.py:tiny",
+                      f"--workdir={tmp_path}", "--config.data.patching=sometimes"], cwd=REPO,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 2 and "Traceback" not in r.stderr
+  assert "config.data.patching='sometimes' is not one of 'static', 'aligned', 'mixed', 'curriculum'" in r.stderr
+
+
+def test_compare_table_reads_the_runs_records():
+  record = lambda flops, text: {"step": 10, "final": True, "heldout_loss": 2.0, "heldout_text_loss": text,
+                                "heldout_speech_loss": 1.0, "cumulative_flops": flops,
+                                "text_tokens_seen": 100.0, "speech_tokens_seen": 300.0}
+  lst = compare.summarize([{"step": 0, "heldout_loss": 9.0}, record(2e12, 2.0)])
+  base = compare.summarize([record(1e12, 3.0)])
+  assert lst["flops"] == 2e12 and lst["speech_bits_per_second"] == pytest.approx(25 / 0.6931471805599453)
+  table = compare.format_table("compute_matched", "tiny", {"lst": lst, "baseline": base})
+  assert "2.000e+12" in table and "1.000e+12" in table and "4.328" in table  # 3 nats = 4.328 bits
