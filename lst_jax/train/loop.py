@@ -87,6 +87,7 @@ def train(config, workdir: str, stop_at: int | None = None) -> Result:
 
 
 def _train(config, workdir: str, stop_at: int | None, preemption: _Preemption) -> Result:
+  config_lib.parse(config)  # every key and value checked before the data or any device is touched
   manifest = datasets.open_datasets(config.data.dir)
   vocab = pipeline.vocab_of(manifest)
   exp = config_lib.parse(config, vocab_size=vocab.size)
