@@ -15,12 +15,12 @@ SIZE ?=
 PAIR ?= compute_matched
 CONFIG := experiments/$(EXP).py$(if $(SIZE),:$(SIZE))
 # The demo corpus is built first for the demo and for CPU-sized presets (they train on it).
-DEMO_DATA := $(if $(filter demo demo_baseline,$(EXP))$(filter tiny 20m,$(SIZE)),yes)
+DEMO_DATA := $(if $(filter demo demo_baseline,$(EXP))$(filter demo tiny 20m,$(SIZE)),yes)
 
-.PHONY: setup train data test eval bench bench-data compare plot clean help
+.PHONY: setup train data test test-fast eval bench bench-data compare plot clean help
 
 help:
-	@echo "make train [EXP=demo] [SIZE=tiny|20m|420m|1b|7b] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
+	@echo "make train [EXP=demo] [SIZE=demo|tiny|20m|420m|1b|7b] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
 	@echo "                                            train an experiment (builds the demo data first"
 	@echo "                                            for the demo and CPU sizes)"
 	@echo "make compare [PAIR=compute_matched|data_matched] [SIZE=tiny]"
@@ -28,15 +28,20 @@ help:
 	@echo "make plot WORKDIR=runs/a[,runs/b]           PNG loss curves against FLOPs and tokens"
 	@echo "make eval [EXP=demo] [WORKDIR=runs/EXP] [STEP=N] [ARGS=...]"
 	@echo "                                            benchmark a trained run: spoken cloze (4 directions), held-out bits"
-	@echo "make test                                   run the test suite"
+	@echo "make test                                   run the whole test suite (what CI runs)"
+	@echo "make test-fast                              the unit tier only (pytest -m 'not slow'), for the edit loop"
 	@echo "make data [DATA_DIR=data/demo]              build the demo corpus only"
 	@echo "make bench                                  model throughput figures (runs/bench.json)"
 	@echo "make bench-data                             loader throughput vs the train step it feeds"
 
-# System packages: the KJV text (demo corpus) comes from Debian.
+# System packages from Debian: the KJV text (demo corpus); shellcheck (tests lint the launchers).
 /usr/bin/bible:
 	@echo ">> installing Debian package bible-kjv (demo corpus text)"
 	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bible-kjv bible-kjv-text >/dev/null
+
+/usr/bin/shellcheck:
+	@echo ">> installing Debian package shellcheck (the launcher scripts' lint, run by the tests)"
+	$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq shellcheck >/dev/null
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -47,28 +52,27 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-setup: $(STAMP) /usr/bin/bible
+setup: $(STAMP) /usr/bin/bible /usr/bin/shellcheck
 
 data: setup
 	$(PY) -m data_prep.demo --output=$(DATA_DIR)
 
 train: setup
-	@if [ ! -f experiments/$(EXP).py ]; then \
-	  echo "error: unknown experiment EXP=$(EXP); available: $$(ls experiments/*.py | xargs -n1 basename | sed 's/\.py$$//' | grep -v '^_' | tr '\n' ' ')" >&2; exit 2; fi
 	$(if $(DEMO_DATA),$(PY) -m data_prep.demo --output=$(DATA_DIR))
 	$(PY) -m lst_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) \
 	  $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
 # Likelihood benchmarks of a trained run (builds the demo's built-in benchmarks first if missing).
 eval: setup
-	@if [ ! -f experiments/$(EXP).py ]; then \
-	  echo "error: unknown experiment EXP=$(EXP); available: $$(ls experiments/*.py | xargs -n1 basename | sed 's/\.py$$//' | grep -v '^_' | tr '\n' ' ')" >&2; exit 2; fi
 	$(PY) -m data_prep.benchmarks --data_dir=$(DATA_DIR) --if_demo
 	$(PY) -m lst_jax.eval.main --config=$(CONFIG) --workdir=$(WORKDIR) \
 	  $(if $(STEP),--step=$(STEP)) $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q -n 2 --durations=10 tests
+
+test-fast: setup
+	$(PY) -m pytest -q -n 2 --durations=5 -m "not slow" tests
 
 # Model throughput: FLOP/s vs matmul peak, LST vs baseline per second of speech, reference config.
 bench: setup
@@ -77,7 +81,7 @@ bench: setup
 # Input pipeline throughput vs the demo train step, and per-document preparation speed.
 bench-data: setup
 	$(PY) -m data_prep.demo --output=$(DATA_DIR)
-	$(PY) -m lst_jax.tools.bench_data --config=experiments/demo.py --config.data.dir=$(DATA_DIR) $(ARGS)
+	$(PY) -m data_prep.bench_loader --config=experiments/demo.py --config.data.dir=$(DATA_DIR) $(ARGS)
 
 # Both members of a paper pair at CPU size on the demo corpus, printed side by side.
 compare: setup

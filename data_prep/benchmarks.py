@@ -3,7 +3,7 @@
   python -m data_prep.benchmarks --data_dir=data/demo [--output=data/demo/benchmarks]
 
 Writes <output>/cloze2.jsonl (StoryCloze-like, 2-way) and cloze4.jsonl
-(HellaSwag-like, 4-way) in the format of lst_jax/eval/benchmark.py, every
+(HellaSwag-like, 4-way) in the format of lst_jax/eval/benchmark_files.py, every
 prompt and candidate given both as text and as speech units, so each file
 is scored in all four directions (S->S, T->T, S->T, T->S).
 
@@ -26,7 +26,7 @@ Speech. Following the paper's protocol, the prompt and each continuation are
 synthesized separately (espeak-ng, the held-out voice that no training
 utterance uses), turned into features and quantized with the dataset's own
 codebook; S->S concatenates the prompt's units and a candidate's. Synthesis
-is a pure function of the text (data_prep/synth.py), so builds are
+is a pure function of the text (data_prep/tts.py), so builds are
 deterministic; a rerun with the same settings and data reuses the files.
 """
 
@@ -46,8 +46,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from data_prep import corpus as corpus_lib
-from data_prep import kjv, quantizer, render, synth
-from data_prep.features import FEATURES
+from data_prep import kjv, render, tts
+from lst_jax.data import codebook as codebook_lib
+from lst_jax.data.features import FEATURES
 
 BUILD_VERSION = 2
 BENCHMARK_DIR = "benchmarks"
@@ -150,7 +151,7 @@ def make_items(verses: Sequence[ClozeVerse], units: dict[tuple[str, str], np.nda
   return items
 
 
-def render_jobs(verses: Sequence[ClozeVerse], voice: synth.Voice) -> list[render.Job]:
+def render_jobs(verses: Sequence[ClozeVerse], voice: tts.Voice) -> list[render.Job]:
   jobs = []
   for v in verses:
     jobs.append(render.Job(id=f"{v.ref}|prompt", words=v.words[:v.split], spoken=v.spoken[:v.split], voice=voice))
@@ -164,7 +165,7 @@ def settings_of(manifest: dict, extra: int, seed: int) -> dict:
   return {"version": BUILD_VERSION, "extra_verses": extra, "seed": seed,
           "data_build": manifest.get("build"), "codebook_sha256": manifest["units"].get("codebook_sha256"),
           "tokenizer_sha256": manifest["tokenizer"].get("sha256"),
-          "voice": dataclasses.asdict(synth.HELDOUT_VOICES[0]), "nearest": NEAREST}
+          "voice": dataclasses.asdict(tts.HELDOUT_VOICES[0]), "nearest": NEAREST}
 
 
 def is_ready(output: str, settings: dict) -> bool:
@@ -239,7 +240,7 @@ def build(data_dir: str, output: str | None = None, extra: int = 150, seed: int 
                              b["seed"])
   _check_heldout(data_dir, raw, corpus)
   verses = select_verses(verses_all, corpus, extra, seed)
-  voice = synth.HELDOUT_VOICES[0]
+  voice = tts.HELDOUT_VOICES[0]
   jobs = render_jobs(verses, voice)
   log(f"synthesizing {len(jobs)} prompts and continuations of {len(verses)} verses "
       f"({sum(v.source == 'heldout' for v in verses)} held-out, {extra} unseen) with voice {voice.name}")
@@ -249,7 +250,7 @@ def build(data_dir: str, output: str | None = None, extra: int = 150, seed: int 
       rendered = list(pool.imap(render.render, jobs, chunksize=4))
   else:
     rendered = [render.render(j) for j in jobs]
-  codebook = quantizer.load(data_dir)
+  codebook = codebook_lib.load(data_dir)
   from data_prep.demo_build import quantize_all
   unit_lists = quantize_all([r.features for r in rendered], codebook)
   units = {}

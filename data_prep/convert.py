@@ -12,8 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from data_prep import alignment, features, quantizer
+from data_prep import frame_spans
 from data_prep.formats.items import InputError, Item, check_word_times
+from lst_jax.data import codebook as codebook_lib
+from lst_jax.data import features
 from lst_jax.data import records as records_lib
 
 SAMPLE_RATE = features.FEATURES["sample_rate"]
@@ -69,7 +71,7 @@ def units_item(item: Item, encode: WordTokenizer, num_units: int) -> Converted:
 
 def load_features(item: Item) -> tuple[np.ndarray, np.ndarray, float]:
   """(features [F, D], 16 kHz wave, seconds) of an audio item; InputError if the audio is bad."""
-  from data_prep import audio  # only audio builds need it (and its decoder)
+  from lst_jax.data import audio  # only audio builds need it (and its decoder)
   try:
     wave = audio.load_audio(item.audio)
   except audio.AudioError as e:
@@ -85,10 +87,10 @@ def analyze(item: Item) -> Analysis:
   feats, wave, seconds = load_features(item)
   times = item.word_times
   if times is None:
-    from data_prep import aligner  # pocketsphinx: loaded only when words need timing
+    from data_prep import forced_aligner  # pocketsphinx: loaded only when words need timing
     try:
-      times = np.asarray(aligner.align_words(wave, list(item.words)), np.float64).reshape(-1, 2)
-    except aligner.AlignmentError as e:
+      times = np.asarray(forced_aligner.align_words(wave, list(item.words)), np.float64).reshape(-1, 2)
+    except forced_aligner.AlignmentError as e:
       raise item.error(f"forced alignment failed: {e}") from None
   why = check_word_times(times, seconds, 1.0 / FRAME_RATE)
   if why:
@@ -97,16 +99,16 @@ def analyze(item: Item) -> Analysis:
 
 
 def audio_items(analyses: Sequence[Analysis], encode: WordTokenizer,
-                codebook: quantizer.Codebook) -> list[Converted | InputError]:
+                codebook: codebook_lib.Codebook) -> list[Converted | InputError]:
   """Quantizes a batch of analysed audio items at once (many small calls are much slower)."""
   if not analyses:
     return []
-  units = quantizer.quantize(np.concatenate([a.features for a in analyses]), codebook)
+  units = codebook_lib.quantize(np.concatenate([a.features for a in analyses]), codebook)
   out = []
   for a, u in zip(analyses, np.split(units, np.cumsum([len(a.features) for a in analyses])[:-1])):
     try:
-      spans = alignment.unit_spans(a.word_times, len(u), FRAME_RATE)
-    except alignment.AlignmentError as e:
+      spans = frame_spans.unit_spans(a.word_times, len(u), FRAME_RATE)
+    except frame_spans.AlignmentError as e:
       out.append(a.item.error(str(e)))
       continue
     rec = records_lib.speech_record(a.item.id, encode(a.item.words), u, spans, FRAME_RATE)

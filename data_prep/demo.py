@@ -7,24 +7,22 @@ If <output>/manifest.json already records the same build settings, this prints
 that check). Otherwise it builds into <output> and writes the manifest last,
 so a directory with a manifest is always complete. Steps:
   verses (kjv) -> split (corpus) -> tokenizer -> speech + features in worker
-  processes (render) -> k-means units fit on train audio (quantizer) ->
-  records with word spans (alignment) -> ArrayRecord shards -> manifest;
+  processes (render) -> k-means units fit on train audio (codebook_training) ->
+  records with word spans (frame_spans) -> ArrayRecord shards -> manifest;
 see demo_build.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import sys
 
 from data_prep import corpus as corpus_lib
-from data_prep import features as features_lib
-from data_prep import synth
+from data_prep import journal, tts
+from lst_jax.data import features as features_lib
 
 BUILD_VERSION = 1  # bump when the build changes in a way the settings below do not capture
 MANIFEST = "manifest.json"  # = lst_jax.data.manifest.MANIFEST, not imported to keep the check fast
@@ -55,8 +53,8 @@ def build_settings(args: argparse.Namespace) -> dict:
       "speech_books": corpus_lib.SPEECH_BOOKS,
       "words_per_verse": [corpus_lib.MIN_WORDS, corpus_lib.MAX_WORDS],
       "num_units": args.num_units, "vocab_size": args.vocab_size,
-      "train_voices": [dataclasses.asdict(v) for v in synth.TRAIN_VOICES],
-      "heldout_voices": [dataclasses.asdict(v) for v in synth.HELDOUT_VOICES],
+      "train_voices": [dataclasses.asdict(v) for v in tts.TRAIN_VOICES],
+      "heldout_voices": [dataclasses.asdict(v) for v in tts.HELDOUT_VOICES],
       "features": features_lib.FEATURES,
   }
   return json.loads(json.dumps(settings))  # as it reads back from JSON (tuples -> lists)
@@ -76,25 +74,13 @@ def is_ready(output: str, settings: dict) -> bool:
   return all(p and os.path.isfile(os.path.join(output, p)) for p in files)
 
 
-@contextlib.contextmanager
-def _build_lock(output: str):
-  """One builder per directory (e.g. parallel test workers); others wait, then reuse."""
-  os.makedirs(output, exist_ok=True)
-  with open(os.path.join(output, ".build.lock"), "w") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def main(argv=None) -> int:
   args = parse_args(argv)
   settings = build_settings(args)
   if is_ready(args.output, settings):
     print(f"demo data ready at {args.output} (reused: same build settings)")
     return 0
-  with _build_lock(args.output):
+  with journal.lock(args.output):  # e.g. parallel test workers: others wait, then reuse
     if is_ready(args.output, settings):  # another process built it while we waited
       print(f"demo data ready at {args.output} (reused: built by another process)")
       return 0

@@ -17,13 +17,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from data_prep import alignment, corpus as corpus_lib, kjv, quantizer, render, shards, synth, tokenizer
-from data_prep.features import FEATURES
+from data_prep import codebook_training, corpus as corpus_lib, frame_spans, kjv, render, shards
+from data_prep import tokenizer_training, tts
+from lst_jax.data import codebook as codebook_lib
 from lst_jax.data import records as records_lib
+from lst_jax.data import tokenizer
+from lst_jax.data.features import FEATURES
 from lst_jax.data.manifest import MANIFEST, sha256_file, write_manifest
 
 NUM_SHARDS = {"train": 2, "heldout": 1}
-VOICES = {"train": synth.TRAIN_VOICES, "heldout": synth.HELDOUT_VOICES}
+VOICES = {"train": tts.TRAIN_VOICES, "heldout": tts.HELDOUT_VOICES}
 
 
 def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], None] = print) -> str:
@@ -42,8 +45,8 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
   with _pool(workers) as pool:
     results = pool.imap(render.render, all_jobs, chunksize=4)
     # The tokenizer trains here while the workers synthesize.
-    tokenizer_path = tokenizer.save(tokenizer.train(corpus.tokenizer_lines(), settings["vocab_size"]),
-                                    output)
+    model = tokenizer_training.train(corpus.tokenizer_lines(), settings["vocab_size"])
+    tokenizer_path = tokenizer_training.save(model, output)
     sp = tokenizer.load(tokenizer_path)
     rendered = _collect(results, len(all_jobs), start, log)
   rendered = {"train": rendered[:len(jobs["train"])], "heldout": rendered[len(jobs["train"]):]}
@@ -51,8 +54,8 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
   train_features = [r.features for r in rendered["train"]]
   log(f"fitting {settings['num_units']} k-means units on "
       f"{sum(len(f) for f in train_features)} training frames ({time.time() - start:.1f} s)")
-  codebook = quantizer.fit(train_features, settings["num_units"], seed=settings["seed"])
-  codebook_path, stats_path = quantizer.save(codebook, output)
+  codebook = codebook_training.fit(train_features, settings["num_units"], seed=settings["seed"])
+  codebook_path, stats_path = codebook_training.save(codebook, output)
 
   log(f"quantizing and writing shards ({time.time() - start:.1f} s)")
   vocab = sp.get_piece_size()
@@ -76,8 +79,8 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
       "tokenizer": {"path": tokenizer.MODEL, "sha256": sha256_file(tokenizer_path), "vocab_size": vocab},
       "units": {"quantizer": "logmel-kmeans", "num_units": codebook.num_units,
                 "frame_rate": FEATURES["frame_rate"], "fit_split": "train",
-                "codebook": quantizer.CODEBOOK, "codebook_sha256": sha256_file(codebook_path),
-                "feature_stats": quantizer.FEATURE_STATS, "feature_stats_sha256": sha256_file(stats_path),
+                "codebook": codebook_lib.CODEBOOK, "codebook_sha256": sha256_file(codebook_path),
+                "feature_stats": codebook_lib.FEATURE_STATS, "feature_stats_sha256": sha256_file(stats_path),
                 "features": FEATURES},
       "splits": splits,
       "build": settings,
@@ -89,22 +92,22 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
           f"{codebook.num_units} units, vocab {vocab}, built in {time.time() - start:.1f} s")
 
 
-def speech_jobs(verses: Sequence[kjv.Verse], voices: Sequence[synth.Voice]) -> list[render.Job]:
+def speech_jobs(verses: Sequence[kjv.Verse], voices: Sequence[tts.Voice]) -> list[render.Job]:
   return [render.Job(id=f"speech/{v.ref}/{voice.name}", words=v.words, spoken=v.spoken, voice=voice)
           for v in verses for voice in voices]
 
 
-def quantize_all(features: Sequence[np.ndarray], codebook: quantizer.Codebook) -> list[np.ndarray]:
+def quantize_all(features: Sequence[np.ndarray], codebook: codebook_lib.Codebook) -> list[np.ndarray]:
   """Units of each utterance, quantized in one batch (many small calls are much slower)."""
   if not features:
     return []
-  units = quantizer.quantize(np.concatenate(features), codebook)
+  units = codebook_lib.quantize(np.concatenate(features), codebook)
   return np.split(units, np.cumsum([len(f) for f in features])[:-1])
 
 
 def speech_record(job: render.Job, rendered: render.Rendered, units: np.ndarray,
                   sp) -> records_lib.Record:
-  spans = alignment.unit_spans(rendered.word_times, len(units), FEATURES["frame_rate"])
+  spans = frame_spans.unit_spans(rendered.word_times, len(units), FEATURES["frame_rate"])
   return records_lib.speech_record(job.id, tokenizer.encode_words(sp, job.words), units, spans,
                                    FEATURES["frame_rate"])
 

@@ -11,7 +11,8 @@ import dataclasses
 
 import numpy as np
 
-from data_prep import features, synth
+from data_prep import tts
+from lst_jax.data import features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,7 +20,7 @@ class Job:
   id: str
   words: tuple[str, ...]
   spoken: tuple[str, ...]
-  voice: synth.Voice
+  voice: tts.Voice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,6 @@ class Rendered:
 
 
 def render(job: Job) -> Rendered:
-  speech = synth.synthesize(job.words, job.voice, job.spoken)
+  speech = tts.synthesize(job.words, job.voice, job.spoken)
   return Rendered(id=job.id, features=features.logmel(speech.wave, speech.sample_rate),
                   word_times=speech.word_times, duration_s=speech.duration)

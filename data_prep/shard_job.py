@@ -17,10 +17,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data_prep import convert, quantizer, shards, tokenizer
+from data_prep import convert, shards
 from data_prep.formats import READERS, audio_folder, spans as spans_lib
 from data_prep.formats.items import TEXT, InputError, Options
+from lst_jax.data import codebook as codebook_lib
 from lst_jax.data import records as records_lib
+from lst_jax.data import tokenizer
 
 FAIL, SKIP = "fail", "skip"
 QUANTIZE_BATCH = 64          # audio items whose features are quantized together
@@ -199,8 +201,8 @@ def _tokenizer(path: str) -> convert.WordTokenizer:
   return _CACHE[key]
 
 
-def _codebook(directory: str) -> quantizer.Codebook:
-  key = ("codebook", directory, _stat(os.path.join(directory, quantizer.CODEBOOK)))
+def _codebook(directory: str) -> codebook_lib.Codebook:
+  key = ("codebook", directory, _stat(os.path.join(directory, codebook_lib.CODEBOOK)))
   if key not in _CACHE:
-    _CACHE[key] = quantizer.load(directory)
+    _CACHE[key] = codebook_lib.load(directory)
   return _CACHE[key]

@@ -1,7 +1,7 @@
 """The LST, compute-matched against experiments/baseline_compute_matched.py (paper.md sec. 5):
 same steps, rows and global positions per step (the baseline's tokens per row = the LST's patches).
 
-Size: the paper's 1B by default; pass another after a colon (tiny, 20m, 420m, 1b, 7b;
+Size: the paper's 1B by default; pass another after a colon (demo, tiny, 20m, 420m, 1b, 7b;
 see lst_jax/presets.py). The paper's AdamW recipe and mixture; curriculum patching; sizes
 from 420m up use remat, scanned layers and XLA/cuDNN attention.
 
@@ -14,10 +14,8 @@ Try it here, CPU-sized on the demo corpus:
 Both members side by side: make compare PAIR=compute_matched
 """
 
-import ml_collections
-
 from lst_jax import presets
 
 
-def get_config(size: str = "1b") -> ml_collections.ConfigDict:
+def get_config(size: str = "1b"):
   return presets.experiment("lst", size or "1b", "compute_matched")

@@ -27,7 +27,8 @@
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-die() { echo "error: $*" >&2; exit 2; }
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 stage=submit nodes=1 gpus=8 per=gpu partition='' account='' time_limit='' qos='' sbatch_args=''
 exp=demo workdir='' port='' venv=.venv dry_run=0
@@ -71,32 +72,6 @@ forward=(--nodes="$nodes" --gpus_per_node="$gpus" --per="$per" --exp="$exp" --wo
 [ -z "$port" ] || forward+=(--port="$port")
 forward_main=(-- "${main_args[@]}")
 
-# Shell-quotes one word for display: as is when safe; "$VAR" placeholders in double quotes
-# (they expand where the command runs); else --opt='value' / 'word'.
-quote() {
-  # shellcheck disable=SC2016  # the placeholder pattern matches a literal $
-  local word=$1 safe='^[A-Za-z0-9_./:=,@%+^-]+$' placeholder='^[^"`\\]*[$][^"`\\]*$'
-  if [[ $word =~ $safe ]]; then
-    printf '%s' "$word"
-  elif [[ $word =~ $placeholder ]] && [[ $word =~ ^(--[A-Za-z0-9_-]+=)?(.*)$ ]]; then
-    printf '%s"%s"' "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
-  elif [[ $word =~ ^(--[A-Za-z0-9_-]+=)(.*)$ ]]; then
-    printf "%s'%s'" "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]//\'/\'\\\'\'}"
-  else
-    printf "'%s'" "${word//\'/\'\\\'\'}"
-  fi
-}
-
-# Runs a command, or prints it (shell-quoted, runnable) with --dry_run.
-run() {
-  if [ "$dry_run" = 1 ]; then
-    local word line='+'
-    for word in "$@"; do line+=" $(quote "$word")"; done
-    printf '%s\n' "$line"
-  else
-    "$@"
-  fi
-}
 
 submit() {
   if [ ! -x "$venv/bin/python" ] || [ "$dry_run" = 1 ]; then

@@ -30,7 +30,8 @@
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
-die() { echo "error: $*" >&2; exit 2; }
+# shellcheck source=launch/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 action=all name='' zone='' accelerator=v4-8 version=tpu-ubuntu2204-base project='' spot=0
 exp=demo workdir='' pre='' python=python3.11 follow=0 dry_run=0
@@ -68,28 +69,6 @@ jax_version=$(sed -n 's/^ *"jax==\([^"]*\)",*$/\1/p' "$repo/pyproject.toml")
 remote_dir=lst-jax
 tarball=/tmp/lst-jax-$name.tar.gz
 
-# Shell-quotes one word for display: as is when safe, else --opt='value' / 'word'.
-quote() {
-  local word=$1 safe='^[A-Za-z0-9_./:=,@%+^-]+$'
-  if [[ $word =~ $safe ]]; then
-    printf '%s' "$word"
-  elif [[ $word =~ ^(--[A-Za-z0-9_-]+=)(.*)$ ]]; then
-    printf "%s'%s'" "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]//\'/\'\\\'\'}"
-  else
-    printf "'%s'" "${word//\'/\'\\\'\'}"
-  fi
-}
-
-# Runs a command, or prints it (shell-quoted, runnable) with --dry_run.
-run() {
-  if [ "$dry_run" = 1 ]; then
-    local word line='+'
-    for word in "$@"; do line+=" $(quote "$word")"; done
-    printf '%s\n' "$line"
-  else
-    "$@"
-  fi
-}
 
 gcloud_tpu=(gcloud compute tpus tpu-vm)
 where=(--zone="$zone")

@@ -12,7 +12,7 @@ Every module has three numbers, all forward FLOPs for the whole batch:
     only removes pairs): causal ~n(n+1)/2 per row, windowed a band of `window`
     keys; patch pooling attends to each patch's own tokens only.
   "dense": what a dense implementation executes: full [n x n] score matrices
-    whatever the mask, and all `max_patch_len` gathered key slots of every patch.
+    whatever the mask, and all `patch_gather_width` gathered key slots of every patch.
   "executed": what lst_jax.model executes today: as "dense", except that
     self-attention over more than one block of queries runs in query blocks
     over only the key blocks they can reach (lst_jax.model.attention.self_attention).
@@ -27,7 +27,7 @@ number (the global transformer alone).
 from __future__ import annotations
 
 from lst_jax.model import attention
-from lst_jax.model.config import ModelConfig
+from lst_jax.config import ModelConfig
 
 # Module names, in the order data flows through them.
 LST_MODULES = ("embed", "encoder", "encoder_cross", "to_global", "global", "decoder_cross", "decoder", "head")
@@ -91,7 +91,7 @@ def stack_flops(layers: int, rows: int, n: int, d: int, mlp: int, window: int | 
 
 def patch_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) -> dict:
   """Encoder pooling: max-pool -> k queries per patch, then per layer k queries over the patch's tokens."""
-  d, k, slots = cfg.d_local, cfg.cross_attn_k, cfg.max_patch_len
+  d, k, slots = cfg.d_local, cfg.cross_attn_k, cfg.patch_gather_width
   pool = matmul(rows * patches, k * d, d)
   # q and o for the k queries of every patch, k and v once per token.
   proj = 2 * matmul(rows * patches * k, d, d) + 2 * matmul(rows * tokens, d, d)

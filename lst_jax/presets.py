@@ -1,8 +1,11 @@
-"""The paper's experiment recipe (paper.md sec. 4-5) at every size, in one place.
+"""The experiment recipe (paper.md sec. 4-5) at every size, in one place.
 
-experiments/*.py are thin: each names a model kind, a size and a pairing, and
-this module fills in shapes, data, optimizer, schedule and mesh. Sizes:
+experiments/*.py are thin: each names a model kind and a pairing, takes a size
+after a colon (`experiments/lst_compute_matched.py:tiny`), and this module fills
+in shapes, data, optimizer, schedule and mesh on top of lst_jax.config's
+defaults (so every key stays settable from the command line). Sizes:
 
+  demo   global 4 x 256, local 128: the embedded demo (static patches, speech-heavy mix), ~10 min on 2 cores.
   tiny   global 2 x 128, local 64: trains on the demo corpus on a laptop in minutes.
   20m    global 12 x 384, local 192 (the 1B's proportions), CPU-sized.
   420m   global 18 x 1280, encoder/decoder 7 x 768.
@@ -16,6 +19,8 @@ Pairings (paper.md sec. 5), LST vs the baseline (the LST's global transformer ov
   data_matched     same steps, rows and raw tokens per row for both (the baseline's
                    row = the LST's raw-token cap), so both read the same speech and
                    text; the LST's global row is the paper's 2.42/3.00 of it.
+  same_rows        both read exactly the same packed rows (the demo's pairing): the
+                   baseline's caps are the LST's, it spends a position per token.
 """
 
 from __future__ import annotations
@@ -24,42 +29,65 @@ import dataclasses
 
 import ml_collections
 
-PAIRINGS = ("compute_matched", "data_matched")
+from lst_jax import config as config_lib
+
+PAIRINGS = ("compute_matched", "data_matched", "same_rows")
 DATA_MATCHED_GLOBAL_SHARE = 2.42 / 3.00  # paper.md sec. 5: LST vs baseline sequence, same data
 
 
 @dataclasses.dataclass(frozen=True)
 class Size:
+  # Global latent transformer (the baseline's whole body).
   d_global: int
   global_layers: int
   global_heads: int
+  # Local encoder-patcher and decoder.
   d_local: int
   local_heads: int
   encoder_layers: int
   decoder_layers: int
-  rows: int              # global batch rows
-  positions: int         # global positions per row (the LST's patches)
+  # Batch: global rows per step, global positions per row (the LST's patches).
+  rows: int
+  positions: int
+  # Schedule.
   steps: int
   warmup: int
-  fsdp: int = 1
-  data_dir: str = "data/lst"
-  big: bool = True       # accelerator-sized: remat, XLA/cuDNN attention, scanned layers
+  learning_rate: float = 4e-4
+  final_lr_fraction: float = 0.01
   log_every: int = 100
   checkpoint_every: int = 1000
   eval_every: int = 5000
   eval_batches: int = 100
-  learning_rate: float = 4e-4
+  # Data.
+  data_dir: str = "data/lst"
+  patching: str = config_lib.CURRICULUM
+  interleaved_weight: float = 0.33     # the paper's mixture
+  text_weight: float = 0.67
+  tokens_per_position: float = 3         # the LST's raw-token cap per global position (compute_matched, same_rows)
+  # Accelerator-sized: remat, XLA/cuDNN attention, scanned layers, FSDP.
+  accelerator: bool = True
+  fsdp: int = 1
 
 
 SIZES = {
-    "tiny": Size(128, 2, 4, 64, 2, 1, 1, rows=8, positions=128, steps=150, warmup=20, data_dir="data/demo",
-                 big=False, log_every=10, checkpoint_every=50, eval_every=50, eval_batches=0,
-                 learning_rate=2e-3),
-    "20m": Size(384, 12, 6, 192, 3, 1, 4, rows=8, positions=512, steps=2000, warmup=200, data_dir="data/demo",
-                big=False, log_every=10, checkpoint_every=200, eval_every=500, eval_batches=0),
-    "420m": Size(1280, 18, 10, 768, 12, 7, 7, rows=64, positions=4096, steps=200_000, warmup=2000, fsdp=8),
-    "1b": Size(2048, 25, 16, 1024, 16, 1, 9, rows=128, positions=4096, steps=200_000, warmup=2000, fsdp=8),
-    "7b": Size(4096, 32, 32, 2048, 16, 1, 9, rows=256, positions=4096, steps=200_000, warmup=2000, fsdp=64),
+    "demo": Size(d_global=256, global_layers=4, global_heads=4, d_local=128, local_heads=4, encoder_layers=1,
+                 decoder_layers=2, rows=8, positions=256, steps=300, warmup=50, learning_rate=2e-3,
+                 final_lr_fraction=0.1, log_every=10, checkpoint_every=100, eval_every=100, eval_batches=0,
+                 data_dir="data/demo", patching=config_lib.STATIC, interleaved_weight=0.67, text_weight=0.33,
+                 tokens_per_position=1.5, accelerator=False),
+    "tiny": Size(d_global=128, global_layers=2, global_heads=4, d_local=64, local_heads=2, encoder_layers=1,
+                 decoder_layers=1, rows=8, positions=128, steps=150, warmup=20, learning_rate=2e-3,
+                 log_every=10, checkpoint_every=50, eval_every=50, eval_batches=0, data_dir="data/demo",
+                 accelerator=False),
+    "20m": Size(d_global=384, global_layers=12, global_heads=6, d_local=192, local_heads=3, encoder_layers=1,
+                decoder_layers=4, rows=8, positions=512, steps=2000, warmup=200, log_every=10,
+                checkpoint_every=200, eval_every=500, eval_batches=0, data_dir="data/demo", accelerator=False),
+    "420m": Size(d_global=1280, global_layers=18, global_heads=10, d_local=768, local_heads=12, encoder_layers=7,
+                 decoder_layers=7, rows=64, positions=4096, steps=200_000, warmup=2000, fsdp=8),
+    "1b": Size(d_global=2048, global_layers=25, global_heads=16, d_local=1024, local_heads=16, encoder_layers=1,
+               decoder_layers=9, rows=128, positions=4096, steps=200_000, warmup=2000, fsdp=8),
+    "7b": Size(d_global=4096, global_layers=32, global_heads=32, d_local=2048, local_heads=16, encoder_layers=1,
+               decoder_layers=9, rows=256, positions=4096, steps=200_000, warmup=2000, fsdp=64),
 }
 
 
@@ -67,37 +95,42 @@ def _round(x: float, unit: int = 32) -> int:
   return max(unit, int(round(x / unit)) * unit)
 
 
-def experiment(kind: str, size: str = "1b", pairing: str = "compute_matched") -> ml_collections.ConfigDict:
-  """The full experiment config of one member (`kind` "lst" or "baseline") of a paper pair."""
-  if size not in SIZES:
-    raise ValueError(f"unknown size {size!r}; choose from {tuple(SIZES)}")
-  if pairing not in PAIRINGS:
-    raise ValueError(f"unknown pairing {pairing!r}; choose from {PAIRINGS}")
-  if kind not in ("lst", "baseline"):
-    raise ValueError(f"unknown model kind {kind!r}; choose from ('lst', 'baseline')")
-  s = SIZES[size]
+def row_caps(kind: str, s: Size, pairing: str) -> tuple[int, int]:
+  """(max_tokens, max_patches) of one member of a pair."""
+  lst_tokens = int(s.tokens_per_position * s.positions)
   if pairing == "compute_matched":
-    lst_tokens, lst_patches, baseline_tokens = 3 * s.positions, s.positions, s.positions
-  else:
-    lst_tokens = baseline_tokens = s.positions
-    lst_patches = _round(DATA_MATCHED_GLOBAL_SHARE * s.positions)
-  c = ml_collections.ConfigDict()
+    return (lst_tokens, s.positions) if kind == "lst" else (s.positions, s.positions)
+  if pairing == "data_matched":
+    return (s.positions, _round(DATA_MATCHED_GLOBAL_SHARE * s.positions)) if kind == "lst" \
+        else (s.positions, s.positions)
+  return lst_tokens, s.positions  # same_rows
+
+
+def experiment(kind: str, size: str = "1b", pairing: str = "compute_matched") -> ml_collections.ConfigDict:
+  """The full experiment config of one member (`kind` "lst" or "baseline") of a pair."""
+  if size not in SIZES:
+    raise config_lib.ConfigError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+  if pairing not in PAIRINGS:
+    raise config_lib.ConfigError(f"unknown pairing {pairing!r}; choose from {', '.join(PAIRINGS)}")
+  if kind not in config_lib.MODEL_KINDS:
+    raise config_lib.ConfigError(f"unknown model kind {kind!r}; choose from {', '.join(config_lib.MODEL_KINDS)}")
+  s = SIZES[size]
+  max_tokens, max_patches = row_caps(kind, s, pairing)
+  c = config_lib.defaults()
   c.size, c.pairing = size, pairing
-  c.model = dict(kind=kind, d_global=s.d_global, global_layers=s.global_layers, global_heads=s.global_heads,
-                 dtype="bfloat16", attention="xla" if s.big else "reference",
-                 remat="full" if s.big else "none", scan_layers=s.big)
-  c.data = dict(dir=s.data_dir, batch_size=s.rows, interleaved_weight=0.33, text_weight=0.67,
-                packing_bins=8, seed=0)
-  if kind == "lst":
-    c.model.update(d_local=s.d_local, local_heads=s.local_heads, encoder_layers=s.encoder_layers,
-                   decoder_layers=s.decoder_layers, cross_attn_k=2, window=512)
-    c.data.update(max_tokens=lst_tokens, max_patches=lst_patches, patching="curriculum", patch_size=4,
-                  max_patch_len=16)
-  else:
-    c.data.update(max_tokens=baseline_tokens, max_patches=baseline_tokens)
-  c.optim = dict(learning_rate=s.learning_rate, warmup_steps=s.warmup, final_lr_fraction=0.01,
+  c.model.update(kind=kind, d_global=s.d_global, global_layers=s.global_layers, global_heads=s.global_heads,
+                 d_local=s.d_local, local_heads=s.local_heads, encoder_layers=s.encoder_layers,
+                 decoder_layers=s.decoder_layers, cross_attn_k=2, window=512, dtype="bfloat16",
+                 attention="xla" if s.accelerator else "reference",
+                 remat="full" if s.accelerator else "none", scan_layers=s.accelerator)
+  c.data.update(dir=s.data_dir, batch_size=s.rows, max_tokens=max_tokens, max_patches=max_patches,
+                interleaved_weight=s.interleaved_weight, text_weight=s.text_weight, packing_bins=8, seed=0)
+  c.data.patching.update(strategy=s.patching if kind == "lst" else config_lib.STATIC, patch_size=4,
+                         max_patch_len=16)
+  c.optim.update(learning_rate=s.learning_rate, warmup_steps=s.warmup, final_lr_fraction=s.final_lr_fraction,
                  b1=0.9, b2=0.95, weight_decay=0.1, clip_norm=1.0)
-  c.train = dict(steps=s.steps, log_every=s.log_every, checkpoint_every=s.checkpoint_every,
-                 keep_checkpoints=3, eval_every=s.eval_every, eval_batches=s.eval_batches, seed=0)
-  c.mesh = dict(data=-1, fsdp=s.fsdp, tensor=1)
+  c.train.update(steps=s.steps, log_every=s.log_every, checkpoint_every=s.checkpoint_every, keep_checkpoints=3,
+                 eval_every=s.eval_every, eval_batches=s.eval_batches, seed=0)
+  c.mesh.update(data=-1, fsdp=s.fsdp, tensor=1)
   return c
+

@@ -14,28 +14,30 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-import ml_collections  # noqa: E402
+import ml_collections  # noqa: E402,F401
 import pytest  # noqa: E402
 
-from data_prep import synthetic  # noqa: E402
+from data_prep import random_dataset  # noqa: E402
+from lst_jax import config as config_lib  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory):
-  return synthetic.make_dataset(str(tmp_path_factory.mktemp("synthetic")), num_speech=48, num_text=48,
-                                num_units=40, text_vocab=60, heldout=8, seed=0)
+  return random_dataset.make_dataset(str(tmp_path_factory.mktemp("synthetic")), num_speech=48, num_text=48,
+                                     num_units=40, text_vocab=60, heldout=8, seed=0)
 
 
 def tiny_config(data_dir: str, kind: str = "lst") -> ml_collections.ConfigDict:
   """A ~0.2M-parameter experiment that compiles and steps in seconds."""
-  c = ml_collections.ConfigDict()
-  c.model = dict(kind=kind, d_global=64, global_layers=2, global_heads=4, d_local=32, local_heads=2,
-                 encoder_layers=1, decoder_layers=1, cross_attn_k=2, window=64, max_patch_len=4)
-  c.data = dict(dir=data_dir, batch_size=8, max_tokens=128, max_patches=48, patch_size=4,
-                interleaved_weight=0.5, text_weight=0.5, packing_bins=4)
-  c.optim = dict(learning_rate=3e-3, warmup_steps=2)
-  c.train = dict(steps=6, log_every=2, checkpoint_every=2, keep_checkpoints=2)
-  c.mesh = dict(data=1, fsdp=1, tensor=1)
+  c = config_lib.defaults()   # every key present, as in experiments/*.py
+  c.model.update(kind=kind, d_global=64, global_layers=2, global_heads=4, d_local=32, local_heads=2,
+                 encoder_layers=1, decoder_layers=1, cross_attn_k=2, window=64)
+  c.data.update(dir=data_dir, batch_size=8, max_tokens=128, max_patches=48, interleaved_weight=0.5,
+                text_weight=0.5, packing_bins=4)
+  c.data.patching.patch_size = 4
+  c.optim.update(learning_rate=3e-3, warmup_steps=2)
+  c.train.update(steps=6, log_every=2, checkpoint_every=2, keep_checkpoints=2)
+  c.mesh.update(data=1, fsdp=1, tensor=1)
   return c
 
 

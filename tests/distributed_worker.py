@@ -12,7 +12,6 @@ The environment (XLA_FLAGS device count, JAX_PLATFORMS) is set by the test.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
@@ -45,30 +44,33 @@ def emulate_processes(n: int) -> None:
   from lst_jax.data import packing, pipeline
   train_dataset, eval_batches = pipeline.train_dataset, pipeline.eval_batches
 
-  def local(cfg):
-    assert cfg.batch_size % n == 0, (cfg.batch_size, n)
-    return dataclasses.replace(cfg, batch_size=cfg.batch_size // n)
+  def local(batch_size):
+    assert batch_size % n == 0, (batch_size, n)
+    return batch_size // n
 
   class Emulated:
-    def __init__(self, manifest, cfg, split):
-      self.args = manifest, local(cfg), split
+    def __init__(self, manifest, cfg, batch_size, split, total_docs):
+      self.args = manifest, cfg, local(batch_size), split, total_docs
 
     def __iter__(self):
-      manifest, cfg, split = self.args
-      return _ConcatIterator([iter(train_dataset(manifest, cfg, split, i, n)) for i in range(n)])
+      manifest, cfg, batch_size, split, total_docs = self.args
+      return _ConcatIterator([iter(train_dataset(manifest, cfg, batch_size, split, i, n, total_docs))
+                              for i in range(n)])
 
-  def emulated_eval(manifest, cfg, split="heldout", process_index=0, process_count=1, max_batches=None):
-    per_process = [list(eval_batches(manifest, local(cfg), split, i, n, max_batches)) for i in range(n)]
+  def emulated_eval(manifest, cfg, batch_size, split="heldout", process_index=0, process_count=1,
+                    max_batches=None):
+    per_process = [list(eval_batches(manifest, cfg, local(batch_size), split, i, n, max_batches))
+                   for i in range(n)]
     # Processes with fewer batches run all-padding ones (no loss) so that all run the same steps.
     count = max(len(b) for b in per_process)
     empty = packing.empty_row(cfg.max_tokens, cfg.max_patches)
-    empty = {k: np.stack([v] * (cfg.batch_size // n)) for k, v in empty.items()}
+    empty = {k: np.stack([v] * local(batch_size)) for k, v in empty.items()}
     per_process = [b + [empty] * (count - len(b)) for b in per_process]
     for parts in zip(*per_process):
       yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
-  pipeline.train_dataset = lambda manifest, cfg, split="train", process_index=0, process_count=1: \
-      Emulated(manifest, cfg, split)
+  pipeline.train_dataset = lambda manifest, cfg, batch_size, split="train", process_index=0, process_count=1, \
+      total_docs=0: Emulated(manifest, cfg, batch_size, split, total_docs)
   pipeline.eval_batches = emulated_eval
 
 

@@ -1,6 +1,6 @@
-"""Audio loading (data_prep.audio) and pocketsphinx forced alignment (data_prep.aligner).
+"""Audio loading (lst_jax.data.audio) and pocketsphinx forced alignment (data_prep.forced_aligner).
 
-Alignment is checked on real synthesized speech: espeak-ng (data_prep.synth)
+Alignment is checked on real synthesized speech: espeak-ng (data_prep.tts)
 speaks a sentence and reports each word's time; pocketsphinx, which never sees
 those times, must find the same word boundaries.
 """
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from data_prep import aligner, audio, kjv, synth
+from data_prep import forced_aligner, kjv, tts
+from lst_jax.data import audio
 
 # ---------------------------------------------------------------- audio
 
@@ -100,7 +101,7 @@ SENTENCES = {
     "beginning": "In the beginning God created the heaven and the earth.",
     "oov": "And Mahalaleel lived sixty and five years, and begat Zorblaxian.",
 }
-VOICES = {v.name: v for v in synth.TRAIN_VOICES + synth.HELDOUT_VOICES}
+VOICES = {v.name: v for v in tts.TRAIN_VOICES + tts.HELDOUT_VOICES}
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def spoken():
   def get(sentence: str, voice: str = "en-m3"):
     if (sentence, voice) not in cache:
       words, marked = kjv.split_words(SENTENCES[sentence])
-      speech = synth.synthesize(words, VOICES[voice], marked)
+      speech = tts.synthesize(words, VOICES[voice], marked)
       cache[sentence, voice] = (list(words), audio.resample(speech.wave, speech.sample_rate),
                                 speech.word_times)
     return cache[sentence, voice]
@@ -131,7 +132,7 @@ def _check_spans(spans, num_words: int, duration: float) -> np.ndarray:
     ("light", "en-m3"), ("light", "en-f4"), ("beginning", "en-f3"), ("oov", "en-m7")])
 def test_alignment_agrees_with_espeak_word_times(spoken, sentence, voice):
   words, wave, espeak_times = spoken(sentence, voice)
-  spans = _check_spans(aligner.align_words(wave, words), len(words), len(wave) / audio.TARGET_RATE)
+  spans = _check_spans(forced_aligner.align_words(wave, words), len(words), len(wave) / audio.TARGET_RATE)
   error = np.abs(spans - espeak_times)
   # Measured: 13-42 ms mean per utterance here; 20 ms over 2 x 300 Exodus verses, 4 voices.
   assert error.mean() < 0.08, f"mean boundary error {error.mean():.3f} s"
@@ -146,31 +147,31 @@ def test_punctuation_and_case_do_not_matter(spoken):
   words, wave, _ = spoken("light")
   styled = ["AND", "God", "said,", "\u201cLet", "THERE", "be", "light:", "and", "There", "was",
             "light."]
-  assert [w.lower() for w in words] == [aligner.dictionary_parts(w)[0] for w in styled]
-  assert aligner.align_words(wave, styled) == aligner.align_words(wave, words)
+  assert [w.lower() for w in words] == [forced_aligner.dictionary_parts(w)[0] for w in styled]
+  assert forced_aligner.align_words(wave, styled) == forced_aligner.align_words(wave, words)
 
 
 def test_words_outside_the_dictionary_get_a_pronunciation():
-  assert aligner.pronunciation("light") == ("L AY T", True)
-  assert aligner.pronunciation("Light,")[0] == "L AY T"
-  phones, known = aligner.pronunciation("Zorblaxian")
+  assert forced_aligner.pronunciation("light") == ("L AY T", True)
+  assert forced_aligner.pronunciation("Light,")[0] == "L AY T"
+  phones, known = forced_aligner.pronunciation("Zorblaxian")
   assert not known and phones.split()[:2] == ["Z", "AO"]
-  assert not aligner.pronunciation("Mahalaleel")[1]
-  assert aligner.number_words("1611") == ["one", "thousand", "six", "hundred", "eleven"]
-  assert aligner.pronunciation("1,611")[0] == aligner.pronunciation("1611")[0]
-  assert aligner.pronunciation("forty-two")[0] == aligner.pronunciation("42")[0]
-  assert aligner.letter_phones("knight") == ["N", "AY", "T"]
-  assert aligner.letter_phones("cell") == ["S", "EH", "L"]
-  assert aligner.dictionary_parts("Caf\u00e9-au-lait,") == ["cafe", "au", "lait"]
+  assert not forced_aligner.pronunciation("Mahalaleel")[1]
+  assert forced_aligner.number_words("1611") == ["one", "thousand", "six", "hundred", "eleven"]
+  assert forced_aligner.pronunciation("1,611")[0] == forced_aligner.pronunciation("1611")[0]
+  assert forced_aligner.pronunciation("forty-two")[0] == forced_aligner.pronunciation("42")[0]
+  assert forced_aligner.letter_phones("knight") == ["N", "AY", "T"]
+  assert forced_aligner.letter_phones("cell") == ["S", "EH", "L"]
+  assert forced_aligner.dictionary_parts("Caf\u00e9-au-lait,") == ["cafe", "au", "lait"]
 
 
 def test_alignment_is_a_pure_function(spoken):
   words_a, wave_a, _ = spoken("light")
   words_b, wave_b, _ = spoken("beginning", "en-f3")
-  first = aligner.align_words(wave_a, words_a)
-  aligner.align_words(wave_b, words_b)
-  assert aligner.align_words(wave_a, words_a) == first
-  assert aligner.align_words(wave_a.astype(np.float64), tuple(words_a)) == first
+  first = forced_aligner.align_words(wave_a, words_a)
+  forced_aligner.align_words(wave_b, words_b)
+  assert forced_aligner.align_words(wave_a, words_a) == first
+  assert forced_aligner.align_words(wave_a.astype(np.float64), tuple(words_a)) == first
 
 
 def test_alignment_failures_say_why(spoken):
@@ -187,16 +188,16 @@ def test_alignment_failures_say_why(spoken):
       (wave[:9600], words * 4, "no alignment reaches the end"),  # 44 words in 0.6 s
   ]
   for audio_16k, ws, why in cases:
-    with pytest.raises(aligner.AlignmentError) as e:
-      aligner.align_words(audio_16k, ws)
+    with pytest.raises(forced_aligner.AlignmentError) as e:
+      forced_aligner.align_words(audio_16k, ws)
     assert why in str(e.value), (why, str(e.value))
-  assert issubclass(aligner.AlignmentError, ValueError)
+  assert issubclass(forced_aligner.AlignmentError, ValueError)
 
 
 def test_spawned_workers_align_like_the_parent(spoken):
   jobs = [spoken("light"), spoken("oov", "en-m7")]
-  expected = [aligner.align_words(wave, words) for words, wave, _ in jobs]
+  expected = [forced_aligner.align_words(wave, words) for words, wave, _ in jobs]
   context = multiprocessing.get_context("spawn")
   with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
-    got = list(pool.map(aligner.align_words, [w for _, w, _ in jobs], [w for w, _, _ in jobs]))
+    got = list(pool.map(forced_aligner.align_words, [w for _, w, _ in jobs], [w for w, _, _ in jobs]))
   assert got == expected

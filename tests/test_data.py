@@ -5,14 +5,15 @@ import numpy as np
 import pytest
 
 from lst_jax import vocab as vocab_lib
-from data_prep import synthetic
+from lst_jax.config import DataConfig
+from data_prep import random_dataset
 from lst_jax.data import interleave, packing, patching, pipeline, records
 
 VOCAB = vocab_lib.Vocab(text_size=60, num_units=40)
 
 
 def _speech(rng, n=20):
-  return [synthetic.random_speech_record(rng, f"u{i}", 40, 60) for i in range(n)]
+  return [random_dataset.random_speech_record(rng, f"u{i}", 40, 60) for i in range(n)]
 
 
 def test_vocab_layout_is_disjoint():
@@ -32,25 +33,21 @@ def test_interleave_keeps_every_word_unit_and_silence(starts_with):
   for rec in _speech(rng, 30):
     for seed in range(40):
       draw = np.random.default_rng(seed)
-      spans = interleave.draw_spans(rec.num_words, np.random.default_rng(seed), interleave.InterleaveConfig())
+      spans = interleave.draw_spans(rec.num_words, np.random.default_rng(seed), DataConfig().interleave)
       if spans[0][0] != starts_with:
         continue
       seq = interleave.interleave(rec, VOCAB, draw)
       assert seq.tokens[0] == vocab_lib.BOS and seq.tokens[-1] == vocab_lib.EOS
       covered = np.zeros(rec.num_words, bool)
-      expected_text, expected_units = [], []
+      expected_text = []
       for modality, a, b in spans:
         assert not covered[a:b].any()
         covered[a:b] = True
         if modality == "text":
           expected_text += VOCAB.text(rec.text_ids[rec.word_offsets[a]:rec.word_offsets[b]]).tolist()
-        else:
-          s, e = interleave.speech_span_units(rec.word_spans, len(rec.units), a, b)
-          assert s <= rec.word_spans[a, 0] and e >= rec.word_spans[b - 1, 1]
-          expected_units += VOCAB.units(rec.units[s:e]).tolist()
       assert covered.all()
       assert seq.tokens[VOCAB.is_text(seq.tokens)].tolist() == expected_text
-      assert seq.tokens[VOCAB.is_speech(seq.tokens)].tolist() == expected_units
+      _check_speech_spans(seq, rec, spans, VOCAB)
       # Consecutive speech spans tile the utterance's units: every unit of words in
       # speech spans, plus the silence halves at span boundaries, appears once.
       modes = seq.tokens[(seq.tokens == VOCAB.text_mode) | (seq.tokens == VOCAB.speech_mode)]
@@ -58,9 +55,49 @@ def test_interleave_keeps_every_word_unit_and_silence(starts_with):
       assert [m == VOCAB.speech_mode for m in modes] == [s[0] == "speech" for s in spans]
 
 
+def _check_speech_spans(seq, rec, spans, vocab):
+  """Each speech span of words [a, b) is one run of the record's units that holds all of its
+  words' units, reaches into the silences around it but no further than the neighbouring
+  words (the utterance's first and last units included at its ends), and nothing else is
+  speech. Where exactly a silence is split: test_interleave_splits_boundary_silence_in_half."""
+  speech = [(a, b) for m, a, b in spans if m == "speech"]
+  assert len(seq.speech_ranges) == len(speech)
+  word_spans, total = rec.word_spans, 0
+  for (a, b), (offset, lo, hi, first) in zip(speech, seq.speech_ranges):
+    assert first == a
+    assert lo == 0 if a == 0 else word_spans[a - 1, 1] <= lo <= word_spans[a, 0]
+    assert hi == len(rec.units) if b == rec.num_words else word_spans[b - 1, 1] <= hi <= word_spans[b, 0]
+    assert seq.tokens[offset - 1] == vocab.speech_mode
+    assert seq.tokens[offset:offset + hi - lo].tolist() == (rec.units[lo:hi] + vocab.unit_offset).tolist()
+    total += hi - lo
+  assert vocab.is_speech(seq.tokens).sum() == seq.is_speech.sum() == total
+
+
+@pytest.mark.parametrize("spans, expected, speech_ranges", [
+    # text "w0" | speech w1..w3: from the middle of silence [3, 5) to that of [15, 16) | text "w4"
+    ([("text", 0, 1), ("speech", 1, 4), ("text", 4, 5)],
+     [1, 63, 13, 64, *range(65 + 4, 65 + 15), 63, 18, 19, 2], ((4, 4, 15, 1),)),
+    # speech w0, w1 with the leading silence | text "w2" | speech w3, w4 with the trailing silence
+    ([("speech", 0, 2), ("text", 2, 3), ("speech", 3, 5)],
+     [1, 64, *range(65, 65 + 8), 63, 16, 64, *range(65 + 11, 65 + 20), 2], ((2, 0, 8, 0), (13, 11, 20, 3))),
+])
+def test_interleave_splits_boundary_silence_in_half(monkeypatch, spans, expected, speech_ranges):
+  """A hand-made utterance: 20 units with ids 0..19, words at units [1,3) [5,8) [8,10)
+  [13,15) [16,18) (silence around and between them), text ids [10] [11,12] [13] [14]
+  [15,16]; with the spans given, the tokens are written out by hand (BOS 1, EOS 2, text
+  id + 3, text mode 63, speech mode 64, unit + 65)."""
+  rec = records.speech_record("u", [[10], [11, 12], [13], [14], [15, 16]], np.arange(20),
+                              np.array([[1, 3], [5, 8], [8, 10], [13, 15], [16, 18]])).validate(40, 60)
+  monkeypatch.setattr(interleave, "draw_spans", lambda w, rng, cfg: spans)
+  seq = interleave.interleave(rec, VOCAB, np.random.default_rng(0))
+  assert seq.tokens.tolist() == expected
+  assert seq.speech_ranges == speech_ranges
+  assert seq.is_speech.tolist() == [65 <= t for t in expected]
+
+
 def test_interleave_span_lengths_follow_recipe():
   rng = np.random.default_rng(0)
-  cfg = interleave.InterleaveConfig()
+  cfg = DataConfig().interleave
   for w in (3, 8, 20, 60):
     for _ in range(50):
       spans = interleave.draw_spans(w, rng, cfg)
@@ -76,7 +113,7 @@ def test_interleave_span_lengths_follow_recipe():
 
 
 def test_text_record_is_one_text_span():
-  rec = synthetic.random_text_record(np.random.default_rng(0), "t", 60)
+  rec = random_dataset.random_text_record(np.random.default_rng(0), "t", 60)
   seq = interleave.interleave(rec, VOCAB, np.random.default_rng(0))
   assert seq.tokens.tolist() == [vocab_lib.BOS, VOCAB.text_mode, *VOCAB.text(rec.text_ids).tolist(), vocab_lib.EOS]
 
@@ -164,9 +201,9 @@ def test_document_features_truncate_and_mask():
 
 
 def test_packed_batches_are_consistent(dataset):
-  cfg = pipeline.PipelineConfig(batch_size=4, max_tokens=128, max_patches=48, interleaved_weight=0.5,
-                                text_weight=0.5, speech_only_weight=0.2)
-  it = iter(pipeline.train_dataset(dataset, cfg))
+  cfg = DataConfig(max_tokens=128, max_patches=48, interleaved_weight=0.5, text_weight=0.5,
+                   speech_only_weight=0.2)
+  it = iter(pipeline.train_dataset(dataset, cfg, 4))
   for _ in range(5):
     b = next(it)
     chex.assert_shape([b["tokens"], b["targets"], b["token_patch"], b["token_segment"]], (4, 128))
@@ -191,19 +228,18 @@ def test_packed_batches_are_consistent(dataset):
 @pytest.mark.parametrize("strategy", patching.STRATEGIES)
 def test_pipeline_resumes_mid_epoch_exactly(dataset, strategy):
   """Stop mid-epoch, restore the iterator state into a new pipeline: the same batch stream."""
-  cfg = pipeline.PipelineConfig(batch_size=2, max_tokens=128, max_patches=64, total_docs=60,
-                                speech_only_weight=0.2,
-                                patching=patching.PatchingConfig(strategy=strategy, max_patch_len=8))
-  a = iter(pipeline.train_dataset(dataset, cfg))
+  cfg = DataConfig(max_tokens=128, max_patches=64, speech_only_weight=0.2,
+                   patching=patching.PatchingConfig(strategy=strategy, max_patch_len=8))
+  stream = lambda: iter(pipeline.train_dataset(dataset, cfg, 2, total_docs=60))
+  a = stream()
   first = [next(a) for _ in range(5)]
   state = a.get_state()
   rest = [next(a) for _ in range(15)]  # runs past the first epoch of the 96 documents
-  b = iter(pipeline.train_dataset(dataset, cfg))
+  b = stream()
   b.set_state(state)
   for x, y in zip(rest, [next(b) for _ in range(15)]):
     chex.assert_trees_all_equal(x, y)
-  c = iter(pipeline.train_dataset(dataset, cfg))
-  chex.assert_trees_all_equal(first[0], next(c))
+  chex.assert_trees_all_equal(first[0], next(stream()))
   aligned = np.concatenate([x["patch_aligned"][x["patch_segment"] > 0] for x in first + rest])
   if strategy == "static":
     assert not aligned.any()
@@ -214,15 +250,15 @@ def test_pipeline_resumes_mid_epoch_exactly(dataset, strategy):
 
 
 def test_curriculum_goes_from_aligned_to_static(dataset):
-  cfg = pipeline.PipelineConfig(batch_size=4, max_tokens=128, max_patches=64, total_docs=200,
-                                patching=patching.PatchingConfig(strategy="curriculum", max_patch_len=8))
-  docs = pipeline.documents(dataset, cfg)
+  cfg = DataConfig(max_tokens=128, max_patches=64,
+                   patching=patching.PatchingConfig(strategy="curriculum", max_patch_len=8))
+  docs = pipeline.documents(dataset, cfg, total_docs=200)
   share = lambda lo, hi: np.mean([docs[i]["patch_aligned"][0] for i in range(lo, hi)])
   assert share(0, 60) == 1.0 and share(140, 200) == 0.0 and 0 < share(80, 120) < 1
 
 
 def test_interleaving_is_redrawn_every_epoch(dataset):
-  cfg = pipeline.PipelineConfig(interleaved_weight=1.0, text_weight=0.0)
+  cfg = DataConfig(interleaved_weight=1.0, text_weight=0.0)
   docs = pipeline.documents(dataset, cfg)
   n = dataset.split("train").num_speech
   epoch1 = {docs[i]["tokens"][1:].tobytes() for i in range(n)}
@@ -231,14 +267,14 @@ def test_interleaving_is_redrawn_every_epoch(dataset):
 
 
 def test_truncation_is_counted(dataset):
-  cfg = pipeline.PipelineConfig(batch_size=4, max_tokens=32, max_patches=16)
-  b = next(iter(pipeline.train_dataset(dataset, cfg)))
+  cfg = DataConfig(max_tokens=32, max_patches=16)
+  b = next(iter(pipeline.train_dataset(dataset, cfg, 4)))
   assert b["truncated_tokens"].sum() > 0
   assert all(b["token_segment"][r].max() >= 1 for r in range(4))
 
 
 def test_speech_only_stream_is_all_speech(dataset):
-  cfg = pipeline.PipelineConfig(interleaved_weight=0.0, text_weight=0.0, speech_only_weight=1.0)
+  cfg = DataConfig(interleaved_weight=0.0, text_weight=0.0, speech_only_weight=1.0)
   doc = pipeline.documents(dataset, cfg)[0]
   body = doc["tokens"][2:-1]
   assert doc["tokens"][1] == pipeline.vocab_of(dataset).speech_mode
@@ -246,8 +282,8 @@ def test_speech_only_stream_is_all_speech(dataset):
 
 
 def test_eval_batches_cover_split_once(dataset):
-  cfg = pipeline.PipelineConfig(batch_size=4, max_tokens=128, max_patches=48)
-  batches = list(pipeline.eval_batches(dataset, cfg))
+  cfg = DataConfig(max_tokens=128, max_patches=48)
+  batches = list(pipeline.eval_batches(dataset, cfg, 4))
   docs = sum(int(len(np.unique(b["token_segment"][r][b["token_segment"][r] > 0])))
              for b in batches for r in range(4))
   assert docs == 16  # 8 held-out utterances + 8 held-out text documents
@@ -270,13 +306,13 @@ def test_record_roundtrip_and_validation():
 def test_datasets_with_other_units_or_tokenizer_are_refused(dataset, tmp_path):
   from lst_jax.data import datasets
   from lst_jax.data.manifest import DataError
-  same = synthetic.make_dataset(str(tmp_path / "same"), num_speech=8, num_text=8, num_units=40,
-                                text_vocab=60, heldout=2, seed=1)
+  same = random_dataset.make_dataset(str(tmp_path / "same"), num_speech=8, num_text=8, num_units=40,
+                                     text_vocab=60, heldout=2, seed=1)
   both = datasets.open_datasets(f"{dataset.dir},{same.dir}")
   assert both.split("train").num_speech == dataset.split("train").num_speech + 8
   assert len(both.split("train").speech) == 2
-  other = synthetic.make_dataset(str(tmp_path / "other"), num_speech=8, num_text=8, num_units=50,
-                                 text_vocab=60, heldout=2, seed=1)
+  other = random_dataset.make_dataset(str(tmp_path / "other"), num_speech=8, num_text=8, num_units=50,
+                                      text_vocab=60, heldout=2, seed=1)
   with pytest.raises(DataError, match=r"differ in units\.num_units: 40 vs 50"):
     datasets.open_datasets(f"{dataset.dir},{other.dir}")
   run = str(tmp_path / "run")
@@ -307,13 +343,8 @@ def test_official_record_survives_conversion_and_interleaving(first):
   for seed in range(30):
     seq = interleave.interleave(rec, vocab, np.random.default_rng(seed))
     text_words = (seq.tokens[vocab.is_text(seq.tokens)] - 3 - 10).tolist()
-    spoken = (seq.tokens[vocab.is_speech(seq.tokens)] - vocab.unit_offset).tolist()
-    spans_drawn = interleave.draw_spans(5, np.random.default_rng(seed), interleave.InterleaveConfig())
+    spans_drawn = interleave.draw_spans(5, np.random.default_rng(seed), DataConfig().interleave)
     for modality, a, b in spans_drawn:  # each word once: as text, or as its units
       if modality == "text":
         assert all(w in text_words for w in range(a, b))
-      else:
-        s, e = interleave.speech_span_units(spans, len(units), a, b)
-        assert all_units[s:e] == spoken[:e - s]
-        spoken = spoken[e - s:]
-    assert spoken == []
+    _check_speech_spans(seq, rec, spans_drawn, vocab)

@@ -5,13 +5,14 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import grain
 import numpy as np
 import pytest
 
-from data_prep import alignment, corpus, demo, features, kjv, quantizer, shards, synth, tokenizer
+from data_prep import codebook_training, corpus, demo, frame_spans, kjv, shards, tokenizer_training, tts
+from lst_jax.data import codebook as codebook_lib
+from lst_jax.data import features, tokenizer
 from lst_jax.data import records
 from lst_jax.data.manifest import load_manifest
 
@@ -57,11 +58,11 @@ def test_read_verses():
   assert verses[0].words[:3] == ("In", "the", "beginning")
 
 
-@pytest.mark.parametrize("voice", [synth.TRAIN_VOICES[0], synth.HELDOUT_VOICES[0]])
+@pytest.mark.parametrize("voice", [tts.TRAIN_VOICES[0], tts.HELDOUT_VOICES[0]])
 @pytest.mark.parametrize("text", SENTENCES)
 def test_synthesis_gives_one_ordered_time_per_word(text, voice):
   words, spoken = _words(text)
-  speech = synth.synthesize(words, voice, spoken)
+  speech = tts.synthesize(words, voice, spoken)
   assert speech.sample_rate == 22050
   assert speech.wave.dtype == np.float32 and 1.0 < speech.duration < 10.0
   assert np.abs(speech.wave).max() <= 1.0
@@ -76,19 +77,19 @@ def test_synthesis_gives_one_ordered_time_per_word(text, voice):
 
 def test_voices_differ():
   words, spoken = _words(SENTENCES[1])
-  a = synth.synthesize(words, synth.TRAIN_VOICES[0], spoken)
-  b = synth.synthesize(words, synth.TRAIN_VOICES[1], spoken)
+  a = tts.synthesize(words, tts.TRAIN_VOICES[0], spoken)
+  b = tts.synthesize(words, tts.TRAIN_VOICES[1], spoken)
   assert len(a.wave) != len(b.wave) or not np.allclose(a.wave, b.wave)
-  assert len({v.espeak for v in synth.TRAIN_VOICES}) >= 3
-  assert not {v.espeak for v in synth.HELDOUT_VOICES} & {v.espeak for v in synth.TRAIN_VOICES}
+  assert len({v.espeak for v in tts.TRAIN_VOICES}) >= 3
+  assert not {v.espeak for v in tts.HELDOUT_VOICES} & {v.espeak for v in tts.TRAIN_VOICES}
 
 
 def test_synthesis_is_deterministic():
   # espeak-ng keeps hidden state between calls; synthesize must not depend on it.
   words, spoken = _words(SENTENCES[0])
-  first = synth.synthesize(words, synth.TRAIN_VOICES[1], spoken)
-  synth.synthesize(*_words(SENTENCES[1])[:1], synth.HELDOUT_VOICES[0])
-  again = synth.synthesize(words, synth.TRAIN_VOICES[1], spoken)
+  first = tts.synthesize(words, tts.TRAIN_VOICES[1], spoken)
+  tts.synthesize(*_words(SENTENCES[1])[:1], tts.HELDOUT_VOICES[0])
+  again = tts.synthesize(words, tts.TRAIN_VOICES[1], spoken)
   np.testing.assert_array_equal(first.wave, again.wave)
   np.testing.assert_array_equal(first.word_times, again.word_times)
 
@@ -96,13 +97,13 @@ def test_synthesis_is_deterministic():
 def test_word_times_share_a_stretch_espeak_spoke_as_one():
   # Word 2's mark sits on word 3's: espeak spoke words 1-2 together in [0.5, 1.0).
   loud = np.zeros(200)  # 0 dB everywhere: nothing to trim
-  t = synth.word_times(np.array([0.0, 0.5, 1.0, 1.0]), [3, 5, 5, 4], loud, 2.0)
+  t = tts.word_times(np.array([0.0, 0.5, 1.0, 1.0]), [3, 5, 5, 4], loud, 2.0)
   np.testing.assert_allclose(t, [[0, 0.5], [0.5, 0.75], [0.75, 1.0], [1.0, 2.0]], atol=1e-6)
-  t = synth.word_times(np.array([0.0, 0.0, 1.0]), [1, 3, 4], loud, 2.0)  # a silent first mark
+  t = tts.word_times(np.array([0.0, 0.0, 1.0]), [1, 3, 4], loud, 2.0)  # a silent first mark
   np.testing.assert_allclose(t, [[0, 0.25], [0.25, 1.0], [1.0, 2.0]], atol=1e-6)
   # Trailing silence is pulled out of a word.
   quiet_tail = np.where(np.arange(200) >= 150, -100.0, 0.0)
-  t = synth.word_times(np.array([0.0, 1.0]), [3, 3], quiet_tail, 2.0)
+  t = tts.word_times(np.array([0.0, 1.0]), [3, 3], quiet_tail, 2.0)
   np.testing.assert_allclose(t, [[0, 1.0], [1.0, 1.5]], atol=1e-6)
 
 
@@ -118,7 +119,7 @@ def test_features_are_25_frames_per_second(seconds):
 
 def test_features_of_speech():
   words, spoken = _words(SENTENCES[0])
-  speech = synth.synthesize(words, synth.TRAIN_VOICES[2], spoken)
+  speech = tts.synthesize(words, tts.TRAIN_VOICES[2], spoken)
   f = features.logmel(speech.wave, speech.sample_rate)
   assert abs(len(f) - 25 * speech.duration) <= 1
 
@@ -132,53 +133,53 @@ def _blobs(seed=0):
 
 def test_kmeans_recovers_blobs_deterministically():
   x, labels = _blobs()
-  cb = quantizer.fit([x[:300], x[300:]], num_units=4, seed=3)
-  units = quantizer.quantize(x, cb)
+  cb = codebook_training.fit([x[:300], x[300:]], num_units=4, seed=3)
+  units = codebook_lib.quantize(x, cb)
   assert units.dtype == np.int32 and units.min() >= 0 and units.max() < 4
   # Each true cluster maps to exactly one unit, and the units are distinct.
   mapping = {int(l): set(units[labels == l].tolist()) for l in range(4)}
   assert all(len(m) == 1 for m in mapping.values())
   assert len(set.union(*mapping.values())) == 4
-  again = quantizer.fit([x[:300], x[300:]], num_units=4, seed=3)
+  again = codebook_training.fit([x[:300], x[300:]], num_units=4, seed=3)
   np.testing.assert_array_equal(cb.centroids, again.centroids)
 
 
 def test_codebook_save_load(tmp_path):
   x, _ = _blobs()
-  cb = quantizer.fit([x], num_units=4, seed=0)
-  quantizer.save(cb, str(tmp_path))
-  loaded = quantizer.load(str(tmp_path))
-  np.testing.assert_array_equal(quantizer.quantize(x, loaded), quantizer.quantize(x, cb))
+  cb = codebook_training.fit([x], num_units=4, seed=0)
+  codebook_training.save(cb, str(tmp_path))
+  loaded = codebook_lib.load(str(tmp_path))
+  np.testing.assert_array_equal(codebook_lib.quantize(x, loaded), codebook_lib.quantize(x, cb))
 
 
 def test_kmeans_needs_enough_frames():
-  with pytest.raises(quantizer.QuantizerError, match="at least num_units=50"):
-    quantizer.fit([np.zeros((20, 3), np.float32)], num_units=50)
+  with pytest.raises(codebook_lib.QuantizerError, match="at least num_units=50"):
+    codebook_training.fit([np.zeros((20, 3), np.float32)], num_units=50)
 
 
 def test_tokenizer_gives_every_word_an_id(tmp_path):
   lines = [" ".join(w) for w in (_words(s)[0] for s in SENTENCES)] * 20
-  model = tokenizer.train(lines, vocab_size=60)
-  path = tokenizer.save(model, str(tmp_path))
+  model = tokenizer_training.train(lines, vocab_size=60)
+  path = tokenizer_training.save(model, str(tmp_path))
   sp = tokenizer.load(path)
   assert sp.bos_id() == -1 and sp.eos_id() == -1 and sp.pad_id() == -1 and sp.unk_id() == 0
   words = ["Let", "there", "be", "light", "Zebulun", "x"]
   ids = tokenizer.encode_words(sp, words)
   assert len(ids) == len(words) and all(len(w) >= 1 for w in ids)
   assert all(0 <= i < sp.get_piece_size() for w in ids for i in w)
-  assert tokenizer.train(lines, vocab_size=60) == model  # deterministic
+  assert tokenizer_training.train(lines, vocab_size=60) == model  # deterministic
 
 
 def test_unit_spans_are_valid_after_collisions():
   # Two words inside one frame, a zero-length word, and a word past the end.
   times = np.array([[0.00, 0.01], [0.01, 0.015], [0.5, 0.5], [0.5, 0.9], [0.9, 5.0]])
-  spans = alignment.unit_spans(times, num_frames=20)
+  spans = frame_spans.unit_spans(times, num_frames=20)
   rec = records.speech_record("x", [[1]] * 5, np.zeros(20), spans).validate()
   assert rec.word_spans[-1, 1] == 20
-  squeezed = alignment.unit_spans(np.array([[0.0, 1.0]] * 4), num_frames=4)
+  squeezed = frame_spans.unit_spans(np.array([[0.0, 1.0]] * 4), num_frames=4)
   np.testing.assert_array_equal(squeezed, [[0, 1], [1, 2], [2, 3], [3, 4]])
-  with pytest.raises(alignment.AlignmentError):
-    alignment.unit_spans(np.zeros((5, 2)), num_frames=4)
+  with pytest.raises(frame_spans.AlignmentError):
+    frame_spans.unit_spans(np.zeros((5, 2)), num_frames=4)
 
 
 def test_shards_round_trip_through_grain(tmp_path):
@@ -208,6 +209,7 @@ def test_corpus_splits_are_disjoint():
   assert [d.id for d in c.heldout_docs] == [v.ref for v in c.heldout_speech]
 
 
+@pytest.mark.slow
 @needs_bible
 def test_demo_build_end_to_end_then_reuse(tmp_path, capsys):
   out = str(tmp_path / "demo")
@@ -222,7 +224,7 @@ def test_demo_build_end_to_end_then_reuse(tmp_path, capsys):
   assert 0 < m.text_vocab_size <= 300
   train, heldout = m.split("train"), m.split("heldout")
   assert (train.num_speech, train.num_text, heldout.num_speech, heldout.num_text) == (18, 5, 2, 2)
-  assert m.raw["splits"]["train"]["voices"] == [v.name for v in synth.TRAIN_VOICES]
+  assert m.raw["splits"]["train"]["voices"] == [v.name for v in tts.TRAIN_VOICES]
   assert train.speech_hours > 0
   for split in (train, heldout):
     for paths, count, kind in ((split.speech, split.num_speech, "speech"),
@@ -233,13 +235,19 @@ def test_demo_build_end_to_end_then_reuse(tmp_path, capsys):
         rec = records.decode(source[i]).validate(m.num_units, m.text_vocab_size)
         assert rec.kind == kind
 
-  # Same settings again: a no-op that says so, in a fresh process, without importing jax.
-  mtime = os.path.getmtime(os.path.join(out, "manifest.json"))
-  start = time.time()
+  # Same settings again: a no-op that says so, in a fresh process that loads none of the build's
+  # machinery (jax, the build pipeline, its synthesis, tokenizer, k-means and shard libraries)
+  # and rewrites no file of the dataset.
+  def files():  # path -> (mtime, size) of every file in the dataset
+    paths = [os.path.join(d, f) for d, _, names in os.walk(out) for f in names]
+    return {p: (os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths}
+  before = files()
+  heavy = ("jax", "data_prep.demo_build", "data_prep.render", "scipy", "sentencepiece", "array_record")
   again = subprocess.run([sys.executable, "-c", "import sys; from data_prep import demo; "
-                          "rc = demo.main(sys.argv[1:]); assert 'jax' not in sys.modules; sys.exit(rc)",
+                          "rc = demo.main(sys.argv[1:]); "
+                          f"loaded = [m for m in {heavy!r} if m in sys.modules]; assert not loaded, loaded; "
+                          "sys.exit(rc)",
                           *argv], capture_output=True, text=True, cwd=os.path.dirname(demo.__file__) + "/..")
   assert again.returncode == 0, again.stderr
   assert "demo data ready at" in again.stdout and "reused" in again.stdout
-  assert time.time() - start < 5.0
-  assert os.path.getmtime(os.path.join(out, "manifest.json")) == mtime
+  assert files() == before

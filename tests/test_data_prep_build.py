@@ -13,8 +13,8 @@ import pytest
 import soundfile
 from scipy import signal
 
-from data_prep import build, merge, stats, synth, tokenizer
-from lst_jax.data import provenance
+from data_prep import build, merge, stats, tokenizer_training, tts
+from lst_jax.data import provenance, tokenizer
 from data_prep.formats import lst_jsonl
 from lst_jax.data.manifest import DataError, load_manifest, sha256_file
 
@@ -58,7 +58,7 @@ def speech():
   """(wave, sample_rate) of each sentence, spoken by espeak-ng."""
   out = []
   for i, s in enumerate(SENTENCES):
-    sp = synth.synthesize(s.split(), synth.TRAIN_VOICES[i % 3])
+    sp = tts.synthesize(s.split(), tts.TRAIN_VOICES[i % 3])
     out.append((sp.wave, sp.sample_rate))
   return out
 
@@ -155,7 +155,7 @@ def test_official_jsonl_every_word_silence_and_unit_survives(tmp_path, capsys):
 
 def test_user_sentencepiece_model_is_used(tmp_path, capsys):
   user = tmp_path / "mine.model"
-  user.write_bytes(tokenizer.train(["hello world café au lait zebra"] * 20, vocab_size=40))
+  user.write_bytes(tokenizer_training.train(["hello world café au lait zebra"] * 20, vocab_size=40))
   src = write(tmp_path / "in.jsonl", [TEXT_FIRST, SPEECH_FIRST])
   out = tmp_path / "ds"
   rc, _, err = run(capsys, "--format=lst_jsonl", f"--input={src}", f"--output={out}", f"--tokenizer={user}")
@@ -207,7 +207,7 @@ def test_different_tokenizer_or_units_are_refused_naming_the_field(tmp_path, cap
   src = write(tmp_path / "in.jsonl", [TEXT_FIRST])
   assert run(capsys, "--format=lst_jsonl", f"--input={src}", f"--output={out}", "--vocab_size=60")[0] == 0
   other = tmp_path / "other.model"
-  other.write_bytes(tokenizer.train(["something else entirely"] * 20, vocab_size=30))
+  other.write_bytes(tokenizer_training.train(["something else entirely"] * 20, vocab_size=30))
   rc, _, err = run(capsys, "--format=lst_jsonl", f"--input={src}", f"--output={out}", f"--tokenizer={other}",
                    "--split=heldout")
   assert rc == 2 and "tokenizer.sha256" in err and sha256_file(str(other)) in err
@@ -520,7 +520,7 @@ def test_stats_prints_counts_and_patch_lengths(tmp_path, capsys):
 
 def test_merge_and_its_refusal(tmp_path, capsys):
   user = tmp_path / "tok.model"
-  user.write_bytes(tokenizer.train(["hello world café au lait"] * 20, vocab_size=40))
+  user.write_bytes(tokenizer_training.train(["hello world café au lait"] * 20, vocab_size=40))
   a, b = tmp_path / "a", tmp_path / "b"
   for d, lines in ((a, [TEXT_FIRST, SPEECH_FIRST]), (b, [SILENCE_FIRST])):
     src = write(tmp_path / f"{d.name}.jsonl", lines)

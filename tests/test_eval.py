@@ -20,10 +20,10 @@ from lst_jax import sharding
 from lst_jax import vocab as vocab_lib
 from lst_jax.data import datasets, packing, patching, pipeline
 from lst_jax.data.manifest import DataError
-from lst_jax.eval import benchmark as bench_lib
+from lst_jax.eval import benchmark_files as bench_lib
 from lst_jax.eval import runner as runner_lib
 from lst_jax.eval import scoring, stats
-from lst_jax.eval.benchmark import BenchmarkError, Item, Segment
+from lst_jax.eval.benchmark_files import BenchmarkError, Item, Segment
 from lst_jax.model.factory import build_model
 from lst_jax.train import step as step_lib
 from lst_jax.train.checkpoint import Checkpointer
@@ -65,6 +65,7 @@ def _hand_row(tokens, patch_size, max_tokens, max_patches, vocab):
   return packing.finalize_row(packed, max_patches)
 
 
+@pytest.mark.slow
 def test_scores_equal_hand_computed_log_probs(model):
   """Three continuations packed into one row score exactly what each gets alone, computed by hand
   as log_softmax(logits)[t, tokens[t + 1]] summed over the candidate's tokens."""
@@ -73,13 +74,13 @@ def test_scores_equal_hand_computed_log_probs(model):
   seqs = []
   for x, y, np_, nc in (("S", "S", 13, 9), ("T", "S", 6, 11), ("S", "T", 10, 4)):
     seqs.append(scoring.continuation(vocab, _ids(rng, vocab, x, np_), x, _ids(rng, vocab, y, nc), y,
-                                     d.max_tokens, d.max_patches, d.patch_size))
+                                     d.max_tokens, d.max_patches, d.patching.patch_size))
   scorer = scoring.Scorer(setup.graphdef, setup.shardings.params, vocab, model["mesh"], max_tokens=d.max_tokens,
-                          max_patches=d.max_patches, patch_size=d.patch_size, batch_size=8)
+                          max_patches=d.max_patches, patch_size=d.patching.patch_size, batch_size=8)
   packed = scorer.pack(seqs)
   assert len(packed.rows) == 1, "all three must share a row for this test to mean something"
   sums, counts = scorer.score_packed(params, packed, len(seqs))
-  rows = [_hand_row(seq.tokens, d.patch_size, d.max_tokens, d.max_patches, vocab) for seq in seqs]
+  rows = [_hand_row(seq.tokens, d.patching.patch_size, d.max_tokens, d.max_patches, vocab) for seq in seqs]
   batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
   logits = jax.jit(lambda p, b: nnx.merge(setup.graphdef, p)(b))(params, batch)
   logp_all = np.asarray(jax.nn.log_softmax(logits.astype(np.float32), axis=-1), np.float64)
@@ -206,7 +207,8 @@ def test_provenance_mismatch_is_refused_naming_the_field(dataset, tmp_path):
     bench_lib.check_provenance(bare, run)
 
 
-def test_runner_all_directions_and_heldout(model, dataset, tmp_path):
+@pytest.mark.slow
+def test_runner_all_directions_and_heldout(model, dataset, tmp_path, monkeypatch):
   vocab = model["vocab"]
   path = bench_lib.write_benchmark(str(tmp_path / "toy.jsonl"), _items(vocab, np.random.default_rng(3), 6, 3),
                                    _header(dataset))
@@ -226,15 +228,20 @@ def test_runner_all_directions_and_heldout(model, dataset, tmp_path):
   table = runner_lib.format_table(result)
   assert "toy" in table and "T->S" in table and "held-out" in table
   assert "bench/toy/S->T/acc_sum" in runner_lib.flat_metrics(result)
+  built = []
+  real_from_setup = runner_lib.BenchmarkRunner.from_setup
+  monkeypatch.setattr(runner_lib.BenchmarkRunner, "from_setup",
+                      classmethod(lambda cls, *a, **k: built.append(1) or real_from_setup(*a, **k)))
   again = runner_lib.run_benchmarks(model["params"], model["setup"], model["exp"], dataset, model["mesh"],
                                     paths=[path])
-  assert again["benchmarks"] == result["benchmarks"]   # cached runner, same numbers
+  assert again["benchmarks"] == result["benchmarks"] and built == []   # the cached runner, same numbers
   few = runner_lib.run_benchmarks(model["params"], model["setup"], model["exp"], dataset, model["mesh"],
                                   paths=[path], max_items=2, directions=["T->S"], heldout=False)
   assert list(few["benchmarks"]["toy"]) == ["T->S"] and few["benchmarks"]["toy"]["T->S"]["n"] == 2
   assert "heldout" not in few
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_writes_result(dataset, tmp_path):
   from lst_jax.eval.checkpoint import restore_params
   from lst_jax.eval.evaluate import evaluate_checkpoint
@@ -317,14 +324,16 @@ def test_audio_and_text_strings_go_through_the_datasets_quantizer_and_tokenizer(
 
   import soundfile
 
-  from data_prep import features, quantizer, tokenizer
+  from data_prep import codebook_training, tokenizer_training
+  from lst_jax.data import codebook as codebook_lib
+  from lst_jax.data import features, tokenizer
   rng = np.random.default_rng(5)
-  codebook = quantizer.Codebook(centroids=rng.normal(size=(40, 80)).astype(np.float32),
-                                mean=np.zeros(80, np.float32), std=np.ones(80, np.float32))
-  quantizer.save(codebook, str(tmp_path))
-  tok = tokenizer.save(tokenizer.train(["in the beginning god created the heaven and the earth"] * 20, 40),
-                       str(tmp_path))
-  units = {**dataset.raw["units"], "codebook": quantizer.CODEBOOK, "features": features.FEATURES}
+  codebook = codebook_lib.Codebook(centroids=rng.normal(size=(40, 80)).astype(np.float32),
+                                   mean=np.zeros(80, np.float32), std=np.ones(80, np.float32))
+  codebook_training.save(codebook, str(tmp_path))
+  model = tokenizer_training.train(["in the beginning god created the heaven and the earth"] * 20, 40)
+  tok = tokenizer_training.save(model, str(tmp_path))
+  units = {**dataset.raw["units"], "codebook": codebook_lib.CODEBOOK, "features": features.FEATURES}
   manifest = dataclasses.replace(dataset, dir=str(tmp_path), units=units, tokenizer_path=tok)
   sp = tokenizer.load(tok)
   vocab = vocab_lib.Vocab(text_size=sp.get_piece_size(), num_units=40)
@@ -332,10 +341,10 @@ def test_audio_and_text_strings_go_through_the_datasets_quantizer_and_tokenizer(
   soundfile.write(tmp_path / "a.wav", 0.3 * np.sin(2 * np.pi * 440 * t * (1 + t)), 22050)
   conv = runner_lib.Converter(manifest, vocab)
   ids = conv.speech(Segment(audio=str(tmp_path / "a.wav")), "a")
-  from data_prep import audio
+  from lst_jax.data import audio
   feats = features.logmel(audio.load_audio(str(tmp_path / "a.wav")), 16000)
   assert len(ids) == 25 and vocab.is_speech(ids).all()   # 1 s at 25 Hz
-  np.testing.assert_array_equal(ids, vocab.units(quantizer.quantize(feats, codebook)))
+  np.testing.assert_array_equal(ids, vocab.units(codebook_lib.quantize(feats, codebook)))
   text = conv.text(Segment(text="the beginning  created"), "t")
   np.testing.assert_array_equal(text, vocab.text([i for w in tokenizer.encode_words(sp, ["the", "beginning",
                                                                                          "created"]) for i in w]))
@@ -344,20 +353,21 @@ def test_audio_and_text_strings_go_through_the_datasets_quantizer_and_tokenizer(
     runner_lib.Converter(user, vocab).speech(Segment(audio=str(tmp_path / "a.wav")), "a")
 
 
+@pytest.mark.slow
 def test_training_runs_the_benchmarks_every_n_steps(tmp_path):
   """config.train.benchmark_every: the loop scores <data dir>/benchmarks/*.jsonl and logs the accuracies."""
-  from data_prep import synthetic
+  from data_prep import random_dataset
   from lst_jax.train import metrics
   from lst_jax.train.loop import train
-  ds = synthetic.make_dataset(str(tmp_path / "data"), num_speech=16, num_text=16, num_units=40, text_vocab=60,
-                              heldout=4, seed=1)
+  ds = random_dataset.make_dataset(str(tmp_path / "data"), num_speech=16, num_text=16, num_units=40, text_vocab=60,
+                                   heldout=4, seed=1)
   vocab = pipeline.vocab_of(ds)
   os.makedirs(os.path.join(ds.dir, "benchmarks"))
   bench_lib.write_benchmark(os.path.join(ds.dir, "benchmarks", "toy.jsonl"),
                             _items(vocab, np.random.default_rng(5), 4), _header(ds))
   config = tiny_config(ds.dir)
   config.train.update(steps=2, benchmark_every=2, benchmark_items=3)
-  train(config, str(tmp_path / "run"))
+  train(config, str(tmp_path / "run"), benchmarks=runner_lib.benchmark_callback)
   logged = [r for r in metrics.read_records(str(tmp_path / "run")) if "bench/toy/S->S/acc_sum" in r]
   assert len(logged) == 1 and logged[0]["step"] == 2
   assert {f"bench/toy/{d}/acc_mean" for d in ("S->S", "T->T", "S->T", "T->S")} <= set(logged[0])

@@ -149,7 +149,7 @@ def test_gradient_accumulation_gives_the_same_update(dataset, config, accum=4):
   config.optim.warmup_steps = 0
   vocab = pipeline.vocab_of(dataset)
   exp = config_lib.parse(config, vocab.size)
-  batch = next(iter(pipeline.train_dataset(dataset, config_lib.pipeline_config(exp.data, 8))))
+  batch = next(iter(pipeline.train_dataset(dataset, exp.data, 8)))
   results = []
   for steps in (1, accum):
     mesh = sharding.make_mesh(2, 1, 1, devices=jax.devices()[:2])
@@ -163,12 +163,14 @@ def test_gradient_accumulation_gives_the_same_update(dataset, config, accum=4):
   chex.assert_trees_all_close(pk, p1, atol=2e-4)
 
 
-def test_metrics_count_text_and_speech_tokens(dataset, config):
-  vocab = pipeline.vocab_of(dataset)
-  exp = config_lib.parse(config, vocab.size)
-  batch = next(iter(pipeline.train_dataset(dataset, config_lib.pipeline_config(exp.data, 8))))
-  counts = jax.device_get(step_lib.token_counts(batch, vocab))
-  real = batch["token_segment"] > 0
-  assert counts["real_speech_tokens"] == np.sum(real & (batch["tokens"] >= vocab.unit_offset)) > 0
-  assert counts["real_text_tokens"] == np.sum(real & (batch["tokens"] >= 3) & (batch["tokens"] < vocab.text_mode)) > 0
-  assert counts["real_text_tokens"] + counts["real_speech_tokens"] < counts["real_tokens"]  # BOS, EOS, modes
+def test_metrics_count_text_and_speech_tokens():
+  """Counted by hand: with 60 text pieces and 40 units, ids 3..62 are text, 63/64 the mode
+  tokens, 65..104 units; BOS 1, EOS 2 and padding (segment 0) count as neither."""
+  from lst_jax import vocab as vocab_lib
+  batch = {"tokens": np.array([[1, 63, 3, 62, 64, 65, 104, 2],      # text 3, 62; units 65, 104
+                               [1, 64, 70, 2, 1, 63, 20, 80]]),     # unit 70; text 20; 80 is padding
+           "token_segment": np.array([[1, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 2, 2, 2, 0]]),
+           "patch_segment": np.array([[1, 1, 2, 0], [1, 2, 0, 0]])}
+  counts = jax.device_get(step_lib.token_counts(batch, vocab_lib.Vocab(text_size=60, num_units=40)))
+  assert {k: float(v) for k, v in counts.items()} == {"real_tokens": 15, "real_text_tokens": 3,
+                                                      "real_speech_tokens": 3, "real_patches": 5}

@@ -5,7 +5,6 @@ only lowered here; the compile path (memory analysis) runs through the command
 line on a shrunken 20M preset.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import sys
 import jax
 import pytest
 
+from lst_jax import cli
 from lst_jax import config as config_lib
 from lst_jax import flops as flops_lib
 from lst_jax import sharding
@@ -22,10 +22,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def preset(name: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "experiments", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  """"lst_1b" -> experiments/lst_compute_matched.py:1b"""
+  kind, size = name.split("_")
+  return cli.load_experiment(os.path.join(REPO, "experiments", f"{kind}_compute_matched.py:{size}"))
 
 
 def block_params(d: int, mlp: int) -> int:
@@ -67,7 +66,7 @@ def test_lst_1b_params_and_lowering():
 
 def test_cli_reexecs_on_fake_devices():
   out = subprocess.run(
-      [sys.executable, "-m", "lst_jax.tools.inspect", f"--config={REPO}/experiments/lst_20m.py",
+      [sys.executable, "-m", "lst_jax.tools.inspect", f"--config={REPO}/experiments/lst_compute_matched.py:20m",
        "--devices=4", "--fsdp=4", "--vocab_size=1000", "--config.model.global_layers=1",
        "--config.model.decoder_layers=1", "--config.data.max_tokens=64", "--config.data.max_patches=32"],
       cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -7,8 +7,6 @@ import shlex
 import shutil
 import subprocess
 
-import pytest
-
 from lst_jax import distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,7 +120,7 @@ def test_slurm_per_node_and_stages():
                              num_processes=int(_option(task, "--num_processes")),
                              process_id=int(_option(task, "--process_id")),
                              local_device_ids=tuple(int(i) for i in _option(task, "--local_device_ids").split(",")))
-  plan = distributed.plan(opts, {})
+  plan = distributed.plan(opts)
   assert plan.kwargs["coordinator_address"] == "node001:62674" and plan.kwargs["process_id"] == 11
   assert plan.kwargs["local_device_ids"] == [3]
   # SLURM bound one GPU to the task: it is the task's only (first) device.
@@ -138,7 +136,9 @@ def test_slurm_per_node_and_stages():
 
 def test_shellcheck():
   shellcheck = shutil.which("shellcheck")
-  if shellcheck is None:
-    pytest.skip("shellcheck is not installed (Debian: apt-get install -y shellcheck); launchers not linted")
-  out = subprocess.run([shellcheck, "--severity=info", TPU, SLURM], capture_output=True, text=True, timeout=60)
+  assert shellcheck is not None, ("shellcheck is not installed, so the launchers cannot be linted: "
+                                  "make setup installs it (Debian/Ubuntu: sudo apt-get install -y shellcheck)")
+  out = subprocess.run([shellcheck, "--severity=info", "--external-sources", TPU, SLURM,
+                        os.path.join(os.path.dirname(TPU), "common.sh")], cwd=os.path.dirname(os.path.dirname(TPU)),
+                       capture_output=True, text=True, timeout=60)
   assert out.returncode == 0, out.stdout + out.stderr

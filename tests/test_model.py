@@ -20,8 +20,7 @@ def _setup(dataset, config, kind, dtype="float32"):
   config.model.dtype = dtype
   vocab = pipeline.vocab_of(dataset)
   exp = config_lib.parse(config, vocab.size)
-  pcfg = config_lib.pipeline_config(exp.data, 4)
-  batch = next(iter(pipeline.train_dataset(dataset, pcfg)))
+  batch = next(iter(pipeline.train_dataset(dataset, exp.data, 4)))
   return build_model(exp.model, seed=0), batch, vocab
 
 
@@ -107,10 +106,36 @@ def test_attention_backends_agree_on_packed_padded_batch():
       np.testing.assert_allclose(np.asarray(ref[b, t]), np.einsum("nk,knh->nh", p, v[b]), atol=1e-5)
 
 
-@pytest.mark.parametrize("t,window,block", [(300, 64, 32), (512, 100, 64), (256, 512, 32)])
-def test_blocked_window_attention_matches_dense(t, window, block):
+def _score_pairs(fn, q, k, v) -> int:
+  """Query/key pairs fn's traced program scores per row and head: the sizes of the outputs
+  of its products that contract the head dimension (q.k), over batch rows and heads."""
+  rows, _, heads, head_dim = q.shape
+
+  def count(jaxpr):
+    total = 0
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == "dot_general":
+        (contracted, _), _ = eqn.params["dimension_numbers"]
+        if [eqn.invars[0].aval.shape[d] for d in contracted] == [head_dim]:
+          total += eqn.outvars[0].aval.size
+      for p in eqn.params.values():
+        if isinstance(p, (jax.extend.core.ClosedJaxpr, jax.extend.core.Jaxpr)):
+          total += count(getattr(p, "jaxpr", p))
+    return total
+
+  pairs, rest = divmod(count(jax.make_jaxpr(fn)(q, k, v).jaxpr), rows * heads)
+  assert rest == 0
+  return pairs
+
+
+# Pairs by hand: windowed layout, ceil(t / block) query blocks x (ceil((window-1) / block) + 1)
+# key blocks: 10 x 32 x 96 and 8 x 64 x 192. A window covering the row takes the causal
+# layout (below): query block i of 32 sees keys [0, 32(i+1)), 32 * 32 * (1 + ... + 8).
+@pytest.mark.parametrize("t,window,block,pairs", [(300, 64, 32, 10 * 32 * 96), (512, 100, 64, 8 * 64 * 192),
+                                                  (256, 512, 32, 32 * 32 * 36)])
+def test_blocked_window_attention_matches_dense(t, window, block, pairs):
   """Long local attention runs in blocks (no [T x T] mask); it must equal the dense masked
-  reference on packed, padded rows."""
+  reference on packed, padded rows, computing exactly the pairs the FLOP model counts."""
   rng = np.random.default_rng(t)
   q, k, v = (jnp.asarray(rng.normal(size=(2, t, 2, 8)), jnp.float32) for _ in range(3))
   seg = np.zeros((2, t), np.int32)
@@ -122,10 +147,21 @@ def test_blocked_window_attention_matches_dense(t, window, block):
   np.testing.assert_allclose(np.asarray(blocked), np.asarray(dense), atol=1e-5)
   via_entry = attn.self_attention(q, k, v, seg, window, block=block)
   np.testing.assert_allclose(np.asarray(via_entry), np.asarray(dense), atol=1e-5)
+  entry = lambda q, k, v: attn.self_attention(q, k, v, seg, window, block=block)
+  assert _score_pairs(entry, q, k, v) == flops.executed_pairs(t, window, block) == pairs
 
 
-@pytest.mark.parametrize("t,window,block", [(200, None, 64), (300, 200, 64), (96, 50, 32), (300, None, 16)])
-def test_causal_block_attention_matches_dense(t, window, block):
+# Pairs by hand, query block i seeing keys [lo, hi) with hi = min(block (i+1), t) and lo its
+# window's first key rounded down to a block:
+#   200 in blocks of 64: 64 x (64 + 128 + 192) + 8 x 200
+#   300, window 200 (too wide for the windowed layout): 64 x (64 + 128 + 192 + 256) + 44 x 300
+#     (query 256 reaches back to key 57: block 0)
+#   96, window 50: 32 x (32 + 64 + 96) (query 64 reaches key 15: block 0)
+#   300 in blocks of 16 > 16 blocks: blocks of 19, 19 x 19 x (1 + ... + 15) + 15 x 300
+@pytest.mark.parametrize("t,window,block,pairs", [
+    (200, None, 64, 64 * (64 + 128 + 192) + 8 * 200), (300, 200, 64, 64 * (64 + 128 + 192 + 256) + 44 * 300),
+    (96, 50, 32, 32 * (32 + 64 + 96)), (300, None, 16, 19 * 19 * 120 + 15 * 300)])
+def test_causal_block_attention_matches_dense(t, window, block, pairs):
   """Causal rows too short for the windowed layout skip the upper triangle of blocks (including
   a ragged last block and, at 300 tokens in blocks of 16, blocks widened to stay within
   MAX_CAUSAL_BLOCKS);
@@ -143,9 +179,8 @@ def test_causal_block_attention_matches_dense(t, window, block):
   for g_block, g_dense in zip(jax.jit(jax.grad(loss(block_fn), (0, 1, 2)))(q, k, v),
                               jax.jit(jax.grad(loss(dense_fn), (0, 1, 2)))(q, k, v)):
     np.testing.assert_allclose(np.asarray(g_block), np.asarray(g_dense), atol=1e-4)
-  # the FLOP model counts exactly the pairs computed: fewer than dense once there are 2+ blocks
-  pairs = flops.executed_pairs(t, window, block)
-  assert pairs < t * t
+  # the program scores exactly these pairs, which the FLOP model counts
+  assert _score_pairs(block_fn, q, k, v) == flops.executed_pairs(t, window, block) == pairs
 
 
 @pytest.mark.parametrize("remat", ["full"])
@@ -167,17 +202,44 @@ def test_remat_and_xla_attention_keep_the_numbers(dataset, config, remat):
   chex.assert_trees_all_close(grads[2], grads[0], atol=1e-5, rtol=1e-3)
 
 
-def test_remat_policy_reaches_the_traced_program():
+# What a block saves for the backward pass under each policy, as (op, file) of each residual
+# made inside lst_jax.model; the rest is recomputed. "none" saves everything needed.
+SAVED = {
+    "full": set(),                                                                  # the block's inputs only
+    "dots": {("dot_general", "layers.py"), ("dot_general", "attention.py")},   # projections, q.k and p.v
+    "dots_no_batch": {("dot_general", "layers.py")},                           # projections only
+}
+
+
+def _saved_in_model(fn, *args) -> set:
+  import contextlib, io, re
+  from jax.ad_checkpoint import print_saved_residuals
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    print_saved_residuals(fn, *args)
+  return {re.search(r"output of (.+?) from .*/lst_jax/model/(\w+\.py)", line).groups()
+          for line in out.getvalue().splitlines() if "/lst_jax/model/" in line}
+
+
+def test_remat_policies_keep_the_numbers_and_change_what_is_saved():
+  """Each config.model.remat policy gives a block the loss and gradients of "none", and
+  saves what it names (rows of 24 > attention.SMALL_KV: attention runs as matmuls)."""
+  from lst_jax.config import REMAT_POLICIES
   from lst_jax.model.transformer import Block, run_block
-  blk = Block(32, 2, 64, rngs=nnx.Rngs(0))
-  x = jnp.ones((2, 16, 32))
-  pos, seg = jnp.tile(jnp.arange(16), (2, 1)), jnp.ones((2, 16), jnp.int32)
-  graphdef, params = nnx.split(blk)
-  traced = {}
-  for remat in ("none", "full"):
-    loss = lambda p: jnp.sum(run_block(nnx.merge(graphdef, p), x, pos, seg, None, remat))
-    traced[remat] = str(jax.make_jaxpr(jax.grad(loss))(params))
-  assert "remat" in traced["full"] and "remat" not in traced["none"]
+  assert REMAT_POLICIES == ("none", *SAVED)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 24, 32)), jnp.float32)
+  pos, seg = jnp.tile(jnp.arange(24), (2, 1)), jnp.asarray([[1] * 10 + [2] * 14, [1] * 20 + [0] * 4])
+  graphdef, params = nnx.split(Block(32, 2, 48, rngs=nnx.Rngs(0)))
+  results, saved = {}, {}
+  for remat in REMAT_POLICIES:
+    loss = lambda p, x: jnp.sum(jnp.sin(run_block(nnx.merge(graphdef, p), x, pos, seg, None, remat)))
+    results[remat] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+    saved[remat] = _saved_in_model(loss, params, x)
+  for remat in SAVED:
+    chex.assert_trees_all_close(results[remat], results["none"], atol=1e-6, rtol=1e-6)
+    assert saved[remat] == SAVED[remat], remat
+  assert {("rsqrt", "layers.py"), ("exp", "attention.py")} <= saved["none"]  # norms' and softmax's too
 
 
 @pytest.mark.parametrize("remat", ["none", "full"])

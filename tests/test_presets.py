@@ -32,20 +32,40 @@ def test_every_experiment_file_parses_and_documents_its_run_command():
     config_lib.parse(module.get_config(), VOCAB)
 
 
+PAIR_FILES = {"compute_matched": ("lst_compute_matched", "baseline_compute_matched"),
+              "data_matched": ("lst_data_matched", "baseline_data_matched"),
+              "same_rows": ("demo", "demo_baseline")}
+
+
 @pytest.mark.parametrize("size", list(presets.SIZES))
 @pytest.mark.parametrize("pairing", presets.PAIRINGS)
 def test_pairs_hold_their_invariants(size, pairing):
-  lst = config_lib.parse(_load(f"lst_{pairing}").get_config(size), VOCAB)
-  base = config_lib.parse(_load(f"baseline_{pairing}").get_config(size), VOCAB)
+  lst_file, base_file = PAIR_FILES[pairing]
+  lst = config_lib.parse(_load(lst_file).get_config(size), VOCAB)
+  base = config_lib.parse(_load(base_file).get_config(size), VOCAB)
   assert (lst.train.steps, lst.data.batch_size, lst.optim) == (base.train.steps, base.data.batch_size, base.optim)
   assert lst.model.kind == "lst" and base.model.kind == "baseline"
   assert (lst.model.d_global, lst.model.global_layers) == (base.model.d_global, base.model.global_layers)
-  assert lst.data.patching == "curriculum" and (lst.data.interleaved_weight, lst.data.text_weight) == (0.33, 0.67)
+  assert (lst.data.interleaved_weight, lst.data.text_weight) == (base.data.interleaved_weight, base.data.text_weight)
   assert (lst.optim.b1, lst.optim.b2, lst.optim.weight_decay, lst.optim.clip_norm) == (0.9, 0.95, 0.1, 1.0)
+  if size != "demo":  # the paper's recipe; the demo is static-patched and speech-heavy
+    assert lst.data.patching.strategy == "curriculum"
+    assert (lst.data.interleaved_weight, lst.data.text_weight) == (0.33, 0.67)
   if pairing == "compute_matched":  # same global positions per step
-    assert base.data.max_tokens == lst.data.max_patches and lst.data.max_tokens == 3 * lst.data.max_patches
-  else:  # same raw tokens per row; the LST's global row shorter
+    assert base.data.max_tokens == lst.data.max_patches and lst.data.max_tokens > lst.data.max_patches
+  elif pairing == "data_matched":  # same raw tokens per row; the LST's global row shorter
     assert base.data.max_tokens == lst.data.max_tokens and lst.data.max_patches < lst.data.max_tokens
+  else:  # the same packed rows
+    assert (base.data.max_tokens, base.data.max_patches) == (lst.data.max_tokens, lst.data.max_patches)
+
+
+def test_the_demo_preset_is_the_documented_demo():
+  demo = config_lib.parse(_load("demo").get_config(), VOCAB)
+  m, d = demo.model, demo.data
+  assert (m.d_global, m.global_layers, m.d_local, m.encoder_layers, m.decoder_layers) == (256, 4, 128, 1, 2)
+  assert (d.batch_size, d.max_tokens, d.max_patches, d.patching.strategy, d.patching.patch_size) == \
+      (8, 384, 256, "static", 4)
+  assert (demo.train.steps, demo.optim.learning_rate, d.interleaved_weight) == (300, 2e-3, 0.67)
 
 
 def test_paper_sizes_match_the_paper():
@@ -57,20 +77,18 @@ def test_paper_sizes_match_the_paper():
 
 
 def test_bad_size_and_labels_are_clear():
-  with pytest.raises(ValueError, match=r"unknown size 'huge'; choose from \('tiny'"):
+  with pytest.raises(config_lib.ConfigError, match=r"unknown size 'huge'; choose from demo, tiny"):
     presets.experiment("lst", "huge")
-  c = presets.experiment("lst", "tiny")
-  c.pairing = "both"
-  with pytest.raises(config_lib.ConfigError, match=r"config.pairing='both' is not one of 'compute_matched'"):
-    config_lib.parse(c, VOCAB)
+  with pytest.raises(config_lib.ConfigError, match=r"config.pairing is a name for reports and must be a string"):
+    config_lib.parse({"pairing": 3}, VOCAB)
 
 
 def test_bad_override_names_the_key_and_the_allowed_values(tmp_path):
   r = subprocess.run([sys.executable, "-m", "lst_jax.main", "--config=experiments/lst_compute_matched.py:tiny",
-                      f"--workdir={tmp_path}", "--config.data.patching=sometimes"], cwd=REPO,
+                      f"--workdir={tmp_path}", "--config.data.patching.strategy=sometimes"], cwd=REPO,
                      capture_output=True, text=True, timeout=300)
   assert r.returncode == 2 and "Traceback" not in r.stderr
-  assert "config.data.patching='sometimes' is not one of 'static', 'aligned', 'mixed', 'curriculum'" in r.stderr
+  assert "config.data.patching.strategy='sometimes' is not one of 'static', 'aligned', 'mixed', 'curriculum'" in r.stderr
 
 
 def test_compare_table_reads_the_runs_records():

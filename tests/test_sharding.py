@@ -57,7 +57,7 @@ def test_every_parameter_follows_the_rules_on_2x2x2(dataset, config, kind, scan)
 @pytest.mark.parametrize("layout", [(1, 8, 1), (1, 2, 4), (2, 2, 2)])  # data x fsdp x tensor
 def test_forward_and_gradients_match_one_device(dataset, config, layout):
   exp = config_lib.parse(config, pipeline.vocab_of(dataset).size)
-  batch = next(iter(pipeline.train_dataset(dataset, config_lib.pipeline_config(exp.data, 8))))
+  batch = next(iter(pipeline.train_dataset(dataset, exp.data, 8)))
   results = []
   for mesh in (sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1]), sharding.make_mesh(*layout)):
     _, vocab, graphdef, state = _state(dataset, config, mesh)

@@ -1,7 +1,7 @@
 """A folder tree of audio with transcripts: NAME.wav / NAME.flac with NAME.txt beside it,
 or the LibriSpeech layout (one `*.trans.txt` per folder, lines "ID TRANSCRIPT", audio ID.flac).
 
-Audio of any sample rate is loaded as 16 kHz mono (data_prep.audio); units come
+Audio of any sample rate is loaded as 16 kHz mono (lst_jax.data.audio); units come
 from the built-in quantizer and word times from the forced aligner. Other .txt
 files with no audio beside them (a README) are ignored; audio with no
 transcript is an error, and so is a transcript line whose audio is missing.

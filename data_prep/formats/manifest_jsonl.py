@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from data_prep import alignment
+from data_prep import frame_spans
 from data_prep.formats import spans as spans_lib
 from data_prep.formats.items import SPEECH, InputError, Item, Options, check_word_times
 
@@ -94,8 +94,8 @@ def item(obj: dict, span: spans_lib.Span, options: Options) -> Item:
   if why:
     raise EntryError(why)
   try:
-    word_spans = alignment.unit_spans(times, len(units), rate)
-  except alignment.AlignmentError as e:
+    word_spans = frame_spans.unit_spans(times, len(units), rate)
+  except frame_spans.AlignmentError as e:
     raise EntryError(str(e)) from None
   return Item(**base, units=units, word_spans=word_spans, unit_rate=rate)
 

@@ -14,15 +14,8 @@ import dataclasses
 import numpy as np
 
 from lst_jax import vocab as vocab_lib
+from lst_jax.config import InterleaveConfig
 from lst_jax.data import records
-
-
-@dataclasses.dataclass(frozen=True)
-class InterleaveConfig:
-  text_span_words: tuple[int, int] = (5, 30)  # inclusive range of a text span's words
-  max_text_fraction: float = 0.6               # of the utterance's words, per text span
-  speech_to_text_ratio: float = 0.5            # speech span words / previous text span words
-  min_speech_words: int = 2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,21 +1,71 @@
-"""Fixed-shape rows: pack several documents into [T] tokens and [P] patches.
+"""Fixed-shape rows: the one row schema, and the one packer of documents into rows.
 
 A document enters packing as per-token features (tokens, targets, patch_start)
-and one per-patch feature (patch_len). Grain's first-fit packer places whole
+and per-patch features (patch_len). Grain's first-fit packer places whole
 documents so that both caps hold; `finalize_row` then derives the index maps
 the model needs. A document longer than either cap is truncated first (the
-one documented loss, counted in `truncated_tokens`).
+one documented loss, counted in `truncated_tokens`). Training, held-out
+evaluation and benchmark scoring all make their rows with `pack_rows`.
+
+The row schema (what the model reads; numpy int32 unless said):
+  [T] tokens, targets, loss_mask (bool), token_segment (document in the row, 0 = padding),
+      token_pos, token_patch (patch index in the row; padding points at patch 0)
+  [P] patch_segment, patch_pos, patch_len, patch_first (first token of each patch),
+      patch_aligned (patch of an aligned-patched document)
+  []  truncated_tokens (tokens cut from this row's documents to fit the caps)
 """
 
 from __future__ import annotations
 
+import grain
 import numpy as np
 
 from lst_jax import vocab as vocab_lib
 from lst_jax.data import patching
 
-TOKEN_FEATURES = ("tokens", "targets", "patch_start", "truncated")
+TOKEN_FEATURES = ("tokens", "targets", "patch_start", "truncated")   # per document, before packing
 PATCH_FEATURES = ("patch_len", "patch_aligned")
+ROW_TOKEN_FIELDS = ("tokens", "targets", "loss_mask", "token_segment", "token_pos", "token_patch")
+ROW_PATCH_FIELDS = ("patch_segment", "patch_pos", "patch_len", "patch_first", "patch_aligned")
+
+
+def _segments(feature: str) -> str:
+  """Grain's packer adds, per packed feature, the document (1.., 0 = padding) of each slot ..."""
+  return f"{feature}_segment_ids"
+
+
+def _positions(feature: str) -> str:
+  """... and the slot's position inside its document."""
+  return f"{feature}_positions"
+
+
+class FinalizeRow(grain.transforms.Map):
+
+  def __init__(self, max_patches: int, carry: tuple[str, ...] = ()):
+    self.max_patches, self.carry = max_patches, carry
+
+  def map(self, element: dict) -> dict:
+    row = finalize_row(element, self.max_patches)
+    row.update({k: element[k] for k in self.carry})
+    return row
+
+
+def pack_rows(documents: grain.IterDataset, max_tokens: int, max_patches: int, bins: int, seed: int,
+              shuffle_bins: bool, carry_token_features: tuple[str, ...] = ()) -> grain.IterDataset:
+  """Documents (document_features dicts) -> rows of the schema above, first fit into `bins` open rows.
+
+  `carry_token_features`: extra per-token document features laid into the row as they are
+  (e.g. which scored sequence a target belongs to)."""
+  token_keys = TOKEN_FEATURES + tuple(carry_token_features)
+  length = {**{k: max_tokens for k in token_keys}, **{k: max_patches for k in PATCH_FEATURES}}
+  rows = grain.experimental.FirstFitPackIterDataset(
+      documents, length_struct=length, num_packing_bins=bins, seed=seed, shuffle_bins=shuffle_bins)
+  return rows.map(FinalizeRow(max_patches, tuple(carry_token_features)))
+
+
+def stack(rows: list[dict]) -> dict:
+  """Rows -> a batch: each field stacked along a new leading axis."""
+  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
 def document_features(tokens: np.ndarray, starts: np.ndarray, max_tokens: int, max_patches: int,
@@ -45,17 +95,9 @@ def document_features(tokens: np.ndarray, starts: np.ndarray, max_tokens: int, m
 
 
 def finalize_row(packed: dict, max_patches: int) -> dict:
-  """Turns one packed row into the model's inputs (all int32 / bool numpy).
-
-  tokens, targets [T]; loss_mask [T] (a real target exists);
-  token_segment [T] (document id in the row, 0 = padding); token_pos [T];
-  token_patch [T] (patch index in the row; padding points at patch 0);
-  patch_segment, patch_pos, patch_len [P]; patch_first [P] (first token of each patch);
-  patch_aligned [P] (patch of an aligned-patched document); truncated_tokens (tokens cut
-  from this row's documents to fit the caps).
-  """
+  """Turns one packed row (Grain's packer output) into the row schema above."""
   starts = packed["patch_start"].astype(bool)
-  token_segment = packed["tokens_segment_ids"].astype(np.int32)
+  token_segment = packed[_segments("tokens")].astype(np.int32)
   token_patch = np.cumsum(starts).astype(np.int32) - 1
   token_patch = np.where(token_segment > 0, token_patch, 0)
   first = np.flatnonzero(starts).astype(np.int32)
@@ -66,10 +108,10 @@ def finalize_row(packed: dict, max_patches: int) -> dict:
       "targets": packed["targets"].astype(np.int32),
       "loss_mask": (packed["targets"] != vocab_lib.PAD) & (token_segment > 0),
       "token_segment": token_segment,
-      "token_pos": packed["tokens_positions"].astype(np.int32),
+      "token_pos": packed[_positions("tokens")].astype(np.int32),
       "token_patch": token_patch,
-      "patch_segment": packed["patch_len_segment_ids"].astype(np.int32),
-      "patch_pos": packed["patch_len_positions"].astype(np.int32),
+      "patch_segment": packed[_segments("patch_len")].astype(np.int32),
+      "patch_pos": packed[_positions("patch_len")].astype(np.int32),
       "patch_len": packed["patch_len"].astype(np.int32),
       "patch_first": patch_first,
       "patch_aligned": packed["patch_aligned"].astype(np.int32),
@@ -80,7 +122,7 @@ def finalize_row(packed: dict, max_patches: int) -> dict:
 def empty_row(max_tokens: int, max_patches: int) -> dict:
   """An all-padding row (pads the last batch of a finite evaluation stream)."""
   packed = {k: np.zeros(max_tokens, np.int32) for k in
-            TOKEN_FEATURES + ("tokens_segment_ids", "tokens_positions")}
+            TOKEN_FEATURES + (_segments("tokens"), _positions("tokens"))}
   packed.update({k: np.zeros(max_patches, np.int32) for k in
-                 PATCH_FEATURES + ("patch_len_segment_ids", "patch_len_positions")})
+                 PATCH_FEATURES + (_segments("patch_len"), _positions("patch_len"))})
   return finalize_row(packed, max_patches)

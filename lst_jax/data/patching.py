@@ -15,27 +15,10 @@ falling linearly to 0 at t2, 0 after; inference uses static).
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-STATIC, ALIGNED, MIXED, CURRICULUM = "static", "aligned", "mixed", "curriculum"
-STRATEGIES = (STATIC, ALIGNED, MIXED, CURRICULUM)
-SILENCE_SEPARATE, SILENCE_MERGED = "separate", "merged"
-
-
-@dataclasses.dataclass(frozen=True)
-class PatchingConfig:
-  strategy: str = STATIC
-  patch_size: int = 4                  # static p (p=4 is 160 ms of 25 Hz units)
-  max_patch_len: int = 16              # aligned segments longer than this are split
-  silence: str = SILENCE_SEPARATE      # aligned: silences as their own patches, or merged into words
-  mixed_aligned_prob: float = 0.5      # mixed: chance that a document is patched aligned
-  curriculum_t1: float = 1 / 3         # curriculum: all aligned before this fraction of training
-  curriculum_t2: float = 2 / 3         # ... all static after this one
-
-  def longest_patch(self) -> int:
-    return self.patch_size if self.strategy == STATIC else max(self.patch_size, self.max_patch_len)
+from lst_jax.config import (ALIGNED, CURRICULUM, MIXED, PATCHING_STRATEGIES as STRATEGIES,  # noqa: F401
+                            SILENCE_MERGED, SILENCE_SEPARATE, STATIC, PatchingConfig)
 
 
 def aligned_probability(cfg: PatchingConfig, progress: float) -> float:

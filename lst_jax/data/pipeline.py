@@ -17,28 +17,13 @@ import grain
 import numpy as np
 
 from lst_jax import vocab as vocab_lib
+from lst_jax.config import DataConfig, PatchingConfig
 from lst_jax.data import interleave as interleave_lib
 from lst_jax.data import packing, patching, records
 from lst_jax.data.manifest import Manifest
 from lst_jax.data.rng import DocRng
 
 INTERLEAVED, TEXT_ONLY, SPEECH_ONLY = "interleaved", "text", "speech_only"
-
-
-@dataclasses.dataclass(frozen=True)
-class PipelineConfig:
-  batch_size: int = 8                 # rows per batch on this process
-  max_tokens: int = 768               # T
-  max_patches: int = 256              # P
-  patching: patching.PatchingConfig = patching.PatchingConfig()
-  # Mixture of document streams (normalized): the paper's 33% interleaved, 67% text.
-  interleaved_weight: float = 0.33
-  text_weight: float = 0.67
-  speech_only_weight: float = 0.0
-  packing_bins: int = 8
-  seed: int = 0
-  total_docs: int = 0                 # documents this process reads over the whole run (curriculum)
-  interleave: interleave_lib.InterleaveConfig = interleave_lib.InterleaveConfig()
 
 
 class Tag(grain.transforms.Map):
@@ -54,29 +39,20 @@ class Tag(grain.transforms.Map):
 class MakeDocument(grain.transforms.MapWithIndex):
   """(stream, record bytes) at stream index i -> per-document packing features."""
 
-  def __init__(self, vocab: vocab_lib.Vocab, cfg: PipelineConfig, patch_cfg: patching.PatchingConfig,
-               seed: int):
-    self.vocab, self.cfg, self.patch_cfg, self.seed = vocab, cfg, patch_cfg, seed
+  def __init__(self, vocab: vocab_lib.Vocab, cfg: DataConfig, patch_cfg: PatchingConfig, seed: int,
+               total_docs: int = 0):
+    self.vocab, self.cfg, self.patch_cfg, self.seed, self.total_docs = vocab, cfg, patch_cfg, seed, total_docs
 
   def map_with_index(self, index: int, element: tuple[str, bytes]) -> dict:
     stream, raw = element
     rng = DocRng(self.seed, index)
     seq = interleave_lib.interleave(records.decode(raw), self.vocab, rng, self.cfg.interleave,
                                     speech_only=stream == SPEECH_ONLY)
-    progress = min(1.0, index / self.cfg.total_docs) if self.cfg.total_docs else 0.0
+    progress = min(1.0, index / self.total_docs) if self.total_docs else 0.0
     starts, aligned = patching.document_patch_starts(seq, self.patch_cfg, progress, rng)
     features, _ = packing.document_features(seq.tokens, starts, self.cfg.max_tokens, self.cfg.max_patches,
                                             aligned=aligned)
     return features
-
-
-class FinalizeRow(grain.transforms.Map):
-
-  def __init__(self, max_patches: int):
-    self.max_patches = max_patches
-
-  def map(self, element: dict) -> dict:
-    return packing.finalize_row(element, self.max_patches)
 
 
 def vocab_of(manifest: Manifest) -> vocab_lib.Vocab:
@@ -89,16 +65,8 @@ def _source(paths, process_index: int, process_count: int) -> grain.MapDataset |
   return grain.MapDataset.source(grain.sources.ArrayRecordDataSource(list(paths)))[process_index::process_count]
 
 
-def _pack(ds: grain.IterDataset, cfg: PipelineConfig, shuffle_bins: bool) -> grain.IterDataset:
-  t, p = cfg.max_tokens, cfg.max_patches
-  length = {**{k: t for k in packing.TOKEN_FEATURES}, **{k: p for k in packing.PATCH_FEATURES}}
-  ds = grain.experimental.FirstFitPackIterDataset(
-      ds, length_struct=length, num_packing_bins=cfg.packing_bins, seed=cfg.seed, shuffle_bins=shuffle_bins)
-  return ds.map(FinalizeRow(p))
-
-
-def documents(manifest: Manifest, cfg: PipelineConfig, split: str = "train", process_index: int = 0,
-              process_count: int = 1) -> grain.MapDataset:
+def documents(manifest: Manifest, cfg: DataConfig, split: str = "train", process_index: int = 0,
+              process_count: int = 1, total_docs: int = 0) -> grain.MapDataset:
   """The infinite, shuffled, mixed stream of per-document features (before packing)."""
   s = manifest.split(split)
   streams = ((INTERLEAVED, s.speech, cfg.interleaved_weight), (TEXT_ONLY, s.text, cfg.text_weight),
@@ -114,28 +82,33 @@ def documents(manifest: Manifest, cfg: PipelineConfig, split: str = "train", pro
                      f"weight (interleaved {cfg.interleaved_weight}, text {cfg.text_weight}, "
                      f"speech-only {cfg.speech_only_weight})")
   ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights)
-  return ds.map_with_index(MakeDocument(vocab_of(manifest), cfg, cfg.patching, cfg.seed))
+  return ds.map_with_index(MakeDocument(vocab_of(manifest), cfg, cfg.patching, cfg.seed, total_docs))
 
 
-def train_dataset(manifest: Manifest, cfg: PipelineConfig, split: str = "train",
-                  process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """An infinite stream of batches (dicts of numpy arrays [batch_size, ...])."""
-  ds = documents(manifest, cfg, split, process_index, process_count).to_iter_dataset()
-  return _pack(ds, cfg, shuffle_bins=True).batch(cfg.batch_size, drop_remainder=True)
+def train_dataset(manifest: Manifest, cfg: DataConfig, batch_size: int, split: str = "train",
+                  process_index: int = 0, process_count: int = 1, total_docs: int = 0) -> grain.IterDataset:
+  """An infinite stream of batches (dicts of numpy arrays [batch_size, ...]; batch_size rows of this
+  process). `total_docs`: documents this process reads over the whole run (curriculum progress)."""
+  ds = documents(manifest, cfg, split, process_index, process_count, total_docs).to_iter_dataset()
+  return _rows(ds, cfg, shuffle_bins=True).batch(batch_size, drop_remainder=True)
 
 
-def docs_per_batch(manifest: Manifest, cfg: PipelineConfig, batches: int = 8) -> float:
+def _rows(docs: grain.IterDataset, cfg: DataConfig, shuffle_bins: bool) -> grain.IterDataset:
+  return packing.pack_rows(docs, cfg.max_tokens, cfg.max_patches, cfg.packing_bins, cfg.seed, shuffle_bins)
+
+
+def docs_per_batch(manifest: Manifest, cfg: DataConfig, batch_size: int, batches: int = 8) -> float:
   """Documents one batch holds, measured on the first batches of a fixed draw with half the
   documents aligned (the curriculum's midpoint): turns documents read into training progress."""
-  probe = dataclasses.replace(cfg, total_docs=0, patching=dataclasses.replace(
+  probe = dataclasses.replace(cfg, patching=dataclasses.replace(
       cfg.patching, strategy=patching.MIXED, mixed_aligned_prob=0.5))
-  it = iter(train_dataset(manifest, probe))
+  it = iter(train_dataset(manifest, probe, batch_size))
   rows = [next(it) for _ in range(batches)]
   docs = sum(len(np.unique(seg[seg > 0])) for b in rows for seg in b["token_segment"])
   return docs / batches
 
 
-def eval_batches(manifest: Manifest, cfg: PipelineConfig, split: str = "heldout",
+def eval_batches(manifest: Manifest, cfg: DataConfig, batch_size: int, split: str = "heldout",
                  process_index: int = 0, process_count: int = 1, max_batches: int | None = None):
   """Every document of a split once, statically patched, with one fixed draw; the
   last batch is padded with empty rows (padding carries no loss)."""
@@ -145,26 +118,22 @@ def eval_batches(manifest: Manifest, cfg: PipelineConfig, split: str = "heldout"
   if not srcs:
     raise ValueError(f"split {split!r} of {manifest.dir} is empty")
   ds = grain.MapDataset.concatenate(srcs) if len(srcs) > 1 else srcs[0]
-  static = patching.PatchingConfig(strategy=patching.STATIC, patch_size=cfg.patching.patch_size)
+  static = PatchingConfig(strategy=patching.STATIC, patch_size=cfg.patching.patch_size)
   ds = ds.map_with_index(MakeDocument(vocab_of(manifest), cfg, static, cfg.seed + 7919))
-  rows = _pack(ds.to_iter_dataset(), cfg, shuffle_bins=False)
+  rows = _rows(ds.to_iter_dataset(), cfg, shuffle_bins=False)
   batch, produced = [], 0
   for row in rows:
     batch.append(row)
-    if len(batch) == cfg.batch_size:
-      yield _stack(batch)
+    if len(batch) == batch_size:
+      yield packing.stack(batch)
       batch, produced = [], produced + 1
       if max_batches is not None and produced >= max_batches:
         return
   if batch:
-    batch += [packing.empty_row(cfg.max_tokens, cfg.max_patches)] * (cfg.batch_size - len(batch))
-    yield _stack(batch)
+    batch += [packing.empty_row(cfg.max_tokens, cfg.max_patches)] * (batch_size - len(batch))
+    yield packing.stack(batch)
 
 
-def _stack(rows: list[dict]) -> dict:
-  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-
-
-def empty_batch(cfg: PipelineConfig) -> dict:
+def empty_batch(cfg: DataConfig, batch_size: int) -> dict:
   """A batch of all-padding rows (no loss): evens out evaluation steps across processes."""
-  return _stack([packing.empty_row(cfg.max_tokens, cfg.max_patches)] * cfg.batch_size)
+  return packing.stack([packing.empty_row(cfg.max_tokens, cfg.max_patches)] * batch_size)

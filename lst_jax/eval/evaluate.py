@@ -53,7 +53,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
   scores = result.pop("scores")
   result = {"step": int(step), "workdir": workdir, "model": exp.model.kind, "data": manifest.dir,
             "row_shape": {"max_tokens": runner.scorer.max_tokens, "max_patches": runner.scorer.max_patches,
-                     "patching": f"static p={exp.data.patch_size}"}, **result}
+                     "patching": f"static p={exp.data.patching.patch_size}"}, **result}
   lead = jax.process_index() == 0
   if lead:
     output = output or os.path.join(workdir, "eval", f"{step}.json")

@@ -11,16 +11,12 @@ Restores the latest checkpoint of <workdir> (or --step), scores every benchmark
 
 from __future__ import annotations
 
-import os
-import sys
-
 from absl import app, flags, logging
-from ml_collections import config_flags
 
+from lst_jax import cli
 from lst_jax.eval import evaluate
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).",
-                                          lock_config=True)
+_CONFIG = cli.config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (checkpoints/, data_provenance.json).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 _BENCHMARKS = flags.DEFINE_list("benchmarks", None, "Benchmark JSONL files or directories "
@@ -31,34 +27,25 @@ _MAX_TOKENS = flags.DEFINE_integer("max_tokens", None, "Row length in tokens (de
 _MAX_PATCHES = flags.DEFINE_integer("max_patches", None, "Row length in patches (default: config.data.max_patches).")
 _MAX_ITEMS = flags.DEFINE_integer("max_items", None, "Only the first N items of each benchmark (a quick look).")
 _NO_HELDOUT = flags.DEFINE_bool("no_heldout", False, "Skip the held-out losses.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.ERROR)   # not the read-only checkpoint notes of orbax
-  config_file = config_flags.get_config_filename(flags.FLAGS["config"]).split(":")[0]  # path[:size]
-  if not os.path.isfile(config_file):
-    print(f"error: no experiment config {config_file!r}", file=sys.stderr)
-    sys.exit(2)
-  from lst_jax.config import ConfigError
-  from lst_jax.data.manifest import DataError
-  from lst_jax.eval.benchmark import DIRECTIONS
+  from lst_jax.eval.benchmark_files import DIRECTIONS
   directions = _DIRECTIONS.value
   if directions:
     bad = [d for d in directions if d not in DIRECTIONS]
     if bad:
-      print(f"error: unknown direction(s) {bad}; choose from {', '.join(DIRECTIONS)}", file=sys.stderr)
-      sys.exit(2)
-  try:
-    evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value, benchmarks=_BENCHMARKS.value,
-                        directions=directions, output=_OUTPUT.value, heldout=not _NO_HELDOUT.value,
-                        max_tokens=_MAX_TOKENS.value, max_patches=_MAX_PATCHES.value, max_items=_MAX_ITEMS.value)
-  except (ConfigError, DataError) as e:   # BenchmarkError is a DataError
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+      cli.fail(f"unknown direction(s) {bad}; choose from {', '.join(DIRECTIONS)}")
+  # A BenchmarkError is a DataError: cli.run prints it as one line.
+  evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value, benchmarks=_BENCHMARKS.value,
+                               directions=directions, output=_OUTPUT.value, heldout=not _NO_HELDOUT.value,
+                               max_tokens=_MAX_TOKENS.value, max_patches=_MAX_PATCHES.value,
+                               max_items=_MAX_ITEMS.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

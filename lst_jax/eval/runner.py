@@ -31,9 +31,9 @@ import numpy as np
 from lst_jax import vocab as vocab_lib
 from lst_jax.data import datasets, records
 from lst_jax.data.manifest import Manifest
-from lst_jax.eval import benchmark as bench_lib
+from lst_jax.eval import benchmark_files as bench_lib
 from lst_jax.eval import scoring, stats
-from lst_jax.eval.benchmark import SPEECH, TEXT, Benchmark, BenchmarkError, Segment
+from lst_jax.eval.benchmark_files import SPEECH, TEXT, Benchmark, BenchmarkError, Segment
 
 BENCHMARK_DIR = "benchmarks"   # <data dir>/benchmarks/*.jsonl: the default benchmark set
 LN2 = math.log(2.0)
@@ -77,12 +77,12 @@ class Converter:
                              f"[0, {self.vocab.text_size})")
       return self.vocab.text(ids)
     if self._sp is None:
-      from data_prep import tokenizer  # sentencepiece: only when text strings are scored
+      from lst_jax.data import tokenizer  # sentencepiece: only when text strings are scored
       try:
         self._sp = tokenizer.load(self.manifest.tokenizer_path)
       except (FileNotFoundError, OSError, RuntimeError) as e:
         raise BenchmarkError(f"{where}: text needs the dataset's tokenizer ({e})") from None
-    from data_prep import tokenizer
+    from lst_jax.data import tokenizer
     words = tokenizer.encode_words(self._sp, seg.text.split())
     return self.vocab.text([t for w in words for t in w])
 
@@ -96,20 +96,20 @@ class Converter:
 
   def quantize(self, path: str, where: str) -> np.ndarray:
     """Audio file -> unit ids with the dataset's feature settings and codebook."""
-    from data_prep import audio as audio_lib, features as features_lib, quantizer
+    from lst_jax.data import audio as audio_lib, codebook as codebook_lib, features as features_lib
     units = self.manifest.units
     if "codebook" not in units or "features" not in units:
       raise BenchmarkError(f"{where}: audio needs the dataset's quantizer, but the checkpoint's units come from "
                            f"{units.get('source', 'elsewhere')} ({units.get('format', 'no codebook')}); give "
                            f"units instead")
     if self._codebook is None:
-      self._codebook = quantizer.load(self.manifest.dir.split(",")[0].strip())
+      self._codebook = codebook_lib.load(self.manifest.dir.split(",")[0].strip())
     try:
       wave = audio_lib.load_audio(path)
     except audio_lib.AudioError as e:
       raise BenchmarkError(f"{where}: {e}") from None
     feats = features_lib.logmel(wave, audio_lib.TARGET_RATE, units["features"])
-    return quantizer.quantize(feats, self._codebook)
+    return codebook_lib.quantize(feats, self._codebook)
 
 
 @dataclasses.dataclass
@@ -234,7 +234,7 @@ class BenchmarkRunner:
     d = exp.data
     kwargs = {"max_tokens": d.max_tokens, "max_patches": d.max_patches, "batch_size": d.batch_size, **kwargs}
     return cls(setup.graphdef, setup.shardings.params, pipeline.vocab_of(manifest), manifest, mesh,
-               kind=exp.model.kind, patch_size=d.patch_size, paths=paths,
+               kind=exp.model.kind, patch_size=d.patching.patch_size, paths=paths,
                provenance=run_provenance(manifest, workdir), **kwargs)
 
   def __call__(self, params, with_scores: bool = False) -> dict:
@@ -301,6 +301,13 @@ def run_benchmarks(params, model_setup, exp, manifest: Manifest, mesh, paths: Se
     hit = (model_setup, BenchmarkRunner.from_setup(model_setup, exp, manifest, mesh, paths, workdir, **kwargs))
     _RUNNERS[key] = hit
   return hit[1](params)
+
+
+def benchmark_callback(params, model_setup, exp, manifest: Manifest, mesh, workdir: str) -> tuple[dict, str]:
+  """What the training loop runs every config.train.benchmark_every steps: (flat metrics, table)."""
+  options = {"max_items": exp.train.benchmark_items} if exp.train.benchmark_items else {}
+  result = run_benchmarks(params, model_setup, exp, manifest, mesh, workdir=workdir, **options)
+  return flat_metrics(result), format_table(result)
 
 
 def flat_metrics(result: dict) -> dict:

@@ -7,7 +7,7 @@ A scored sequence is one document, e.g. for a candidate continuation
 
 with a mask over the tokens whose log-probability counts (the candidate's own
 tokens; the mode token is the same for every candidate and is not counted).
-Sequences are packed first-fit into the model's fixed [T] token / [P] patch rows
+Sequences are packed first-fit (data.packing) into the model's fixed [T] token / [P] patch rows
 as separate documents (the model is document-masked, so a sequence's scores do
 not depend on its row-mates), with static patching of every speech run: no
 aligner at test time. The baseline reads the same rows and ignores the patches.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import grain
 import jax
 import numpy as np
 import optax
@@ -28,6 +29,8 @@ from flax import nnx
 from lst_jax import sharding
 from lst_jax import vocab as vocab_lib
 from lst_jax.data import packing, patching
+
+PACKING_BINS = 64   # open rows while packing scored sequences (more: fuller rows, slower packing)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,75 +102,26 @@ class PackedRows:
 
 def pack(sequences: Sequence[ScoredSequence], vocab: vocab_lib.Vocab, max_tokens: int, max_patches: int,
          patch_size: int) -> PackedRows:
-  """First-fit-decreasing packing of whole sequences into rows of [T] tokens and [P] patches.
+  """Whole sequences, longest first, into rows of [T] tokens and [P] patches (data.packing's packer).
 
   Deterministic. Position t of a row predicts targets[t] = tokens[t + 1] of the same
   sequence; owner[t] names that sequence when tokens[t + 1] is scored.
   """
-  feats = []
-  for seq in sequences:
+  docs = []
+  for i in sorted(range(len(sequences)), key=lambda i: (-len(sequences[i].tokens), i)):
+    seq = sequences[i]
     starts = patching.static_patch_starts(vocab.is_speech(seq.tokens), patch_size)
     if len(seq.tokens) > max_tokens or starts.sum() > max_patches:
       raise TooLong(f"a sequence of {len(seq.tokens)} tokens / {int(starts.sum())} patches exceeds the row "
                     f"({max_tokens} tokens / {max_patches} patches)")
     f, _ = packing.document_features(seq.tokens, starts, max_tokens, max_patches)
-    feats.append(f)
-  order = sorted(range(len(sequences)), key=lambda i: (-len(sequences[i].tokens), i))
-  bins: list[list[int]] = []
-  room: list[tuple[int, int]] = []
-  for i in order:
-    t, p = len(feats[i]["tokens"]), len(feats[i]["patch_len"])
-    for b, (rt, rp) in enumerate(room):
-      if t <= rt and p <= rp:
-        bins[b].append(i)
-        room[b] = (rt - t, rp - p)
-        break
-    else:
-      bins.append([i])
-      room.append((max_tokens - t, max_patches - p))
-  rows, owners = [], []
-  for members in bins:
-    packed = _concat_row([feats[i] for i in members], max_tokens, max_patches)
-    rows.append(packing.finalize_row(packed, max_patches))
-    owner = np.full(max_tokens, -1, np.int32)
-    o = 0
-    for i in members:
-      n = len(sequences[i].tokens)
-      scored_target = np.zeros(n, bool)
-      scored_target[:-1] = sequences[i].score[1:]
-      owner[o:o + n] = np.where(scored_target, i, -1)
-      o += n
-    owners.append(owner)
+    owner = np.zeros(len(seq.tokens), np.int32)   # sequence + 1 where the target is scored, 0 elsewhere
+    owner[:-1] = np.where(seq.score[1:], i + 1, 0)
+    docs.append({**f, "owner": owner})
+  rows = list(packing.pack_rows(grain.MapDataset.source(docs).to_iter_dataset(), max_tokens, max_patches,
+                                PACKING_BINS, seed=0, shuffle_bins=False, carry_token_features=("owner",)))
+  owners = [row.pop("owner") - 1 for row in rows]
   return PackedRows(rows=rows, owner=np.stack(owners) if owners else np.zeros((0, max_tokens), np.int32))
-
-
-def _concat_row(docs: list[dict], max_tokens: int, max_patches: int) -> dict:
-  """Documents laid end to end with segment ids 1.. and positions restarting per document,
-  padded: the packer's output format that finalize_row reads."""
-  def cat(key, length, fill_segment):
-    parts = [d[key] for d in docs]
-    out = np.zeros(length, np.int32)
-    flat = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    out[:len(flat)] = flat
-    if not fill_segment:
-      return out
-    seg = np.zeros(length, np.int32)
-    pos = np.zeros(length, np.int32)
-    o = 0
-    for s, part in enumerate(parts, 1):
-      seg[o:o + len(part)] = s
-      pos[o:o + len(part)] = np.arange(len(part))
-      o += len(part)
-    return out, seg, pos
-
-  packed = {}
-  packed["tokens"], packed["tokens_segment_ids"], packed["tokens_positions"] = cat("tokens", max_tokens, True)
-  for key in ("targets", "patch_start", "truncated"):
-    packed[key] = cat(key, max_tokens, False)
-  packed["patch_len"], packed["patch_len_segment_ids"], packed["patch_len_positions"] = cat(
-      "patch_len", max_patches, True)
-  packed["patch_aligned"] = cat("patch_aligned", max_patches, False)
-  return packed
 
 
 def _logprobs(graphdef, mesh, params, batch):

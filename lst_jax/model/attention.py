@@ -26,21 +26,20 @@ import jax
 import jax.numpy as jnp
 
 from lst_jax import sharding
+from lst_jax.config import ATTENTION_IMPLEMENTATIONS as IMPLEMENTATIONS
 
-IMPLEMENTATIONS = ("reference", "xla", "cudnn", "pallas")
 
-
-def attention(q_BQNH, k_BKNH, v_BKNH, mask_BQK, implementation: str = "reference"):
-  """q [..., Q, N, H], k/v [..., K, N, H], mask bool [..., Q, K] -> [..., Q, N, H]."""
+def attention(q_BQNH, k_BSNH, v_BSNH, mask_BQS, implementation: str = "reference"):
+  """q [..., Q, N, H], k/v [..., S, N, H], mask bool [..., Q, S] -> [..., Q, N, H]."""
   if implementation in ("reference", "pallas"):
-    return _reference(q_BQNH, k_BKNH, v_BKNH, mask_BQK)
+    return _reference(q_BQNH, k_BSNH, v_BSNH, mask_BQS)
   if implementation in ("xla", "cudnn"):
     lead = q_BQNH.shape[:-3]
     flat = lambda x: x.reshape((-1,) + x.shape[len(lead):])
     out = jax.nn.dot_product_attention(
-        flat(q_BQNH), flat(k_BKNH), flat(v_BKNH), mask=flat(mask_BQK)[:, None],
+        flat(q_BQNH), flat(k_BSNH), flat(v_BSNH), mask=flat(mask_BQS)[:, None],
         implementation=implementation)
-    out = jnp.where(flat(mask_BQK).any(-1)[..., None, None], out, 0)
+    out = jnp.where(flat(mask_BQS).any(-1)[..., None, None], out, 0)
     return out.reshape(q_BQNH.shape)
   raise ValueError(f"unknown attention implementation {implementation!r}; choose from {IMPLEMENTATIONS}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from lst_jax.model.config import ModelConfig
+from lst_jax.config import ModelConfig
 from lst_jax.sharding import constrain
 from lst_jax.model.layers import Embed, Linear
 from lst_jax.model.transformer import Transformer

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from lst_jax.model.config import ModelConfig
+from lst_jax.config import ModelConfig
 from lst_jax.model.layers import Linear, RMSNorm
 from lst_jax.model.patcher import CrossAttention
 from lst_jax.model.transformer import Block, run_block

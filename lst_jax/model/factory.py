@@ -5,7 +5,7 @@ from __future__ import annotations
 from flax import nnx
 
 from lst_jax.model.baseline import Baseline
-from lst_jax.model.config import ModelConfig
+from lst_jax.config import ModelConfig
 from lst_jax.model.lst import LST
 
 MODELS = {"lst": LST, "baseline": Baseline}

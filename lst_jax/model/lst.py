@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-from lst_jax.model.config import ModelConfig
+from lst_jax.config import ModelConfig
 from lst_jax.sharding import constrain
 from lst_jax.model.decoder import LocalDecoder
 from lst_jax.model.patcher import EncoderPatcher

@@ -4,7 +4,7 @@ After the first layer each patch's queries start as the max-pool of its own
 token states, projected into `cross_attn_k` vectors; after every layer those
 queries cross-attend to the tokens of their patch (residual add). The k
 vectors are concatenated and projected to the global width (paper.md sec. 2).
-Each patch gathers its at most `max_patch_len` tokens, so no [P x T] mask
+Each patch gathers its at most `patch_gather_width` tokens, so no [P x T] mask
 is ever built.
 """
 
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lst_jax.model import attention as attn
-from lst_jax.model.config import ModelConfig
+from lst_jax.config import ModelConfig
 from lst_jax.model.layers import Embed, Linear, RMSNorm
 from lst_jax.model.transformer import Block, run_block
 
@@ -93,12 +93,12 @@ class EncoderPatcher(nnx.Module):
     queries_BPKD = None
     for layer, cross in zip(self.layers, self.cross):
       h_BTD = run_block(layer, h_BTD, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
-      gather = lambda x: gather_patch_tokens(x, batch["patch_first"], batch["patch_len"], cfg.max_patch_len)
+      gather = lambda x: gather_patch_tokens(x, batch["patch_first"], batch["patch_len"], cfg.patch_gather_width)
       if queries_BPKD is None:
         pooled_BPD = max_pool(*gather(h_BTD))
         queries_BPKD = self.pool_to_queries(pooled_BPD).reshape(b, p, cfg.cross_attn_k, cfg.d_local)
       k_BTNH, v_BTNH = cross.keys_values(h_BTD)
       (k_BPLNH, valid_BPL), (v_BPLNH, _) = gather(k_BTNH), gather(v_BTNH)
-      mask_BPKL = jnp.broadcast_to(valid_BPL[:, :, None, :], (b, p, cfg.cross_attn_k, cfg.max_patch_len))
+      mask_BPKL = jnp.broadcast_to(valid_BPL[:, :, None, :], (b, p, cfg.cross_attn_k, cfg.patch_gather_width))
       queries_BPKD = queries_BPKD + cross.attend(queries_BPKD, k_BPLNH, v_BPLNH, mask_BPKL)
     return h_BTD, self.to_global(queries_BPKD.reshape(b, p, cfg.cross_attn_k * cfg.d_local))

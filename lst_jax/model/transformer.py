@@ -6,13 +6,21 @@ decoder layers; only the mask and RoPE theta differ.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from lst_jax.model import attention as attn
-from lst_jax.model.config import REMAT_POLICIES
 from lst_jax.model.layers import Linear, RMSNorm, SwiGLU, rope
 from lst_jax.sharding import constrain
+
+# What each block keeps for the backward pass, by config.model.remat (the rest is recomputed).
+REMAT_POLICIES = {
+    "none": None,                                                     # keep everything
+    "full": jax.checkpoint_policies.nothing_saveable,                 # keep only block inputs
+    "dots": jax.checkpoint_policies.checkpoint_dots,                  # keep matmul outputs
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # ... but not attention's
+}
 
 
 class SelfAttention(nnx.Module):
@@ -52,7 +60,7 @@ class Block(nnx.Module):
 
 
 def run_block(block: Block, x_BTD, pos_BT, segment_BT, window: int | None = None, remat: str = "none"):
-  """One block, rematerialized by the named policy (lst_jax.model.config.REMAT_POLICIES)."""
+  """One block, rematerialized by the named policy (REMAT_POLICIES)."""
   if remat == "none":
     return block(x_BTD, pos_BT, segment_BT, window)
   call = nnx.remat(lambda b, x, p, s: b(x, p, s, window), policy=REMAT_POLICIES[remat])

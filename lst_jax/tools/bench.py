@@ -3,7 +3,7 @@
   python -m lst_jax.tools.bench [--out=runs/bench.json] [--steps=3]
 
 1. Matmul peak (fp32 2048^3) and the train-step FLOP/s of the ~20M LST config
-   (experiments/lst_20m.py) as a fraction of it (XLA's count of the executed step).
+   (experiments/lst_compute_matched.py:20m) as a fraction of it (XLA's count of the executed step).
 2. Speech seconds per second, LST vs the baseline with the same global model
    (the 20M pair), on speech-only rows (LST: T units in T/4 patches; baseline: T units).
 3. Per the FLOP model at the 1B shapes: LST FLOPs per second of speech / baseline's.
@@ -16,13 +16,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
 
 import numpy as np
 from absl import app, flags, logging
+
+from lst_jax import cli
 
 _OUT = flags.DEFINE_string("out", "runs/bench.json", "Where the figures are written (JSON).")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps per measurement (after one compile step).")
@@ -43,35 +44,21 @@ def matmul_peak(n: int = 2048) -> float:
   return 2 * n ** 3 / ((time.perf_counter() - start) / 10)
 
 
-def load_experiment(name: str):
-  spec = importlib.util.spec_from_file_location(name, os.path.join("experiments", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def speech_batch(rows: int, tokens: int, patches: int, vocab_size: int, num_units: int, seed: int = 0) -> dict:
   """Speech-only rows: BOS <s> units ..., static patches of 4 (one document per row)."""
+  import grain
   from lst_jax.data import packing, patching
   rng = np.random.default_rng(seed)
-  out = []
+  docs = []
   unit_offset = vocab_size - num_units
   for _ in range(rows):
     n = min(tokens, 2 + 4 * (patches - 2))
     ids = np.concatenate([[1, unit_offset - 1], rng.integers(unit_offset, vocab_size, n - 2)]).astype(np.int32)
     speech = np.arange(n) >= 2
-    starts = patching.static_patch_starts(speech, 4)
-    feats, _ = packing.document_features(ids, starts, tokens, patches)
-    pad = lambda x, size: np.pad(x, (0, size - len(x)))
-    packed = {"tokens": pad(feats["tokens"], tokens), "targets": pad(feats["targets"], tokens),
-              "patch_start": pad(feats["patch_start"], tokens), "truncated": pad(feats["truncated"], tokens),
-              "tokens_segment_ids": pad(np.ones(len(feats["tokens"]), np.int32), tokens),
-              "tokens_positions": pad(np.arange(len(feats["tokens"]), dtype=np.int32), tokens),
-              "patch_len": pad(feats["patch_len"], patches), "patch_aligned": pad(feats["patch_aligned"], patches),
-              "patch_len_segment_ids": pad(np.ones(len(feats["patch_len"]), np.int32), patches),
-              "patch_len_positions": pad(np.arange(len(feats["patch_len"]), dtype=np.int32), patches)}
-    out.append(packing.finalize_row(packed, patches))
-  return {k: np.stack([r[k] for r in out]) for k in out[0]}
+    docs.append(packing.document_features(ids, patching.static_patch_starts(speech, 4), tokens, patches)[0])
+  one_per_row = packing.pack_rows(grain.MapDataset.source(docs).to_iter_dataset(), tokens, patches, bins=1,
+                                  seed=0, shuffle_bins=False)
+  return packing.stack(list(one_per_row))
 
 
 def time_step(config, batch: dict, vocab_size: int, steps: int) -> dict:
@@ -117,7 +104,8 @@ def main(argv):
   print(f"matmul peak (fp32 2048^3): {peak / 1e9:.1f} GFLOP/s")
 
   vocab_size = 1000 + 5 + 501  # the demo's tokenizer + specials/mode tokens + 501 units
-  lst20, base20 = load_experiment("lst_20m"), load_experiment("baseline_20m")
+  lst20 = cli.load_experiment("lst_compute_matched:20m")
+  base20 = cli.load_experiment("baseline_compute_matched:20m")
   t, p, rows = 768, 192, 8
   lst_r = time_step(lst20, speech_batch(rows, t, p, vocab_size, 501), vocab_size, steps)
   frac = lst_r["xla_flops"] / lst_r["step_s"] / peak
@@ -131,8 +119,8 @@ def main(argv):
   out["lst_20m"], out["baseline_20m"] = lst_r, base_r
   out["flop_fraction_20m"], out["speech_speedup_20m"] = frac, sps(lst_r) / sps(base_r)
 
-  lst1b = config_lib.parse(load_experiment("lst_1b"), 32000 + 5 + 501).model
-  base1b = config_lib.parse(load_experiment("baseline_1b"), 32000 + 5 + 501).model
+  lst1b = config_lib.parse(cli.load_experiment("lst_compute_matched:1b"), 32000 + 5 + 501).model
+  base1b = config_lib.parse(cli.load_experiment("baseline_compute_matched:1b"), 32000 + 5 + 501).model
   per_second = lambda cfg: flops_lib.speech_flops_per_second(cfg, 12288)["forward"]
   ratio = per_second(lst1b) / per_second(base1b)
   out["flop_ratio_per_speech_second_1b"] = ratio

@@ -12,24 +12,19 @@ counted) for the whole run, as the runs' metrics.jsonl record them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 
 from absl import app, flags, logging
 
-from lst_jax import presets
+from lst_jax import cli, presets
 
 UNIT_RATE = 25.0  # speech units per second of audio
 
 
 def member_config(kind: str, pair: str, size: str):
-  path = os.path.join("experiments", f"{kind}_{pair}.py")
-  spec = importlib.util.spec_from_file_location(f"{kind}_{pair}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(size)
+  return cli.load_experiment(f"{kind}_{pair}:{size}")
 
 
 def summarize(records: list[dict]) -> dict:

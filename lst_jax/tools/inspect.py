@@ -1,6 +1,6 @@
 """Parameters, FLOPs and per-device memory of an experiment, without running it.
 
-  python -m lst_jax.tools.inspect --config=experiments/lst_1b.py [--devices=32] \
+  python -m lst_jax.tools.inspect --config=experiments/lst_compute_matched.py:1b [--devices=32] \
       [--data=N] [--fsdp=N] [--tensor=N] [--vocab_size=V] [--nocompile]
 
 1. Parameters per module, from an abstract model (nnx.eval_shape: nothing allocated).
@@ -30,13 +30,13 @@ import jax.numpy as jnp
 import ml_collections
 from absl import app, flags
 from flax import nnx
-from ml_collections import config_flags
 
+from lst_jax import cli
 from lst_jax import config as config_lib
 from lst_jax import flops as flops_lib
 from lst_jax import sharding
 from lst_jax import vocab as vocab_lib
-from lst_jax.model.config import ModelConfig
+from lst_jax.config import ModelConfig
 from lst_jax.model.factory import build_model
 from lst_jax.train import step as step_lib
 
@@ -152,7 +152,7 @@ def _fake_devices_env(n: int) -> dict:
               JAX_PLATFORMS="cpu", LST_INSPECT_REEXEC="1")
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/*.py).")
+_CONFIG = cli.config_flag()
 _DEVICES = flags.DEFINE_integer("devices", 0, "Compile for this many devices (fake CPU devices if "
                                 "jax sees another count); 0: the devices jax sees.")
 _DATA = flags.DEFINE_integer("data", None, "Mesh data axis (default: the config's).")
@@ -162,7 +162,6 @@ _VOCAB = flags.DEFINE_integer("vocab_size", 0, "Vocabulary size; 0: from config.
                               f"prepared dataset, else {DEFAULT_VOCAB.size} (the paper's).")
 _COMPILE = flags.DEFINE_boolean("compile", True, "Compile the train step for memory figures "
                                 "(--nocompile: parameters and FLOPs only).")
-flags.mark_flags_as_required(["config"])
 
 
 def main(argv):
@@ -201,4 +200,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -57,13 +58,12 @@ class _Preemption:
 
 def evaluate(eval_step, params, manifest, exp: config_lib.Experiment, mesh, local_batch: int) -> dict:
   """Held-out losses (nats per target token) over the held-out split, per modality."""
-  pcfg = config_lib.pipeline_config(exp.data, local_batch)
-  batches = list(pipeline.eval_batches(manifest, pcfg, "heldout", jax.process_index(), jax.process_count(),
-                                       max_batches=exp.train.eval_batches or None))
+  batches = list(pipeline.eval_batches(manifest, exp.data, local_batch, "heldout", jax.process_index(),
+                                       jax.process_count(), max_batches=exp.train.eval_batches or None))
   if jax.process_count() > 1:  # every process must run the same number of eval steps: pad with empty batches
     from jax.experimental import multihost_utils
     count = int(np.max(multihost_utils.process_allgather(np.int32(len(batches)))))
-    batches += [pipeline.empty_batch(pcfg)] * (count - len(batches))
+    batches += [pipeline.empty_batch(exp.data, local_batch)] * (count - len(batches))
   total = None
   for batch in batches:
     sums = eval_step(params, sharding.global_batch(batch, mesh))
@@ -75,25 +75,42 @@ def evaluate(eval_step, params, manifest, exp: config_lib.Experiment, mesh, loca
           "heldout_target_tokens": int(total["all_count"])}
 
 
-def train(config, workdir: str, stop_at: int | None = None) -> Result:
+# benchmarks(params, setup, exp, manifest, mesh, workdir) -> (flat metrics, printable table); the
+# loop is handed it (lst_jax.eval.runner.benchmark_callback) rather than importing eval.
+BenchmarkFn = Callable[..., tuple[dict, str]]
+
+
+def train(config, workdir: str, stop_at: int | None = None, benchmarks: BenchmarkFn | None = None) -> Result:
   """Trains the experiment `config` (a ConfigDict) in `workdir`, resuming if it has checkpoints.
 
   `stop_at` ends this run early at that step (checkpointed), as a preempted job
   would; rerunning continues on the same schedule. SIGTERM does the same after
-  the step in flight.
+  the step in flight. `benchmarks` runs every config.train.benchmark_every steps.
   """
   with _Preemption() as preemption:
-    return _train(config, workdir, stop_at, preemption)
+    return _train(config, workdir, stop_at, preemption, benchmarks)
 
 
-def _train(config, workdir: str, stop_at: int | None, preemption: _Preemption) -> Result:
+@dataclasses.dataclass
+class _Run:
+  """What the phases of one training run share."""
+  exp: config_lib.Experiment
+  workdir: str
+  manifest: object
+  mesh: object
+  local_batch: int
+  setup: step_lib.Setup
+  lead: bool
+
+
+def _prepare(config, workdir: str) -> _Run:
+  """Config, data set, mesh and compiled steps, every check before the first device op."""
   config_lib.parse(config)  # every key and value checked before the data or any device is touched
   manifest = datasets.open_datasets(config.data.dir)
   vocab = pipeline.vocab_of(manifest)
   exp = config_lib.parse(config, vocab_size=vocab.size)
   lead = jax.process_index() == 0
   datasets.check_run_provenance(workdir, manifest, record=lead)
-
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   accum = exp.train.grad_accum_steps
@@ -101,47 +118,65 @@ def _train(config, workdir: str, stop_at: int | None, preemption: _Preemption) -
     raise config_lib.ConfigError(
         f"config.data.batch_size={exp.data.batch_size} must be divisible by the {shards} data-parallel "
         f"devices times config.train.grad_accum_steps={accum}, and by the {jax.process_count()} processes")
-  local_batch = exp.data.batch_size // jax.process_count()
+  setup = step_lib.setup(exp.model, exp.optim, vocab, mesh, exp.train.seed, accum_steps=accum)
+  return _Run(exp=exp, workdir=workdir, manifest=manifest, mesh=mesh,
+              local_batch=exp.data.batch_size // jax.process_count(), setup=setup, lead=lead)
 
-  run = step_lib.setup(exp.model, exp.optim, vocab, mesh, exp.train.seed, accum_steps=accum)
-  abstract, train_step, eval_step = run.abstract, run.train_step, run.eval_step
 
-  pcfg = config_lib.pipeline_config(exp.data, local_batch)
-  if exp.data.patching == patching.CURRICULUM:  # progress = documents read / documents of the run
-    pcfg = dataclasses.replace(pcfg, total_docs=int(pipeline.docs_per_batch(manifest, pcfg) * exp.train.steps))
-  data = iter(pipeline.train_dataset(manifest, pcfg, "train", jax.process_index(), jax.process_count()))
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), exp.train.checkpoint_every,
-                      exp.train.keep_checkpoints, exp.train.keep_every)
-  config_record = config.to_dict()
-  n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
-  restored = ckpt.restore_latest_good(abstract, run.shardings, data) if ckpt.latest_step() is not None else None
+def _data(run: _Run):
+  """This process's infinite batch iterator (curriculum progress = documents read / the run's)."""
+  exp, manifest = run.exp, run.manifest
+  total_docs = 0
+  if exp.data.patching.strategy == patching.CURRICULUM:
+    total_docs = int(pipeline.docs_per_batch(manifest, exp.data, run.local_batch) * exp.train.steps)
+  return iter(pipeline.train_dataset(manifest, exp.data, run.local_batch, "train", jax.process_index(),
+                                     jax.process_count(), total_docs))
+
+
+def _train(config, workdir: str, stop_at: int | None, preemption: _Preemption,
+           benchmarks: BenchmarkFn | None) -> Result:
+  run = _prepare(config, workdir)
+  exp, t, mesh, lead = run.exp, run.exp.train, run.mesh, run.lead
+  if t.benchmark_every and benchmarks is None:
+    raise config_lib.ConfigError("config.train.benchmark_every is set but this entry point runs no "
+                                 "benchmarks; use python -m lst_jax.main")
+  data = _data(run)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), t.checkpoint_every, t.keep_checkpoints, t.keep_every)
+  restored = ckpt.restore_latest_good(run.setup.abstract, run.setup.shardings, data) \
+      if ckpt.latest_step() is not None else None
   if restored is not None:
     latest, state, data = restored
     console(f"resumed from {workdir}/checkpoints at step {latest}", lead)
   else:
-    state = run.init()
+    state = run.setup.init()
   # On resume, records logged past the checkpoint are dropped (JSONL) and hidden (TensorBoard).
   writer = MetricsWriter(workdir, enabled=lead, resume_step=restored[0] if restored is not None else None)
   accounting = Accounting(  # derived metrics: bits, speech bits/s, cumulative FLOPs, tokens seen, MFU
       flops_lib.model_flops(exp.model, exp.data.batch_size, exp.data.max_tokens, exp.data.max_patches)["train"],
-      peak_flops_per_second(jax.devices()[0].device_kind, mesh.size, exp.train.peak_flops_per_device),
-      unit_rate=manifest.unit_rate, start_step=int(state.step), previous=read_records(workdir))
+      peak_flops_per_second(jax.devices()[0].device_kind, mesh.size, t.peak_flops_per_device),
+      unit_rate=run.manifest.unit_rate, start_step=int(state.step), previous=read_records(workdir))
+  n_params = sum(x.size for x in jax.tree.leaves(run.setup.abstract.params))
+  train_split = run.manifest.split("train")
   console(f"{exp.model.kind}: {n_params / 1e6:.2f}M parameters on a {dict(mesh.shape)} mesh; "
-          f"data {manifest.dir} ({manifest.split('train').num_speech} utterances, "
-          f"{manifest.split('train').num_text} text documents)", lead)
+          f"data {run.manifest.dir} ({train_split.num_speech} utterances, {train_split.num_text} text documents)",
+          lead)
+
+  def heldout() -> dict:
+    return evaluate(run.setup.eval_step, state.params, run.manifest, exp, mesh, run.local_batch)
 
   start = int(state.step)
   heldout_start = None
   if start == 0:
-    heldout_start = evaluate(eval_step, state.params, manifest, exp, mesh, local_batch)
+    heldout_start = heldout()
     writer.write(accounting({"step": 0, **heldout_start}))
     console(f"held-out loss before training: {heldout_start['heldout_loss']:.4f}", lead)
 
-  def save(step: int, force: bool = False) -> bool:
-    return ckpt.save(step, state, data, config_record, force=force)
+  window, timed_from, t_window = [], 0, time.time()
+  saved, preempted = start, False
 
-  def check_finite(window: list, first_step: int) -> None:
-    bad = [first_step + i for i, m in enumerate(jax.device_get([m["nonfinite"] for m in window])) if m]
+  def check_finite(step: int) -> None:
+    first = step - len(window) + 1
+    bad = [first + i for i, m in enumerate(jax.device_get([m["nonfinite"] for m in window])) if m]
     if bad:
       ckpt.close()
       writer.close()
@@ -151,61 +186,78 @@ def _train(config, workdir: str, stop_at: int | None, preemption: _Preemption) -
           f"applied). Last good checkpoint: {f'step {good}' if good is not None else 'none'} in "
           f"{workdir}/checkpoints. Lower optim.learning_rate or check the data, then rerun to resume.")
 
-  window, timed_from, t_window = [], 0, time.time()
-  saved, compiled, preempted = start, False, False
-  last = min(exp.train.steps, stop_at) if stop_at is not None else exp.train.steps
+  def log(step: int) -> None:
+    nonlocal window, timed_from, t_window
+    check_finite(step)
+    fetched = jax.device_get(window)
+    record = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    record.update(step=step, lr=float(fetched[-1]["lr"]))
+    timed = fetched[timed_from:]
+    if timed:
+      elapsed = time.time() - t_window
+      record.update(tokens_per_s=sum(m["real_tokens"] for m in timed) / elapsed,
+                    patches_per_s=sum(m["real_patches"] for m in timed) / elapsed,
+                    step_time_s=elapsed / len(timed))
+    record = accounting(record)
+    writer.write(record)
+    console(progress_line(step, t.steps, record), lead)
+    window, timed_from, t_window = [], 0, time.time()
+
+  def checkpoint(step: int) -> None:
+    nonlocal saved
+    if step % t.checkpoint_every == 0:
+      check_finite(step)  # never save a state past a non-finite update
+    if ckpt.save(step, state, data, config_lib.to_dict(exp)):  # Orbax decides: every checkpoint_every
+      saved = step
+
+  def stop_if_preempted(step: int) -> None:
+    nonlocal preempted
+    preempted = preemption.requested or (jax.process_count() > 1 and ckpt.manager.reached_preemption(step))
+
+  def heldout_eval(step: int) -> None:
+    ev = heldout()
+    writer.write(accounting({"step": step, **ev}))
+    console(f"held-out loss at step {step}: {ev['heldout_loss']:.4f}", lead)
+
+  def benchmark(step: int) -> None:
+    metrics, table = benchmarks(state.params, run.setup, exp, run.manifest, mesh, workdir)
+    writer.write({"step": step, **metrics})
+    console(f"benchmarks at step {step}:\n{table}", lead)
+
+  every = lambda n: (lambda step: n > 0 and step % n == 0)
+  after_each_step = [  # in this order; a preempted run stops right after its checkpoint
+      (lambda step: every(t.log_every)(step) or step == t.steps, log),
+      (lambda step: True, checkpoint),
+      (lambda step: True, stop_if_preempted),
+      (lambda step: every(t.eval_every)(step) and step != t.steps, heldout_eval),
+      (every(t.benchmark_every), benchmark),
+  ]
+  last = min(t.steps, stop_at) if stop_at is not None else t.steps
   for step in range(start + 1, last + 1):
-    state, metrics = train_step(state, sharding.global_batch(next(data), mesh))
+    state, metrics = run.setup.train_step(state, sharding.global_batch(next(data), mesh))
     window.append(metrics)
-    if not compiled:  # the first step compiles: keep it out of the throughput
+    if step == start + 1:  # the first step compiles: keep it out of the throughput
       jax.block_until_ready(metrics)
       console(f"compiled and ran step {step} in {time.time() - t_window:.1f}s", lead)
-      compiled, timed_from, t_window = True, len(window), time.time()
-    at_checkpoint = step % exp.train.checkpoint_every == 0
-    if step % exp.train.log_every == 0 or step == exp.train.steps or at_checkpoint:
-      check_finite(window, step - len(window) + 1)
-    if step % exp.train.log_every == 0 or step == exp.train.steps:
-      fetched = jax.device_get(window)
-      record = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-      record.update(step=step, lr=float(fetched[-1]["lr"]))
-      timed = fetched[timed_from:]
-      if timed:
-        elapsed = time.time() - t_window
-        record.update(tokens_per_s=sum(m["real_tokens"] for m in timed) / elapsed,
-                      patches_per_s=sum(m["real_patches"] for m in timed) / elapsed,
-                      step_time_s=elapsed / len(timed))
-      record = accounting(record)
-      writer.write(record)
-      console(progress_line(step, exp.train.steps, record), lead)
-      window, timed_from, t_window = [], 0, time.time()
-    if save(step):
-      saved = step
-    if preemption.requested or (jax.process_count() > 1 and ckpt.manager.reached_preemption(step)):
-      preempted = True
+      timed_from, t_window = len(window), time.time()
+    for due, action in after_each_step:
+      if due(step) and not preempted:
+        action(step)
+    if preempted:
       break
-    if exp.train.eval_every and step % exp.train.eval_every == 0 and step != exp.train.steps:
-      ev = evaluate(eval_step, state.params, manifest, exp, mesh, local_batch)
-      writer.write(accounting({"step": step, **ev}))
-      console(f"held-out loss at step {step}: {ev['heldout_loss']:.4f}", lead)
-    if exp.train.benchmark_every and step % exp.train.benchmark_every == 0:
-      from lst_jax.eval import runner as bench_runner  # compiles its scorer once, on first use
-      options = {"max_items": exp.train.benchmark_items} if exp.train.benchmark_items else {}
-      res = bench_runner.run_benchmarks(state.params, run, exp, manifest, mesh, workdir=workdir, **options)
-      writer.write({"step": step, **bench_runner.flat_metrics(res)})
-      console(f"benchmarks at step {step}:\n{bench_runner.format_table(res)}", lead)
 
-  if window:
-    check_finite(window, int(state.step) - len(window) + 1)
   final_step = int(state.step)
+  if window:
+    check_finite(final_step)
   if saved != final_step:
-    save(final_step, force=True)
+    ckpt.save(final_step, state, data, config_lib.to_dict(exp), force=True)
   ckpt.close()
   if preempted:
     writer.close()
     console(f"preempted (SIGTERM) after step {final_step}: checkpoint saved in {workdir}/checkpoints; "
             f"rerun the same command to resume", lead)
     return Result(step=final_step, heldout_start=heldout_start, heldout_end=None, preempted=True)
-  heldout_end = evaluate(eval_step, state.params, manifest, exp, mesh, local_batch)
+  heldout_end = heldout()
   writer.write(accounting({"step": final_step, "final": True, **heldout_end}))
   writer.close()
   msg = f"held-out loss after step {final_step}: {heldout_end['heldout_loss']:.4f} " \

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import optax
 
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-  learning_rate: float = 4e-4
-  warmup_steps: int = 2000
-  total_steps: int = 200_000
-  final_lr_fraction: float = 0.01   # cosine decays to this fraction of the peak
-  b1: float = 0.9
-  b2: float = 0.95
-  weight_decay: float = 0.1
-  clip_norm: float = 1.0
+from lst_jax.config import OptimizerConfig
 
 
 def schedule(cfg: OptimizerConfig) -> optax.Schedule:

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from lst_jax import sharding
 from lst_jax import vocab as vocab_lib
-from lst_jax.model.config import ModelConfig
+from lst_jax.config import ModelConfig
 from lst_jax.model.factory import build_model
 from lst_jax.train import losses
 from lst_jax.train.optimizer import OptimizerConfig, make_optimizer, schedule

@@ -1,6 +1,6 @@
 """`make bench-data`: input-pipeline throughput, measured beside what training consumes.
 
-  python -m lst_jax.tools.bench_data [--config=experiments/demo.py] [--out=runs/bench_data.json]
+  python -m data_prep.bench_loader [--config=experiments/demo.py] [--out=runs/bench_data.json]
 
 1. Loader vs train step: batches/s of the Grain pipeline on the experiment's data
    (global positions = patches, and tokens), and the same for the experiment's
@@ -24,12 +24,13 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
+
+from lst_jax import cli
 
 REFERENCE_UTT_PER_S = 9300.0
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/demo.py", "Experiment to measure.")
+_CONFIG = cli.config_flag(default="experiments/demo.py")
 _OUT = flags.DEFINE_string("out", "runs/bench_data.json", "Where the figures are written (JSON).")
 _BATCHES = flags.DEFINE_integer("batches", 30, "Loader batches to time.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Train steps to time (after one compile step).")
@@ -38,13 +39,13 @@ _UTTERANCES = flags.DEFINE_integer("utterances", 5000, "Official-format utteranc
 
 def official_lines(n: int, seed: int = 0, num_units: int = 501) -> list[str]:
   """Official LST JSONL lines of 3-14 words with silences, built from random word-aligned units."""
-  from data_prep import synthetic
+  from data_prep import random_dataset
   from data_prep.formats.lst_jsonl import format_interleaved
   rng = np.random.default_rng(seed)
   lexicon = [w.strip() for w in "the of and to in that he shall unto for i his a lord they be is him not them it with all thou thy was god which my me said but ye their have will thee from as are when this out were upon man by you israel king son up there hath then people came had house into on her come one we children s before your also day land men shall against".split()]
   lines = []
   for i in range(n):
-    rec = synthetic.random_speech_record(rng, f"u{i}", num_units, 10)
+    rec = random_dataset.random_speech_record(rng, f"u{i}", num_units, 10)
     words = [lexicon[int(k)] for k in rng.integers(0, len(lexicon), rec.num_words)]
     lines.append(json.dumps({"file_id": f"u{i}", "interleaved": format_interleaved(words, rec.units,
                                                                                   rec.word_spans)}))
@@ -62,16 +63,17 @@ def time_documents(make, items, patching_cfg) -> tuple[float, float]:
 
 def document_benchmarks(n: int, workdir: str) -> dict:
   import sentencepiece as spm
-  from data_prep import convert, tokenizer
+  from data_prep import convert, tokenizer_training
   from data_prep.formats.lst_jsonl import parse_interleaved
   from lst_jax import vocab as vocab_lib
-  from lst_jax.data import patching, pipeline, records
+  from lst_jax.config import DataConfig, PatchingConfig
+  from lst_jax.data import pipeline, records
 
   lines = official_lines(n)
   strings = [json.loads(l)["interleaved"] for l in lines]
   words = [w for s in strings for w in parse_interleaved(s, 501)[0]]
-  sp_path = tokenizer.save(tokenizer.train([" ".join(words[i:i + 20]) for i in range(0, len(words), 20)], 200),
-                           workdir)
+  sentences = [" ".join(words[i:i + 20]) for i in range(0, len(words), 20)]
+  sp_path = tokenizer_training.save(tokenizer_training.train(sentences, 200), workdir)
   encode = convert.WordTokenizer(spm.SentencePieceProcessor(model_file=sp_path))
   vocab = vocab_lib.Vocab(text_size=encode.sp.get_piece_size(), num_units=501)
 
@@ -89,9 +91,9 @@ def document_benchmarks(n: int, workdir: str) -> dict:
            "aligned_sil_merged": dict(strategy="aligned", silence="merged"),
            "mixed": dict(strategy="mixed"), "curriculum": dict(strategy="curriculum")}
   for name, kw in modes.items():
-    pcfg = patching.PatchingConfig(**kw)
-    cfg = pipeline.PipelineConfig(max_tokens=1 << 16, max_patches=1 << 16, patching=pcfg, total_docs=n)
-    make = pipeline.MakeDocument(vocab, cfg, pcfg, seed=0)
+    pcfg = PatchingConfig(**kw)
+    cfg = DataConfig(max_tokens=1 << 16, max_patches=1 << 16, patching=pcfg)
+    make = pipeline.MakeDocument(vocab, cfg, pcfg, seed=0, total_docs=n)
     per_epoch = time_documents(lambda i, raw: make.map_with_index(i, (pipeline.INTERLEAVED, raw)), encoded, pcfg)
     from_string = time_documents(
         lambda i, s: make.map_with_index(i, (pipeline.INTERLEAVED, records.encode(to_record(i, s)))),
@@ -112,8 +114,7 @@ def loader_vs_step(config) -> dict:
   manifest = datasets.open_datasets(config.data.dir)
   vocab = pipeline.vocab_of(manifest)
   exp = config_lib.parse(config, vocab.size)
-  pcfg = config_lib.pipeline_config(exp.data, exp.data.batch_size)
-  it = iter(pipeline.train_dataset(manifest, pcfg))
+  it = iter(pipeline.train_dataset(manifest, exp.data, exp.data.batch_size))
   next(it)
   start = time.perf_counter()
   batches = [next(it) for _ in range(_BATCHES.value)]
@@ -168,4 +169,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

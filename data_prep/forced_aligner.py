@@ -40,7 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
-from data_prep.audio import TARGET_RATE
+from lst_jax.data.audio import TARGET_RATE
 
 FRAME_S = 0.01            # pocketsphinx's frame shift (-frate 100)
 MIN_AUDIO_S = 0.1         # shorter audio cannot hold even one word's HMM states
@@ -268,7 +268,7 @@ def _aligner() -> _Aligner:
 def align_words(audio_16k: np.ndarray, words: Sequence[str]) -> list[tuple[float, float]]:
   """One (start_s, end_s) per word of `words`, in order, non-overlapping, within the audio.
 
-  `audio_16k` is float32 mono at 16 kHz (see data_prep.audio.load_audio).
+  `audio_16k` is float32 mono at 16 kHz (see lst_jax.data.audio.load_audio).
   Raises AlignmentError if the input is unusable or the words cannot be found.
   """
   if isinstance(words, str):

@@ -89,7 +89,7 @@ class _Engine:
   """The process's espeak-ng instance; collects audio and MARK events of one synthesis."""
 
   def __init__(self):
-    import espeakng_loader  # small; imported here so `import data_prep.synth` stays cheap
+    import espeakng_loader  # small; imported here so `import data_prep.tts` stays cheap
     self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
     self.lib.espeak_Initialize.restype = ctypes.c_int
     self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]

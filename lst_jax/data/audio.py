@@ -4,7 +4,8 @@ soundfile (libsndfile, bundled in its wheel) reads WAV and FLAC at any rate and
 sample format; we average channels and resample with a polyphase filter by the
 exact rational factor, so 44.1 kHz -> 16 kHz is 160/441 and no rate is rounded.
 Every failure is an AudioError whose message starts with the path, so a bad
-file in a large corpus is easy to find and skip.
+file in a large corpus is easy to find and skip. Here in lst_jax, not data_prep,
+because evaluation reads benchmark audio the same way the corpus builder does.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def resample(wave: np.ndarray, rate: int, target: int = TARGET_RATE) -> np.ndarr
 
 def load_audio(path: str) -> np.ndarray:
   """Reads a WAV or FLAC file as float32 mono at TARGET_RATE; raises AudioError naming the path."""
-  import soundfile  # imported here so `import data_prep.audio` stays cheap
+  import soundfile  # imported here so `import lst_jax.data.audio` stays cheap
   path = os.fspath(path)
   if not os.path.exists(path):
     raise AudioError(f"{path}: no such file")

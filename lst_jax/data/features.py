@@ -4,7 +4,8 @@ Frame i summarizes audio around [i * 40 ms, (i + 1) * 40 ms) (a 50 ms Hann
 window centred on that hop), so a word spanning [t0, t1) seconds covers units
 round(t0 * 25) .. round(t1 * 25) and an utterance of d seconds has ceil(d * 25)
 frames. Audio is resampled to 16 kHz first so features do not depend on the
-synthesizer's sample rate.
+synthesizer's sample rate. Here in lst_jax because evaluation must compute the
+exact features the dataset's codebook was fit on; data_prep uses them from here.
 """
 
 from __future__ import annotations

@@ -1,0 +1,187 @@
+"""A build's vocabularies: its text tokenizer and, for audio, its speech-unit codebook.
+
+Each is the output directory's (a second build into it), the user's
+(--tokenizer, --codebook: copied in), or made here from the input: a BPE model
+trained on all transcripts, k-means units fit on a seeded sample of the audio.
+What is chosen becomes the manifest's "tokenizer" and "units" entries.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from data_prep import codebook_training, shard_job, tokenizer_training, workers
+from data_prep.formats import lst_jsonl, manifest_jsonl
+from data_prep.formats.items import TEXT
+from lst_jax.data import codebook as codebook_lib
+from lst_jax.data import provenance as prov
+from lst_jax.data import tokenizer
+from lst_jax.data.features import FEATURES
+from lst_jax.data.manifest import MANIFEST, DataError, sha256_file
+
+if TYPE_CHECKING:
+  from data_prep.build import Plan
+
+DEFAULT_VOCAB_SIZE = 1000
+FIT_FRAMES = 60_000       # frames of audio sampled to fit the codebook (40 minutes at 25 Hz)
+FIT_BATCH = 8             # audio entries per fitting task
+
+
+# -- tokenizer ---------------------------------------------------------------------------------
+
+def resolve_tokenizer(args, plan: Plan, settings: shard_job.Settings, pool, log) -> dict:
+  """The dataset's tokenizer entry: the directory's, the user's (copied in), or trained here."""
+  path = settings.tokenizer
+  if plan.existing:
+    entry = plan.existing["tokenizer"]
+    if not os.path.isfile(path):
+      raise DataError(f"{os.path.join(args.output, MANIFEST)} names tokenizer {path}, which is missing")
+    if args.tokenizer:
+      user = _tokenizer_entry(args.tokenizer, "user")
+      prov.check_compatible(plan.existing, {**plan.existing, "tokenizer": user},
+                            os.path.join(args.output, MANIFEST), f"--tokenizer={args.tokenizer}")
+    log(f"tokenizer: reusing {path} ({entry['vocab_size']} pieces)"
+        + (f"; --vocab_size={args.vocab_size} ignored" if args.vocab_size else ""))
+    return entry
+  if args.tokenizer:
+    entry = _tokenizer_entry(args.tokenizer, os.path.abspath(args.tokenizer))
+    _copy_atomic(args.tokenizer, path)
+    log(f"tokenizer: yours, {args.tokenizer} ({entry['vocab_size']} pieces)")
+    return {**entry, "path": tokenizer.MODEL}
+  vocab_size = args.vocab_size or DEFAULT_VOCAB_SIZE
+  lines, start, entries = [], time.time(), 0
+  job = functools.partial(shard_job.transcripts, settings=settings)
+  chunks = workers.chunks(plan.sources, args.shard_size)
+  for i, (chunk, (got, errors)) in enumerate(zip(chunks, pool.imap(job, chunks)), 1):
+    if errors and args.on_error == shard_job.FAIL:
+      raise errors[0]
+    lines += got
+    entries += len(chunk)
+    workers.progress(log, "reading transcripts", i, len(chunks), entries, start)
+  if not lines:
+    raise DataError(f"{args.input}: no usable transcripts to train a tokenizer on")
+  log(f"tokenizer: training a {vocab_size}-piece BPE model on {len(lines)} transcripts")
+  tokenizer_training.save(tokenizer_training.train(lines, vocab_size), args.output)
+  return {**_tokenizer_entry(path, "trained"), "path": tokenizer.MODEL}
+
+
+def _tokenizer_entry(path: str, source: str) -> dict:
+  try:
+    sp = tokenizer.load(path)
+  except (OSError, RuntimeError) as e:
+    raise DataError(f"--tokenizer={path}: not a SentencePiece model ({e})") from None
+  return {"path": path, "sha256": sha256_file(path), "vocab_size": sp.get_piece_size(), "source": source}
+
+
+def _copy_atomic(src: str, dst: str) -> None:
+  if os.path.abspath(src) == os.path.abspath(dst):
+    return
+  shutil.copyfile(src, dst + ".tmp")
+  os.replace(dst + ".tmp", dst)
+
+
+# -- units -------------------------------------------------------------------------------------
+
+def resolve_units(args, plan: Plan, settings, pool, log) -> tuple[dict, str | None]:
+  """The dataset's unit provenance, and where the codebook lives (audio only)."""
+  existing_units = plan.existing["units"] if plan.existing else prov.no_units()
+  if plan.kind == TEXT:
+    return existing_units, None
+  if args.format == "lst_jsonl" or plan.options.mode == manifest_jsonl.UNITS:
+    rate = lst_jsonl.FRAME_RATE if args.format == "lst_jsonl" else plan.options.unit_rate
+    return prov.user_units(args.format, plan.options.num_units, rate), None
+  if plan.options.mode is None and args.format == "manifest":
+    raise DataError(f"{args.input}: no entry gives usable \"units\" or \"audio\"")
+  # Audio: a quantizer codebook.
+  if prov.units_source(existing_units) not in (prov.NO_UNITS, prov.QUANTIZER):
+    raise DataError(f"{os.path.join(args.output, MANIFEST)} and this build differ in units.source: "
+                    f"{json.dumps(prov.units_source(existing_units))} vs \"quantizer\"; audio gets units "
+                    f"from a codebook, and this directory's units are not from one")
+  if prov.units_source(existing_units) == prov.QUANTIZER:
+    units = dict(existing_units)
+    if args.codebook:
+      units.update(_codebook_provenance(_load_codebook(args.codebook)))
+    if args.num_units:
+      units["num_units"] = args.num_units
+    units["features"] = json.loads(json.dumps(FEATURES))  # what this code computes: must match
+    log(f"units: reusing the directory's {existing_units['num_units']}-unit codebook")
+    return units, args.output
+  if args.codebook:
+    codebook = _load_codebook(args.codebook)
+    fit = {"from": os.path.abspath(args.codebook)}
+    log(f"units: your {codebook.num_units}-unit codebook {args.codebook}")
+  else:
+    codebook, frames = fit_codebook(args, plan, settings, pool, log)
+    fit = {"input": os.path.abspath(args.input), "frames": frames, "seed": args.seed}
+  codebook_training.save(codebook, args.output)
+  return {**_codebook_provenance(codebook), "fit": fit}, args.output
+
+
+def fit_codebook(args, plan: Plan, settings, pool, log) -> tuple[codebook_lib.Codebook, int]:
+  """k-means units on a seeded sample of the audio (about FIT_FRAMES frames; all of it if less)."""
+  num_units = plan.options.num_units
+  order = np.random.default_rng(args.seed).permutation(len(plan.sources))
+  batches = [[plan.sources[i] for i in order[lo:lo + FIT_BATCH]] for lo in range(0, len(order), FIT_BATCH)]
+  job = functools.partial(shard_job.fit_features, settings=settings)
+  feats, total, start, done = [], 0, time.time(), 0
+  per_round = max(1, args.workers) * 2
+  while done < len(batches) and total < FIT_FRAMES:
+    for got, errors in pool.imap(job, batches[done:done + per_round]):
+      if errors and args.on_error == shard_job.FAIL:
+        raise errors[0]
+      for f in got:  # in sample order, so the sample does not depend on --workers
+        if total < FIT_FRAMES:
+          feats.append(f)
+          total += len(f)
+    done += per_round
+    workers.progress(log, "features for the codebook", min(done, len(batches)), len(batches),
+                     min(done * FIT_BATCH, len(order)), start, unit="audio files")
+  if total < num_units:
+    raise DataError(f"{args.input}: fitting {num_units} units needs at least {num_units} frames of audio, "
+                    f"but the audio gives {total} frames ({total / FEATURES['frame_rate']:.1f} s at "
+                    f"{FEATURES['frame_rate']:g} Hz); use more audio or a smaller --num_units")
+  log(f"units: fitting {num_units} k-means units on {total} frames")
+  return codebook_training.fit(feats, num_units, seed=args.seed), total
+
+
+def _load_codebook(path: str) -> codebook_lib.Codebook:
+  directory = path if os.path.isdir(path) else os.path.dirname(path) or "."
+  if not os.path.isdir(path) and os.path.basename(path) != codebook_lib.CODEBOOK:
+    raise DataError(f"--codebook={path}: expected {codebook_lib.CODEBOOK} (or its folder)")
+  for name in (codebook_lib.CODEBOOK, codebook_lib.FEATURE_STATS):
+    if not os.path.isfile(os.path.join(directory, name)):
+      raise DataError(f"--codebook={path}: {os.path.join(directory, name)} is missing (codebook_training.save "
+                      f"writes {codebook_lib.CODEBOOK} and {codebook_lib.FEATURE_STATS} together)")
+  try:
+    codebook = codebook_lib.load(directory)
+  except (OSError, ValueError) as e:
+    raise DataError(f"--codebook={path}: unreadable ({e})") from None
+  dim = 2 * FEATURES["n_mels"]
+  if codebook.centroids.ndim != 2 or codebook.centroids.shape[1] != dim or codebook.mean.shape != (dim,):
+    raise DataError(f"--codebook={path}: centroids of shape {codebook.centroids.shape} do not fit this "
+                    f"build's {dim}-dimensional features")
+  return codebook
+
+
+def _codebook_provenance(codebook: codebook_lib.Codebook) -> dict:
+  return {"source": prov.QUANTIZER, "quantizer": "logmel-kmeans", "num_units": codebook.num_units,
+          "frame_rate": FEATURES["frame_rate"], "codebook": codebook_lib.CODEBOOK,
+          "codebook_sha256": _npy_sha256(codebook.centroids), "feature_stats": codebook_lib.FEATURE_STATS,
+          "feature_stats_sha256": _npy_sha256(np.stack([codebook.mean, codebook.std])),
+          "features": json.loads(json.dumps(FEATURES))}
+
+
+def _npy_sha256(array: np.ndarray) -> str:
+  """sha256 of the file codebook_training.save writes for `array`."""
+  buffer = io.BytesIO()
+  np.save(buffer, np.asarray(array, np.float32))
+  return hashlib.sha256(buffer.getvalue()).hexdigest()
