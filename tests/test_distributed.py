@@ -115,6 +115,7 @@ print(topology.summary(), "| gathered", sorted(int(i) for i in gathered))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["explicit", "slurm"])
 def test_two_processes_initialize(how):
   """2 CPU processes find each other and all-gather over gloo: from --coordinator_address /

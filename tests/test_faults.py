@@ -60,6 +60,7 @@ def _long_config(config):
   return config
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(config, tmp_path):
   """kill -9 mid-run, rerun the same command: metrics.jsonl equals an uninterrupted run's
   (every logged loss, held-out loss and statistic, bit for bit), throughput aside."""
@@ -81,6 +82,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(config, tmp_path):
   assert _without_timing(read_records(workdir)) == _without_timing(read_records(str(tmp_path / "full")))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_cleanly_then_resumes(config, tmp_path):
   config = _long_config(config)
   config.train.checkpoint_every = 1000  # only the preemption save can produce a late checkpoint
@@ -100,6 +102,7 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(config, tmp_path):
   assert read_records(workdir)[-1]["final"] and read_records(workdir)[-1]["step"] == 24
 
 
+@pytest.mark.slow
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous(config, tmp_path, capsys):
   config.train.steps = 6
   full = train(config, str(tmp_path / "full"))
@@ -119,6 +122,7 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous(config, tmp_pat
   assert resumed.step == 6 and resumed.heldout_end == full.heldout_end
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoint(config, tmp_path):
   config.optim.learning_rate = 1e30  # the first update blows the parameters up
   config.optim.warmup_steps = 0
@@ -145,6 +149,7 @@ def pipeline_manifest(config):
   return datasets.open_datasets(config.data.dir)
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_gives_the_same_update(dataset, config, accum=4):
   config.optim.warmup_steps = 0
   vocab = pipeline.vocab_of(dataset)

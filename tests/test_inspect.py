@@ -41,6 +41,7 @@ def test_presets_parse(name):
   assert exp.optim.learning_rate == 4e-4 and exp.optim.b2 == 0.95 and exp.optim.weight_decay == 0.1
 
 
+@pytest.mark.slow
 def test_lst_1b_params_and_lowering():
   vocab = inspect.DEFAULT_VOCAB
   exp = config_lib.parse(preset("lst_1b"), vocab.size)
@@ -64,6 +65,7 @@ def test_lst_1b_params_and_lowering():
   assert matrices and all("fsdp" in tuple(x.sharding.spec) for x in matrices)
 
 
+@pytest.mark.slow
 def test_cli_reexecs_on_fake_devices():
   out = subprocess.run(
       [sys.executable, "-m", "lst_jax.tools.inspect", f"--config={REPO}/experiments/lst_compute_matched.py:20m",

@@ -1,11 +1,16 @@
 """Model shapes, dtypes and causality (by perturbation) for LST and the baseline."""
 
+import contextlib
+import io
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from jax.ad_checkpoint import print_saved_residuals
 
 from lst_jax import config as config_lib
 from lst_jax import flops
@@ -13,6 +18,8 @@ from lst_jax.data import pipeline
 from lst_jax.model import attention as attn
 from lst_jax.model.decoder import context_patch
 from lst_jax.model.factory import build_model
+
+SLOW = pytest.mark.slow  # over ~5 s: left to the full run
 
 
 def _setup(dataset, config, kind, dtype="float32"):
@@ -24,7 +31,7 @@ def _setup(dataset, config, kind, dtype="float32"):
   return build_model(exp.model, seed=0), batch, vocab
 
 
-@pytest.mark.parametrize("kind", ["lst", "baseline"])
+@pytest.mark.parametrize("kind", [pytest.param("lst", marks=SLOW), "baseline"])  # an LST compiles in ~10 s
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_logits_shape_and_dtype(dataset, config, kind, dtype):
   model, batch, vocab = _setup(dataset, config, kind, dtype)
@@ -50,7 +57,7 @@ def _positions_to_probe(batch, vocab, row):
   return sorted(int(t) for t in picks if t > 0)[:14]
 
 
-@pytest.mark.parametrize("kind", ["lst", "baseline"])
+@pytest.mark.parametrize("kind", [pytest.param("lst", marks=SLOW), "baseline"])
 def test_causality_by_perturbation(dataset, config, kind):
   """Changing token t moves no prediction of a target at or before t (the logits at
   positions < t), nor any prediction of another document; it does move later ones."""
@@ -128,14 +135,35 @@ def _score_pairs(fn, q, k, v) -> int:
   return pairs
 
 
-# Pairs by hand: windowed layout, ceil(t / block) query blocks x (ceil((window-1) / block) + 1)
-# key blocks: 10 x 32 x 96 and 8 x 64 x 192. A window covering the row takes the causal
-# layout (below): query block i of 32 sees keys [0, 32(i+1)), 32 * 32 * (1 + ... + 8).
-@pytest.mark.parametrize("t,window,block,pairs", [(300, 64, 32, 10 * 32 * 96), (512, 100, 64, 8 * 64 * 192),
-                                                  (256, 512, 32, 32 * 32 * 36)])
-def test_blocked_window_attention_matches_dense(t, window, block, pairs):
+# Query/key pairs per row and head, by hand, for each layout of attention.self_attention.
+# Windowed: ceil(t / block) query blocks x (ceil((window - 1) / block) + 1) key blocks.
+# Causal: query block i sees keys [lo, hi), hi = min(block (i + 1), t), lo its window's first
+# key rounded down to a block; more than 16 blocks widen them (300 in 16s: blocks of 19).
+PAIRS = [
+    (100, None, 128, 100 * 100),                                         # one dense block
+    (300, 64, 32, 10 * 32 * 96), (512, 100, 64, 8 * 64 * 192),           # windowed
+    (200, None, 64, 64 * (64 + 128 + 192) + 8 * 200),                    # causal, ragged last block
+    (300, 200, 64, 64 * (64 + 128 + 192 + 256) + 44 * 300),              # query 256 reaches key 57
+    (96, 50, 32, 32 * (32 + 64 + 96)),                                   # query 64 reaches key 15
+    (256, 512, 32, 32 * 32 * (1 + 2 + 3 + 4 + 5 + 6 + 7 + 8)),           # window over the whole row
+    (300, None, 16, 19 * 19 * (1 + 2 + 3 + 4 + 5 + 6 + 7 + 8 + 9 + 10 + 11 + 12 + 13 + 14 + 15) + 15 * 300),
+]
+
+
+@pytest.mark.parametrize("t,window,block,pairs", PAIRS)
+def test_attention_scores_exactly_the_pairs_counted(t, window, block, pairs):
+  """The traced program scores the pairs worked out by hand, which the FLOP model counts."""
+  q = jax.ShapeDtypeStruct((2, t, 2, 8), jnp.float32)
+  seg = jnp.ones((2, t), jnp.int32)
+  fn = lambda q, k, v: attn.self_attention(q, k, v, seg, window, block=block)
+  assert _score_pairs(fn, q, q, q) == flops.executed_pairs(t, window, block) == pairs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("t,window,block", [(300, 64, 32), (512, 100, 64), (256, 512, 32)])
+def test_blocked_window_attention_matches_dense(t, window, block):
   """Long local attention runs in blocks (no [T x T] mask); it must equal the dense masked
-  reference on packed, padded rows, computing exactly the pairs the FLOP model counts."""
+  reference on packed, padded rows."""
   rng = np.random.default_rng(t)
   q, k, v = (jnp.asarray(rng.normal(size=(2, t, 2, 8)), jnp.float32) for _ in range(3))
   seg = np.zeros((2, t), np.int32)
@@ -147,21 +175,12 @@ def test_blocked_window_attention_matches_dense(t, window, block, pairs):
   np.testing.assert_allclose(np.asarray(blocked), np.asarray(dense), atol=1e-5)
   via_entry = attn.self_attention(q, k, v, seg, window, block=block)
   np.testing.assert_allclose(np.asarray(via_entry), np.asarray(dense), atol=1e-5)
-  entry = lambda q, k, v: attn.self_attention(q, k, v, seg, window, block=block)
-  assert _score_pairs(entry, q, k, v) == flops.executed_pairs(t, window, block) == pairs
 
 
-# Pairs by hand, query block i seeing keys [lo, hi) with hi = min(block (i+1), t) and lo its
-# window's first key rounded down to a block:
-#   200 in blocks of 64: 64 x (64 + 128 + 192) + 8 x 200
-#   300, window 200 (too wide for the windowed layout): 64 x (64 + 128 + 192 + 256) + 44 x 300
-#     (query 256 reaches back to key 57: block 0)
-#   96, window 50: 32 x (32 + 64 + 96) (query 64 reaches key 15: block 0)
-#   300 in blocks of 16 > 16 blocks: blocks of 19, 19 x 19 x (1 + ... + 15) + 15 x 300
-@pytest.mark.parametrize("t,window,block,pairs", [
-    (200, None, 64, 64 * (64 + 128 + 192) + 8 * 200), (300, 200, 64, 64 * (64 + 128 + 192 + 256) + 44 * 300),
-    (96, 50, 32, 32 * (32 + 64 + 96)), (300, None, 16, 19 * 19 * 120 + 15 * 300)])
-def test_causal_block_attention_matches_dense(t, window, block, pairs):
+@pytest.mark.parametrize("t,window,block", [pytest.param(200, None, 64, marks=SLOW),
+                                            pytest.param(300, 200, 64, marks=SLOW), (96, 50, 32),
+                                            pytest.param(300, None, 16, marks=SLOW)])
+def test_causal_block_attention_matches_dense(t, window, block):
   """Causal rows too short for the windowed layout skip the upper triangle of blocks (including
   a ragged last block and, at 300 tokens in blocks of 16, blocks widened to stay within
   MAX_CAUSAL_BLOCKS);
@@ -179,10 +198,9 @@ def test_causal_block_attention_matches_dense(t, window, block, pairs):
   for g_block, g_dense in zip(jax.jit(jax.grad(loss(block_fn), (0, 1, 2)))(q, k, v),
                               jax.jit(jax.grad(loss(dense_fn), (0, 1, 2)))(q, k, v)):
     np.testing.assert_allclose(np.asarray(g_block), np.asarray(g_dense), atol=1e-4)
-  # the program scores exactly these pairs, which the FLOP model counts
-  assert _score_pairs(block_fn, q, k, v) == flops.executed_pairs(t, window, block) == pairs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", ["full"])
 def test_remat_and_xla_attention_keep_the_numbers(dataset, config, remat):
   """Rematerialization and the jax.nn.dot_product_attention backend change how, not what."""
@@ -212,8 +230,7 @@ SAVED = {
 
 
 def _saved_in_model(fn, *args) -> set:
-  import contextlib, io, re
-  from jax.ad_checkpoint import print_saved_residuals
+  """(op, file) of each residual fn's gradient saves that is made inside lst_jax.model."""
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
     print_saved_residuals(fn, *args)
@@ -221,27 +238,40 @@ def _saved_in_model(fn, *args) -> set:
           for line in out.getvalue().splitlines() if "/lst_jax/model/" in line}
 
 
-def test_remat_policies_keep_the_numbers_and_change_what_is_saved():
-  """Each config.model.remat policy gives a block the loss and gradients of "none", and
-  saves what it names (rows of 24 > attention.SMALL_KV: attention runs as matmuls)."""
-  from lst_jax.config import REMAT_POLICIES
+def _remat_block():
+  """A block and its loss under each remat policy (rows of 24 > attention.SMALL_KV: attention
+  runs as matmuls)."""
   from lst_jax.model.transformer import Block, run_block
-  assert REMAT_POLICIES == ("none", *SAVED)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(2, 24, 32)), jnp.float32)
   pos, seg = jnp.tile(jnp.arange(24), (2, 1)), jnp.asarray([[1] * 10 + [2] * 14, [1] * 20 + [0] * 4])
   graphdef, params = nnx.split(Block(32, 2, 48, rngs=nnx.Rngs(0)))
-  results, saved = {}, {}
-  for remat in REMAT_POLICIES:
-    loss = lambda p, x: jnp.sum(jnp.sin(run_block(nnx.merge(graphdef, p), x, pos, seg, None, remat)))
-    results[remat] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
-    saved[remat] = _saved_in_model(loss, params, x)
+  losses = {remat: lambda p, x, remat=remat: jnp.sum(jnp.sin(run_block(nnx.merge(graphdef, p), x, pos, seg,
+                                                                       None, remat)))
+            for remat in config_lib.REMAT_POLICIES}
+  return losses, params, x
+
+
+def test_remat_policies_save_what_they_name():
+  losses, params, x = _remat_block()
+  assert tuple(losses) == ("none", *SAVED)
+  saved = {remat: _saved_in_model(loss, params, x) for remat, loss in losses.items()}
   for remat in SAVED:
-    chex.assert_trees_all_close(results[remat], results["none"], atol=1e-6, rtol=1e-6)
     assert saved[remat] == SAVED[remat], remat
   assert {("rsqrt", "layers.py"), ("exp", "attention.py")} <= saved["none"]  # norms' and softmax's too
 
 
+@pytest.mark.slow
+def test_remat_policies_keep_the_numbers():
+  """Every policy gives a block the loss and gradients of "none" (one program: one compile)."""
+  losses, params, x = _remat_block()
+  grads = jax.jit(lambda p, x: {remat: jax.value_and_grad(loss, argnums=(0, 1))(p, x)
+                                for remat, loss in losses.items()})(params, x)
+  for remat in SAVED:
+    chex.assert_trees_all_close(grads[remat], grads["none"], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("remat", ["none", "full"])
 def test_scan_over_layers_matches_the_unrolled_stack(remat):
   """Scanned blocks (parameters stacked on a leading layers axis) compute what the unrolled
@@ -268,6 +298,7 @@ def test_scan_over_layers_matches_the_unrolled_stack(remat):
   assert "scan" in jaxpr or "while" in jaxpr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window", [None, 100])
 def test_pallas_splash_self_attention_matches_reference(window):
   """The TPU splash-attention backend (Pallas interpret mode off TPU) equals the masked reference

@@ -32,7 +32,8 @@ def test_logical_rules_table():
       P(("data", "fsdp"), None, None)
 
 
-@pytest.mark.parametrize("kind,scan", [("lst", False), ("baseline", False), ("lst", True)])
+@pytest.mark.parametrize("kind,scan", [pytest.param("lst", False, marks=pytest.mark.slow), ("baseline", False),
+                                       pytest.param("lst", True, marks=pytest.mark.slow)])
 def test_every_parameter_follows_the_rules_on_2x2x2(dataset, config, kind, scan):
   config.model.kind, config.model.scan_layers = kind, scan
   mesh = sharding.make_mesh(2, 2, 2)
@@ -54,6 +55,7 @@ def test_every_parameter_follows_the_rules_on_2x2x2(dataset, config, kind, scan)
   assert any(g.ndim == 3 for g in gates) == scan
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", [(1, 8, 1), (1, 2, 4), (2, 2, 2)])  # data x fsdp x tensor
 def test_forward_and_gradients_match_one_device(dataset, config, layout):
   exp = config_lib.parse(config, pipeline.vocab_of(dataset).size)

@@ -136,135 +136,157 @@ def _data(run: _Run):
 def _train(config, workdir: str, stop_at: int | None, preemption: _Preemption,
            benchmarks: BenchmarkFn | None) -> Result:
   run = _prepare(config, workdir)
-  exp, t, mesh, lead = run.exp, run.exp.train, run.mesh, run.lead
-  if t.benchmark_every and benchmarks is None:
+  if run.exp.train.benchmark_every and benchmarks is None:
     raise config_lib.ConfigError("config.train.benchmark_every is set but this entry point runs no "
                                  "benchmarks; use python -m lst_jax.main")
-  data = _data(run)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), t.checkpoint_every, t.keep_checkpoints, t.keep_every)
-  restored = ckpt.restore_latest_good(run.setup.abstract, run.setup.shardings, data) \
-      if ckpt.latest_step() is not None else None
-  if restored is not None:
-    latest, state, data = restored
-    console(f"resumed from {workdir}/checkpoints at step {latest}", lead)
-  else:
-    state = run.setup.init()
-  # On resume, records logged past the checkpoint are dropped (JSONL) and hidden (TensorBoard).
-  writer = MetricsWriter(workdir, enabled=lead, resume_step=restored[0] if restored is not None else None)
-  accounting = Accounting(  # derived metrics: bits, speech bits/s, cumulative FLOPs, tokens seen, MFU
-      flops_lib.model_flops(exp.model, exp.data.batch_size, exp.data.max_tokens, exp.data.max_patches)["train"],
-      peak_flops_per_second(jax.devices()[0].device_kind, mesh.size, t.peak_flops_per_device),
-      unit_rate=run.manifest.unit_rate, start_step=int(state.step), previous=read_records(workdir))
-  n_params = sum(x.size for x in jax.tree.leaves(run.setup.abstract.params))
-  train_split = run.manifest.split("train")
-  console(f"{exp.model.kind}: {n_params / 1e6:.2f}M parameters on a {dict(mesh.shape)} mesh; "
-          f"data {run.manifest.dir} ({train_split.num_speech} utterances, {train_split.num_text} text documents)",
-          lead)
+  trainer = _Trainer(run, preemption, benchmarks)
+  heldout_start = trainer.evaluate_before_training()
+  trainer.steps(stop_at)
+  return trainer.finish(heldout_start)
 
-  def heldout() -> dict:
-    return evaluate(run.setup.eval_step, state.params, run.manifest, exp, mesh, run.local_batch)
 
-  start = int(state.step)
-  heldout_start = None
-  if start == 0:
-    heldout_start = heldout()
-    writer.write(accounting({"step": 0, **heldout_start}))
-    console(f"held-out loss before training: {heldout_start['heldout_loss']:.4f}", lead)
+class _Trainer:
+  """One training run's state and what happens around its steps, each phase a method:
+  restore or initialize, held-out loss before training, the steps with their periodic
+  actions (log, checkpoint, stop when preempted, held-out loss, benchmarks), finish."""
 
-  window, timed_from, t_window = [], 0, time.time()
-  saved, preempted = start, False
+  def __init__(self, run: _Run, preemption: _Preemption, benchmarks: BenchmarkFn | None):
+    self.run, self.t, self.preemption, self.benchmarks = run, run.exp.train, preemption, benchmarks
+    exp, t, workdir = run.exp, run.exp.train, run.workdir
+    self.data = _data(run)
+    self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), t.checkpoint_every, t.keep_checkpoints,
+                             t.keep_every)
+    restored = self.ckpt.restore_latest_good(run.setup.abstract, run.setup.shardings, self.data) \
+        if self.ckpt.latest_step() is not None else None
+    if restored is not None:
+      latest, self.state, self.data = restored
+      console(f"resumed from {workdir}/checkpoints at step {latest}", run.lead)
+    else:
+      self.state = run.setup.init()
+    # On resume, records logged past the checkpoint are dropped (JSONL) and hidden (TensorBoard).
+    self.writer = MetricsWriter(workdir, enabled=run.lead, resume_step=restored[0] if restored else None)
+    self.accounting = Accounting(  # derived metrics: bits, speech bits/s, cumulative FLOPs, tokens seen, MFU
+        flops_lib.model_flops(exp.model, exp.data.batch_size, exp.data.max_tokens, exp.data.max_patches)["train"],
+        peak_flops_per_second(jax.devices()[0].device_kind, run.mesh.size, t.peak_flops_per_device),
+        unit_rate=run.manifest.unit_rate, start_step=int(self.state.step), previous=read_records(workdir))
+    n_params = sum(x.size for x in jax.tree.leaves(run.setup.abstract.params))
+    split = run.manifest.split("train")
+    console(f"{exp.model.kind}: {n_params / 1e6:.2f}M parameters on a {dict(run.mesh.shape)} mesh; data "
+            f"{run.manifest.dir} ({split.num_speech} utterances, {split.num_text} text documents)", run.lead)
+    self.start = self.saved = int(self.state.step)
+    self.window, self.timed_from, self.t_window = [], 0, time.time()
+    self.preempted = False
+    every = lambda n: (lambda step: n > 0 and step % n == 0)
+    self.after_each_step = [  # in this order; a preempted run stops right after its checkpoint
+        (lambda step: every(t.log_every)(step) or step == t.steps, self.log),
+        (lambda step: True, self.checkpoint),
+        (lambda step: True, self.stop_if_preempted),
+        (lambda step: every(t.eval_every)(step) and step != t.steps, self.heldout_eval),
+        (every(t.benchmark_every), self.benchmark),
+    ]
 
-  def check_finite(step: int) -> None:
-    first = step - len(window) + 1
-    bad = [first + i for i, m in enumerate(jax.device_get([m["nonfinite"] for m in window])) if m]
+  def heldout(self) -> dict:
+    r = self.run
+    return evaluate(r.setup.eval_step, self.state.params, r.manifest, r.exp, r.mesh, r.local_batch)
+
+  def evaluate_before_training(self) -> dict | None:
+    if self.start != 0:
+      return None
+    ev = self.heldout()
+    self.writer.write(self.accounting({"step": 0, **ev}))
+    console(f"held-out loss before training: {ev['heldout_loss']:.4f}", self.run.lead)
+    return ev
+
+  def steps(self, stop_at: int | None) -> None:
+    last = min(self.t.steps, stop_at) if stop_at is not None else self.t.steps
+    for step in range(self.start + 1, last + 1):
+      self.state, metrics = self.run.setup.train_step(self.state, sharding.global_batch(next(self.data),
+                                                                                         self.run.mesh))
+      self.window.append(metrics)
+      if step == self.start + 1:  # the first step compiles: keep it out of the throughput
+        jax.block_until_ready(metrics)
+        console(f"compiled and ran step {step} in {time.time() - self.t_window:.1f}s", self.run.lead)
+        self.timed_from, self.t_window = len(self.window), time.time()
+      for due, action in self.after_each_step:
+        if due(step) and not self.preempted:
+          action(step)
+      if self.preempted:
+        return
+
+  def check_finite(self, step: int) -> None:
+    first = step - len(self.window) + 1
+    bad = [first + i for i, m in enumerate(jax.device_get([m["nonfinite"] for m in self.window])) if m]
     if bad:
-      ckpt.close()
-      writer.close()
-      good = ckpt.latest_step()
+      self.ckpt.close()
+      self.writer.close()
+      good = self.ckpt.latest_step()
       raise TrainingError(
           f"non-finite loss or gradient at step {bad[0]}: the run stopped there (the update was not "
           f"applied). Last good checkpoint: {f'step {good}' if good is not None else 'none'} in "
-          f"{workdir}/checkpoints. Lower optim.learning_rate or check the data, then rerun to resume.")
+          f"{self.run.workdir}/checkpoints. Lower optim.learning_rate or check the data, then rerun to resume.")
 
-  def log(step: int) -> None:
-    nonlocal window, timed_from, t_window
-    check_finite(step)
-    fetched = jax.device_get(window)
+  def log(self, step: int) -> None:
+    self.check_finite(step)
+    fetched = jax.device_get(self.window)
     record = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     record.update(step=step, lr=float(fetched[-1]["lr"]))
-    timed = fetched[timed_from:]
+    timed = fetched[self.timed_from:]
     if timed:
-      elapsed = time.time() - t_window
+      elapsed = time.time() - self.t_window
       record.update(tokens_per_s=sum(m["real_tokens"] for m in timed) / elapsed,
                     patches_per_s=sum(m["real_patches"] for m in timed) / elapsed,
                     step_time_s=elapsed / len(timed))
-    record = accounting(record)
-    writer.write(record)
-    console(progress_line(step, t.steps, record), lead)
-    window, timed_from, t_window = [], 0, time.time()
+    record = self.accounting(record)
+    self.writer.write(record)
+    console(progress_line(step, self.t.steps, record), self.run.lead)
+    self.window, self.timed_from, self.t_window = [], 0, time.time()
 
-  def checkpoint(step: int) -> None:
-    nonlocal saved
-    if step % t.checkpoint_every == 0:
-      check_finite(step)  # never save a state past a non-finite update
-    if ckpt.save(step, state, data, config_lib.to_dict(exp)):  # Orbax decides: every checkpoint_every
-      saved = step
+  def save(self, step: int, force: bool = False) -> None:
+    if self.ckpt.save(step, self.state, self.data, config_lib.to_dict(self.run.exp), force=force):
+      self.saved = step
 
-  def stop_if_preempted(step: int) -> None:
-    nonlocal preempted
-    preempted = preemption.requested or (jax.process_count() > 1 and ckpt.manager.reached_preemption(step))
+  def checkpoint(self, step: int) -> None:
+    if step % self.t.checkpoint_every == 0:
+      self.check_finite(step)  # never save a state past a non-finite update
+    self.save(step)  # Orbax decides: every checkpoint_every steps
 
-  def heldout_eval(step: int) -> None:
-    ev = heldout()
-    writer.write(accounting({"step": step, **ev}))
-    console(f"held-out loss at step {step}: {ev['heldout_loss']:.4f}", lead)
+  def stop_if_preempted(self, step: int) -> None:
+    self.preempted = self.preemption.requested or (
+        jax.process_count() > 1 and self.ckpt.manager.reached_preemption(step))
 
-  def benchmark(step: int) -> None:
-    metrics, table = benchmarks(state.params, run.setup, exp, run.manifest, mesh, workdir)
-    writer.write({"step": step, **metrics})
-    console(f"benchmarks at step {step}:\n{table}", lead)
+  def heldout_eval(self, step: int) -> None:
+    ev = self.heldout()
+    self.writer.write(self.accounting({"step": step, **ev}))
+    console(f"held-out loss at step {step}: {ev['heldout_loss']:.4f}", self.run.lead)
 
-  every = lambda n: (lambda step: n > 0 and step % n == 0)
-  after_each_step = [  # in this order; a preempted run stops right after its checkpoint
-      (lambda step: every(t.log_every)(step) or step == t.steps, log),
-      (lambda step: True, checkpoint),
-      (lambda step: True, stop_if_preempted),
-      (lambda step: every(t.eval_every)(step) and step != t.steps, heldout_eval),
-      (every(t.benchmark_every), benchmark),
-  ]
-  last = min(t.steps, stop_at) if stop_at is not None else t.steps
-  for step in range(start + 1, last + 1):
-    state, metrics = run.setup.train_step(state, sharding.global_batch(next(data), mesh))
-    window.append(metrics)
-    if step == start + 1:  # the first step compiles: keep it out of the throughput
-      jax.block_until_ready(metrics)
-      console(f"compiled and ran step {step} in {time.time() - t_window:.1f}s", lead)
-      timed_from, t_window = len(window), time.time()
-    for due, action in after_each_step:
-      if due(step) and not preempted:
-        action(step)
-    if preempted:
-      break
+  def benchmark(self, step: int) -> None:
+    r = self.run
+    metrics, table = self.benchmarks(self.state.params, r.setup, r.exp, r.manifest, r.mesh, r.workdir)
+    self.writer.write({"step": step, **metrics})
+    console(f"benchmarks at step {step}:\n{table}", r.lead)
 
-  final_step = int(state.step)
-  if window:
-    check_finite(final_step)
-  if saved != final_step:
-    ckpt.save(final_step, state, data, config_lib.to_dict(exp), force=True)
-  ckpt.close()
-  if preempted:
-    writer.close()
-    console(f"preempted (SIGTERM) after step {final_step}: checkpoint saved in {workdir}/checkpoints; "
-            f"rerun the same command to resume", lead)
-    return Result(step=final_step, heldout_start=heldout_start, heldout_end=None, preempted=True)
-  heldout_end = heldout()
-  writer.write(accounting({"step": final_step, "final": True, **heldout_end}))
-  writer.close()
-  msg = f"held-out loss after step {final_step}: {heldout_end['heldout_loss']:.4f} " \
-        f"(text {heldout_end['heldout_text_loss']:.4f}, speech {heldout_end['heldout_speech_loss']:.4f})"
-  first = heldout_start or next((r for r in read_records(workdir)
-                                 if r.get("step") == 0 and "heldout_loss" in r), None)
-  if first is not None:
-    msg += f"; before training: {first['heldout_loss']:.4f}"
-  console(msg, lead)
-  return Result(step=final_step, heldout_start=heldout_start, heldout_end=heldout_end)
+  def finish(self, heldout_start: dict | None) -> Result:
+    """Last checkpoint, and the held-out loss after training (unless preempted)."""
+    workdir, lead = self.run.workdir, self.run.lead
+    final_step = int(self.state.step)
+    if self.window:
+      self.check_finite(final_step)
+    if self.saved != final_step:
+      self.save(final_step, force=True)
+    self.ckpt.close()
+    if self.preempted:
+      self.writer.close()
+      console(f"preempted (SIGTERM) after step {final_step}: checkpoint saved in {workdir}/checkpoints; "
+              f"rerun the same command to resume", lead)
+      return Result(step=final_step, heldout_start=heldout_start, heldout_end=None, preempted=True)
+    heldout_end = self.heldout()
+    self.writer.write(self.accounting({"step": final_step, "final": True, **heldout_end}))
+    self.writer.close()
+    msg = f"held-out loss after step {final_step}: {heldout_end['heldout_loss']:.4f} " \
+          f"(text {heldout_end['heldout_text_loss']:.4f}, speech {heldout_end['heldout_speech_loss']:.4f})"
+    first = heldout_start or next((r for r in read_records(workdir)
+                                   if r.get("step") == 0 and "heldout_loss" in r), None)
+    if first is not None:
+      msg += f"; before training: {first['heldout_loss']:.4f}"
+    console(msg, lead)
+    return Result(step=final_step, heldout_start=heldout_start, heldout_end=heldout_end)
