@@ -19,6 +19,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from lst_jax import config as config_lib
 from lst_jax import vocab as vocab_lib
 from lst_jax.data import interleave, patching
 from lst_jax.data import records as records_lib
@@ -49,7 +50,7 @@ def patch_lengths(record: records_lib.Record, vocab: vocab_lib.Vocab, strategy: 
   if strategy == "static":
     starts = patching.static_patch_starts(seq.is_speech, patch_size)
   elif strategy in ("aligned_sep", "aligned_merged"):
-    silence = patching.SILENCE_SEPARATE if strategy == "aligned_sep" else patching.SILENCE_MERGED
+    silence = config_lib.SILENCE_SEPARATE if strategy == "aligned_sep" else config_lib.SILENCE_MERGED
     cap = max_patch_len if max_patch_len > 0 else len(seq.tokens)
     starts = patching.aligned_patch_starts(
         seq, patching.PatchingConfig(strategy=patching.ALIGNED, max_patch_len=cap, silence=silence))

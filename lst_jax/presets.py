@@ -32,6 +32,10 @@ import ml_collections
 from lst_jax import config as config_lib
 
 PAIRINGS = ("compute_matched", "data_matched", "same_rows")
+# The experiment files (experiments/NAME.py) of each pairing's members.
+PAIR_EXPERIMENTS = {"compute_matched": {"lst": "lst_compute_matched", "baseline": "baseline_compute_matched"},
+                    "data_matched": {"lst": "lst_data_matched", "baseline": "baseline_data_matched"},
+                    "same_rows": {"lst": "demo", "baseline": "demo_baseline"}}
 DATA_MATCHED_GLOBAL_SHARE = 2.42 / 3.00  # paper.md sec. 5: LST vs baseline sequence, same data
 
 

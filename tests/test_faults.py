@@ -2,7 +2,6 @@
 non-finite loss; and gradient accumulation, which must not change the update."""
 
 import glob
-import json
 import os
 import signal
 import subprocess

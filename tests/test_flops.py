@@ -16,22 +16,13 @@ from flax import nnx
 from lst_jax import flops
 from lst_jax.config import ModelConfig
 from lst_jax.model.factory import build_model
+from lst_jax.tools import inspect
 
 VOCAB = 160
 TINY = dict(d_global=64, global_layers=2, global_heads=4, d_local=32, local_heads=2, encoder_layers=1,
             decoder_layers=1, cross_attn_k=2, window=64, patch_gather_width=4)   # conftest's tiny_config
 WIDE = dict(d_global=256, global_layers=2, global_heads=2, d_local=128, local_heads=2, encoder_layers=1,
             decoder_layers=2, cross_attn_k=2, window=64, patch_gather_width=4)
-
-
-def abstract_batch(rows: int, tokens: int, patches: int) -> dict:
-  i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
-  batch = {k: i32(rows, tokens) for k in ("tokens", "targets", "token_segment", "token_pos", "token_patch")}
-  batch.update({k: i32(rows, patches) for k in
-                ("patch_segment", "patch_pos", "patch_len", "patch_first", "patch_aligned")})
-  batch["loss_mask"] = jax.ShapeDtypeStruct((rows, tokens), jnp.bool_)
-  batch["truncated_tokens"] = i32(rows)
-  return batch
 
 
 def xla_flops(fn, *args) -> float:
@@ -49,7 +40,7 @@ SLOW = pytest.mark.slow  # the LST's gradient takes 10-15 s to compile
 def test_model_matches_xla_cost_analysis(kind, dims, shape):
   cfg = ModelConfig(kind=kind, vocab_size=VOCAB, **dims)
   graphdef, params = nnx.split(nnx.eval_shape(lambda: build_model(cfg, 0)), nnx.Param)
-  batch = abstract_batch(*shape)
+  batch = inspect.abstract_batch(*shape)
   forward = lambda p, b: nnx.merge(graphdef, p)(b)
 
   def loss(p, b):

@@ -32,17 +32,12 @@ def test_every_experiment_file_parses_and_documents_its_run_command():
     config_lib.parse(module.get_config(), VOCAB)
 
 
-PAIR_FILES = {"compute_matched": ("lst_compute_matched", "baseline_compute_matched"),
-              "data_matched": ("lst_data_matched", "baseline_data_matched"),
-              "same_rows": ("demo", "demo_baseline")}
-
-
 @pytest.mark.parametrize("size", list(presets.SIZES))
 @pytest.mark.parametrize("pairing", presets.PAIRINGS)
 def test_pairs_hold_their_invariants(size, pairing):
-  lst_file, base_file = PAIR_FILES[pairing]
-  lst = config_lib.parse(_load(lst_file).get_config(size), VOCAB)
-  base = config_lib.parse(_load(base_file).get_config(size), VOCAB)
+  lst = config_lib.parse(compare.member_config("lst", pairing, size), VOCAB)
+  base = config_lib.parse(compare.member_config("baseline", pairing, size), VOCAB)
+  assert (lst.model.kind, base.model.kind) == ("lst", "baseline")
   assert (lst.train.steps, lst.data.batch_size, lst.optim) == (base.train.steps, base.data.batch_size, base.optim)
   assert lst.model.kind == "lst" and base.model.kind == "baseline"
   assert (lst.model.d_global, lst.model.global_layers) == (base.model.d_global, base.model.global_layers)

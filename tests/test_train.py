@@ -35,15 +35,15 @@ def _one_step(dataset, config, mesh, batch):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lst", "baseline"])
 def test_step_on_8_devices_matches_one_device(dataset, config, kind):
-  """A whole train step (forward, backward, AdamW) on 2 x 4 data x fsdp devices and on 4 x 2
-  data x tensor devices equals the step on one device."""
+  """A whole train step (forward, backward, AdamW) on 2 x 2 x 2 data x fsdp x tensor devices
+  equals the step on one device (tests/test_sharding.py covers more layouts of the forward)."""
   config.model.kind = kind
   config.optim.warmup_steps = 0
   exp = config_lib.parse(config, pipeline.vocab_of(dataset).size)
   batch = next(iter(pipeline.train_dataset(dataset, exp.data, 8)))
   one = _one_step(dataset, config, sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1]), batch)
   assert len(jax.devices()) == 8
-  for shape in [(2, 4, 1), (4, 1, 2)]:
+  for shape in [(2, 2, 2)]:
     mesh = sharding.make_mesh(*shape)
     params, metrics, state, grads = _one_step(dataset, config, mesh, batch)
     np.testing.assert_allclose(metrics["loss"], one[1]["loss"], rtol=1e-5)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lst_jax.config import (ALIGNED, CURRICULUM, MIXED, PATCHING_STRATEGIES as STRATEGIES,  # noqa: F401
-                            SILENCE_MERGED, SILENCE_SEPARATE, STATIC, PatchingConfig)
+from lst_jax.config import (ALIGNED, CURRICULUM, MIXED, PATCHING_STRATEGIES as STRATEGIES, SILENCE_MERGED, STATIC,
+                            PatchingConfig)
 
 
 def aligned_probability(cfg: PatchingConfig, progress: float) -> float:

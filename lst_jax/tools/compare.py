@@ -24,7 +24,7 @@ UNIT_RATE = 25.0  # speech units per second of audio
 
 
 def member_config(kind: str, pair: str, size: str):
-  return cli.load_experiment(f"{kind}_{pair}:{size}")
+  return cli.load_experiment(f"{presets.PAIR_EXPERIMENTS[pair][kind]}:{size}")
 
 
 def summarize(records: list[dict]) -> dict:

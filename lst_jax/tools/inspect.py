@@ -26,8 +26,8 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import app, flags
 from flax import nnx
 
@@ -37,6 +37,7 @@ from lst_jax import flops as flops_lib
 from lst_jax import sharding
 from lst_jax import vocab as vocab_lib
 from lst_jax.config import ModelConfig
+from lst_jax.data import packing
 from lst_jax.model.factory import build_model
 from lst_jax.train import step as step_lib
 
@@ -52,8 +53,6 @@ PARAM_MODULES = {
     ("embed",): "embed", ("body",): "global", ("head",): "head",
 }
 
-TOKEN_KEYS = ("tokens", "targets", "token_segment", "token_pos", "token_patch")
-PATCH_KEYS = ("patch_segment", "patch_pos", "patch_len", "patch_first", "patch_aligned")
 
 
 def param_module(path) -> str:
@@ -76,13 +75,10 @@ def param_counts(model_cfg: ModelConfig) -> dict[str, int]:
 
 
 def abstract_batch(rows: int, tokens: int, patches: int, batch_sharding=None) -> dict:
-  """ShapeDtypeStructs of a packed batch (keys and dtypes of lst_jax.data.packing.finalize_row)."""
-  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
-  batch = {k: spec((rows, tokens), jnp.int32) for k in TOKEN_KEYS}
-  batch.update({k: spec((rows, patches), jnp.int32) for k in PATCH_KEYS})
-  batch["loss_mask"] = spec((rows, tokens), jnp.bool_)
-  batch["truncated_tokens"] = spec((rows,), jnp.int32)
-  return batch
+  """ShapeDtypeStructs of a packed batch: lst_jax.data.packing's row schema, [rows, ...]."""
+  row = packing.empty_row(tokens, patches)
+  return {k: jax.ShapeDtypeStruct((rows, *np.shape(v)), np.asarray(v).dtype, sharding=batch_sharding)
+          for k, v in row.items()}
 
 
 def lower_train_step(exp: config_lib.Experiment, vocab: vocab_lib.Vocab, mesh):
