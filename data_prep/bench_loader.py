@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
@@ -161,10 +160,7 @@ def main(argv):
     print(f"{name:<22}{m['per_epoch_utt_per_s']:>16,.0f}{m['per_epoch_patches_per_s']:>12,.0f}"
           f"{m['per_epoch_utt_per_s'] / REFERENCE_UTT_PER_S:>7.2f}{m['from_string_utt_per_s']:>19,.0f}"
           f"{m['from_string_utt_per_s'] / REFERENCE_UTT_PER_S:>7.2f}")
-  os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump(results, f, indent=2)
-  print(f"\nwritten to {_OUT.value}")
+  cli.write_results(_OUT.value, results)
 
 
 if __name__ == "__main__":

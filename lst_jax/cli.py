@@ -15,6 +15,7 @@ into `error: ...` and exit status 2.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 
@@ -48,6 +49,15 @@ def load_experiment(spec: str):
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg) if arg else module.get_config()
+
+
+def write_results(path: str, results: dict) -> None:
+  """A command's figures as JSON (e.g. runs/bench.json), written whole or not at all."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(results, f, indent=2)
+  os.replace(path + ".tmp", path)
+  print(f"written to {path}")
 
 
 def fail(message: str, code: int = 2):

@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 
 import numpy as np
@@ -148,10 +146,7 @@ def main(argv):
     scaling[t] = r
     print(f"  {t:>5} tokens/row: {r['step_s']:.2f} s/step, {r['peak_bytes'] / 2**20:.0f} MiB")
   out["scaling"] = {str(k): v for k, v in scaling.items()}
-  os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump(out, f, indent=2)
-  print(f"written to {_OUT.value}")
+  cli.write_results(_OUT.value, out)
 
 
 if __name__ == "__main__":
