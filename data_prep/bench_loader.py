@@ -14,6 +14,11 @@
    - one-time conversion to records (data_prep, done once before training).
    Reference figure on this machine: ~9.3k utterances/s (130k patches/s) for the
    reference implementation's tokenize + static patching.
+3. `python -m data_prep.build` end to end (tokenizer training, conversion, checks,
+   manifest) on --build_utterances official-format utterances (default 100,000;
+   1,000,000 for the scale target): wall time, utterances/s, and the peak RSS of its
+   largest process (target: at most 1.5 GB). The build streams: the parent holds
+   only byte offsets of the input's lines, workers read their own shard's lines.
 """
 
 from __future__ import annotations
@@ -33,19 +38,23 @@ _OUT = flags.DEFINE_string("out", "runs/bench_data.json", "Where the figures are
 _BATCHES = flags.DEFINE_integer("batches", 30, "Loader batches to time.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Train steps to time (after one compile step).")
 _UTTERANCES = flags.DEFINE_integer("utterances", 5000, "Official-format utterances to generate.")
+_BUILD_UTTERANCES = flags.DEFINE_integer("build_utterances", 100_000,
+                                         "Utterances for the data_prep.build timing (0: skip it).")
+_BUILD_WORKERS = flags.DEFINE_integer("build_workers", 2, "data_prep.build --workers for that timing.")
 
 
-def official_lines(n: int, seed: int = 0, num_units: int = 501) -> list[str]:
-  """Official LST JSONL lines of 3-14 words with silences, built from random word-aligned units."""
+def official_lines(n: int, seed: int = 0, num_units: int = 501, first: int = 0) -> list[str]:
+  """Official LST JSONL lines of 3-14 words with silences, built from random word-aligned units
+  (ids u<first>, u<first + 1>, ...)."""
   from data_prep import random_dataset
   from data_prep.formats.lst_jsonl import format_interleaved
   rng = np.random.default_rng(seed)
   lexicon = [w.strip() for w in "the of and to in that he shall unto for i his a lord they be is him not them it with all thou thy was god which my me said but ye their have will thee from as are when this out were upon man by you israel king son up there hath then people came had house into on her come one we children s before your also day land men shall against".split()]
   lines = []
   for i in range(n):
-    rec = random_dataset.random_speech_record(rng, f"u{i}", num_units, 10)
+    rec = random_dataset.random_speech_record(rng, f"u{first + i}", num_units, 10)
     words = [lexicon[int(k)] for k in rng.integers(0, len(lexicon), rec.num_words)]
-    lines.append(json.dumps({"file_id": f"u{i}", "interleaved": format_interleaved(words, rec.units,
+    lines.append(json.dumps({"file_id": f"u{first + i}", "interleaved": format_interleaved(words, rec.units,
                                                                                   rec.word_spans)}))
   return lines
 
@@ -92,14 +101,39 @@ def document_benchmarks(n: int, workdir: str) -> dict:
     pcfg = PatchingConfig(**kw)
     cfg = DataConfig(max_tokens=1 << 16, max_patches=1 << 16, patching=pcfg)
     make = pipeline.MakeDocument(vocab, cfg, pcfg, seed=0, total_docs=n)
-    per_epoch = time_documents(lambda i, raw: make.map_with_index(i, (pipeline.INTERLEAVED, raw)), encoded, pcfg)
+    per_epoch = time_documents(lambda i, raw: make.map_with_index(i, (pipeline.INTERLEAVED, records.decode(raw))), encoded, pcfg)
     from_string = time_documents(
-        lambda i, s: make.map_with_index(i, (pipeline.INTERLEAVED, records.encode(to_record(i, s)))),
+        lambda i, s: make.map_with_index(i, (pipeline.INTERLEAVED, records.decode(records.encode(to_record(i, s))))),
         strings, pcfg)
     out["modes"][name] = {"per_epoch_utt_per_s": per_epoch[0], "per_epoch_patches_per_s": per_epoch[1],
                           "from_string_utt_per_s": from_string[0],
                           "from_string_patches_per_s": from_string[1]}
   return out
+
+
+def build_benchmark(n: int, workdir: str, workers: int) -> dict:
+  """`python -m data_prep.build` on n official-format utterances (written in chunks, never all in
+  memory here): wall time, utterances/s, and the peak RSS of its largest process (parent or worker,
+  resource.getrusage of the waited-for children)."""
+  import os
+  import resource
+  import subprocess
+  import sys
+  src, out = os.path.join(workdir, "official.jsonl"), os.path.join(workdir, "built")
+  with open(src, "w") as f:
+    for lo in range(0, n, 10_000):
+      f.write("\n".join(official_lines(min(10_000, n - lo), seed=lo, first=lo)) + "\n")
+  start = time.perf_counter()
+  p = subprocess.run([sys.executable, "-m", "data_prep.build", "--format=lst_jsonl", f"--input={src}",
+                      f"--output={out}", f"--workers={workers}", "--vocab_size=500"],
+                     capture_output=True, text=True)
+  seconds = time.perf_counter() - start
+  if p.returncode:
+    raise RuntimeError(f"data_prep.build failed ({p.returncode}): {p.stderr[-2000:]}")
+  peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+  return {"utterances": n, "workers": workers, "seconds": seconds, "utt_per_s": n / seconds,
+          "utt_per_s_per_process": n / seconds / max(workers, 1), "peak_rss_mb": peak_kb / 1024,
+          "input_mb": os.path.getsize(src) / 2**20}
 
 
 def loader_vs_step(config) -> dict:
@@ -151,6 +185,13 @@ def main(argv):
   print(f"loader / step throughput: {r['loader_over_step']:.1f}x (target >= 5x)")
   with tempfile.TemporaryDirectory() as tmp:
     docs = document_benchmarks(_UTTERANCES.value, tmp)
+  if _BUILD_UTTERANCES.value:
+    with tempfile.TemporaryDirectory() as tmp:
+      b = results["build"] = build_benchmark(_BUILD_UTTERANCES.value, tmp, _BUILD_WORKERS.value)
+    print(f"data_prep.build of {b['utterances']:,} official-format utterances ({b['input_mb']:.0f} MB), "
+          f"{b['workers']} worker(s): {b['seconds']:.1f} s, {b['utt_per_s']:,.0f} utt/s "
+          f"({b['utt_per_s_per_process']:,.0f} per process), peak RSS {b['peak_rss_mb']:,.0f} MB "
+          f"(largest process; target <= 1,500 MB)")
   results["documents"] = docs
   print(f"\n{docs['utterances']} official-format utterances (3-14 words), one process; "
         f"reference tokenize+static patch: {REFERENCE_UTT_PER_S:,.0f} utt/s")

@@ -24,13 +24,12 @@ import dataclasses
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
 import sys
 import time
 from typing import Callable
 
-from data_prep import build_manifest, build_vocab, journal, shard_job, workers
+from data_prep import build_manifest, build_vocab, dataset_checks, journal, shard_job, workers
 from data_prep.formats import READERS, lst_jsonl, manifest_jsonl
 from data_prep.formats.items import TEXT, Options
 from lst_jax.data import provenance as prov
@@ -64,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--shard_size", type=int, default=10_000, help="input entries per shard (default: %(default)s)")
   p.add_argument("--workers", type=int, default=2, help="worker processes, 0: all in this one (default: %(default)s)")
   p.add_argument("--seed", type=int, default=0, help="seed of the codebook fit (default: %(default)s)")
+  p.add_argument("--allow_overlap", action="store_true",
+                 help="keep records whose id or content is also in another split (e.g. train and heldout) "
+                      "and count them in the manifest, instead of refusing them")
   args = p.parse_args(argv)
   if args.shard_size < 1 or args.workers < 0 or (args.num_units is not None and args.num_units < 1):
     p.error("--shard_size and --num_units must be >= 1, --workers >= 0")
@@ -74,6 +76,9 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   try:
     print(build(args))
+  except workers.WorkerDied as e:  # a fault, not bad input
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   except DataError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -115,7 +120,8 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = _log) -> str:
     plan = make_plan(args, reader, sources)
     new, settings = vocabularies(args, plan, pool, log)
     results = convert_all(args, plan, settings, pool, log, start)
-  return build_manifest.finish(args, plan, new, results, start)
+    overlap = dataset_checks.check(args, plan, results)
+  return build_manifest.finish(args, plan, new, results, start, overlap)
 
 
 # -- plan --------------------------------------------------------------------------------------
@@ -174,31 +180,31 @@ def convert_all(args, plan: Plan, settings, pool, log, start) -> list[shard_job.
   names = [shard_name(args.split, plan.kind, plan.tag, i, len(chunks)) for i in range(len(chunks))]
   journal_path = journal.path(args.output, args.split, plan.kind, plan.tag)
   done = journal.read(journal_path)
-  jobs = [shard_job.Job(n, tuple(c), done.get(n)) for n, c in zip(names, chunks)]
-  results, t0 = [], time.time()
+  jobs = [shard_job.Job(n, tuple(c), done.get(n), i) for i, (n, c) in enumerate(zip(names, chunks))]
+  results, t0 = {}, time.time()
   log(f"{args.split}: converting {len(plan.sources)} entries into {len(jobs)} shard(s) "
       f"in {max(args.workers, 1)} process(es)")
   os.makedirs(os.path.dirname(journal_path), exist_ok=True)
   pool.progress.value = 0
-  pending = pool.imap(functools.partial(shard_job.run, settings=settings), jobs)
+
+  def waiting():  # a long shard: say how far its entries got
+    n, elapsed = pool.progress.value, max(time.time() - t0, 1e-9)
+    log(f"{args.split}: {n}/{len(plan.sources)} entries converted, {len(results)}/{len(jobs)} shards done, "
+        f"{n / elapsed:.0f} entries/s, {elapsed:.1f} s elapsed")
+
+  # Unordered: each shard is journaled as soon as it is done, so a rerun after a crash reuses it.
+  pending = pool.imap_unordered(functools.partial(shard_job.run, settings=settings), jobs)
   with open(journal_path, "a") as journal_file:
-    while len(results) < len(jobs):
-      try:
-        r = pending.next(timeout=PROGRESS_S)
-      except multiprocessing.TimeoutError:  # a long shard: say how far its entries got
-        n, elapsed = pool.progress.value, max(time.time() - t0, 1e-9)
-        log(f"{args.split}: {n}/{len(plan.sources)} entries converted, {len(results)}/{len(jobs)} shards done, "
-            f"{n / elapsed:.0f} entries/s, {elapsed:.1f} s elapsed")
-        continue
+    for r in workers.watch(pool, pending, waiting, PROGRESS_S, names):
       if r.failure is not None:
         raise r.failure
       if not r.reused:
         journal.append(journal_file, r.journal())
-      results.append(r)
-      reused = sum(x.reused for x in results)
-      workers.progress(log, f"{args.split}: shards", len(results), len(jobs), sum(x.entries for x in results),
-                       t0, extra=f", {reused} reused" if reused else "")
-  return results
+      results[r.name] = r
+      reused = sum(x.reused for x in results.values())
+      workers.progress(log, f"{args.split}: shards", len(results), len(jobs),
+                       sum(x.entries for x in results.values()), t0, extra=f", {reused} reused" if reused else "")
+  return [results[n] for n in names]
 
 
 def shard_name(split: str, kind: str, tag: str, index: int, count: int) -> str:

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from data_prep import journal, shard_job
+from data_prep import shards as shards_lib
 from data_prep.formats.items import SPEECH, TEXT
 from lst_jax.data import provenance as prov
 from lst_jax.data.manifest import MANIFEST, DataError, write_manifest
@@ -42,7 +43,8 @@ def read(output: str) -> dict | None:
   return raw
 
 
-def finish(args, plan: Plan, new: dict, results: list[shard_job.Result], start: float) -> str:
+def finish(args, plan: Plan, new: dict, results: list[shard_job.Result], start: float,
+           overlap: dict[str, int] | None = None) -> str:
   """Errors file, manifest (last), then old files of this input that the manifest no longer lists."""
   errors = [{**e, "build": plan.tag, "format": args.format} for r in results for e in r.errors]
   errors_path = os.path.join(args.output, args.split + ERRORS_SUFFIX)
@@ -52,16 +54,19 @@ def finish(args, plan: Plan, new: dict, results: list[shard_job.Result], start: 
   shards = [r.name for r in results if r.stats.get("records", 0) > 0]
   entry = {"tag": plan.tag, "split": args.split, "format": args.format, "kind": plan.kind,
            "input": os.path.abspath(args.input), "entries": len(plan.sources), "skipped": len(errors),
-           "shards": shards, **totals, "seconds": round(totals["seconds"], 3)}
+           "shards": shards, **totals, "seconds": round(totals["seconds"], 3),
+           **({"overlap": overlap} if overlap else {})}
   old = plan.existing or {}
   builds = [b for b in earlier_builds(old) if (b.get("tag"), b.get("split")) != (plan.tag, args.split)]
   builds.append(entry)
   units = prov.merged_units(old, new) if old else new["units"]
+  splits = {**old.get("splits", {}), **split_totals(builds, old.get("splits", {}))}
+  files = {r.name: r.shard for r in results if r.shard}
   write_manifest(args.output, {
       **{k: v for k, v in old.items() if k != "schema"},
       "name": old.get("name", os.path.basename(os.path.abspath(args.output))),
-      "tokenizer": new["tokenizer"], "units": units, "builds": builds,
-      "splits": {**old.get("splits", {}), **split_totals(builds, old.get("splits", {}))}})
+      "tokenizer": new["tokenizer"], "units": units, "builds": builds, "splits": splits,
+      "shards": shards_lib.manifest_entries(args.output, splits, {**old.get("shards", {}), **files})})
   _remove_stale(args.output, args.split, plan.kind, plan.tag, results)
   reused = sum(r.reused for r in results)
   skipped = f", {len(errors)} skipped (listed in {errors_path})" if errors else ""
@@ -111,6 +116,7 @@ def split_totals(builds: list[dict], old_splits: dict) -> dict:
         "speech_text_tokens": sum(b["text_tokens"] for b in speech),
         "text_words": sum(b["words"] for b in text), "text_tokens": sum(b["text_tokens"] for b in text),
         "skipped": sum(b["skipped"] for b in mine),
+        "overlap": sum(n for b in mine for n in b.get("overlap", {}).values()),
     }
   return out
 

@@ -61,7 +61,7 @@ def resolve_tokenizer(args, plan: Plan, settings: shard_job.Settings, pool, log)
   lines, start, entries = [], time.time(), 0
   job = functools.partial(shard_job.transcripts, settings=settings)
   chunks = workers.chunks(plan.sources, args.shard_size)
-  for i, (chunk, (got, errors)) in enumerate(zip(chunks, pool.imap(job, chunks)), 1):
+  for i, (chunk, (got, errors)) in enumerate(zip(chunks, workers.watch(pool, pool.imap(job, chunks))), 1):
     if errors and args.on_error == shard_job.FAIL:
       raise errors[0]
     lines += got
@@ -135,7 +135,7 @@ def fit_codebook(args, plan: Plan, settings, pool, log) -> tuple[codebook_lib.Co
   feats, total, start, done = [], 0, time.time(), 0
   per_round = max(1, args.workers) * 2
   while done < len(batches) and total < FIT_FRAMES:
-    for got, errors in pool.imap(job, batches[done:done + per_round]):
+    for got, errors in workers.watch(pool, pool.imap(job, batches[done:done + per_round])):
       if errors and args.on_error == shard_job.FAIL:
         raise errors[0]
       for f in got:  # in sample order, so the sample does not depend on --workers

@@ -47,6 +47,7 @@ class WordTokenizer:
 class Converted:
   record: records_lib.Record
   seconds: float  # speech duration (0 for text)
+  place: tuple = (None, None)  # (file, line) of the entry in the input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,13 +61,14 @@ class Analysis:
 
 def text_item(item: Item, encode: WordTokenizer) -> Converted:
   rec = records_lib.text_record(item.id, encode(item.words))
-  return Converted(_validate(item, rec, None, encode.vocab_size), 0.0)
+  return Converted(_validate(item, rec, None, encode.vocab_size), 0.0, (item.file, item.line))
 
 
 def units_item(item: Item, encode: WordTokenizer, num_units: int) -> Converted:
   """An item with user-given units and word spans."""
   rec = records_lib.speech_record(item.id, encode(item.words), item.units, item.word_spans, item.unit_rate)
-  return Converted(_validate(item, rec, num_units, encode.vocab_size), len(item.units) / item.unit_rate)
+  return Converted(_validate(item, rec, num_units, encode.vocab_size), len(item.units) / item.unit_rate,
+                   (item.file, item.line))
 
 
 def load_features(item: Item) -> tuple[np.ndarray, np.ndarray, float]:
@@ -113,7 +115,8 @@ def audio_items(analyses: Sequence[Analysis], encode: WordTokenizer,
       continue
     rec = records_lib.speech_record(a.item.id, encode(a.item.words), u, spans, FRAME_RATE)
     try:
-      out.append(Converted(_validate(a.item, rec, codebook.num_units, encode.vocab_size), a.seconds))
+      out.append(Converted(_validate(a.item, rec, codebook.num_units, encode.vocab_size), a.seconds,
+                           (a.item.file, a.item.line)))
     except InputError as e:
       out.append(e)
   return out

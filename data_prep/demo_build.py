@@ -83,6 +83,7 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
                 "feature_stats": codebook_lib.FEATURE_STATS, "feature_stats_sha256": sha256_file(stats_path),
                 "features": FEATURES},
       "splits": splits,
+      "shards": shards.manifest_entries(output, splits),
       "build": settings,
   })
   train = splits["train"]

@@ -53,5 +53,5 @@ def make_dataset(directory: str, num_speech: int = 64, num_text: int = 64, num_u
       "tokenizer": {"path": "none", "sha256": "synthetic", "vocab_size": text_vocab},
       "units": {"quantizer": "synthetic", "num_units": num_units, "frame_rate": 25.0,
                 "codebook_sha256": "synthetic"},
-      "splits": splits, "build": {"seed": seed}})
+      "splits": splits, "shards": shards.manifest_entries(directory, splits), "build": {"seed": seed}})
   return manifest_lib.load_manifest(directory)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import multiprocessing
 import os
 from typing import Any, Sequence
 
@@ -30,10 +31,25 @@ _CACHE: dict[Any, Any] = {}  # per process: tokenizer and codebook, loaded once
 _PROGRESS = None             # a multiprocessing.Value shared with the parent: entries finished
 
 
-def init_worker(counter) -> None:
-  """Pool initializer: where to count finished entries (the parent prints progress from it)."""
-  global _PROGRESS
-  _PROGRESS = counter
+_HELD = None                 # (shared array, slot): where this worker says which job it holds
+
+
+def init_worker(counter, held=None) -> None:
+  """Pool initializer: where to count finished entries (the parent prints progress from it), and
+  a free slot of `held` for this worker's pid and the index of the job it holds."""
+  global _PROGRESS, _HELD
+  _PROGRESS, _HELD = counter, None
+  if held is not None:
+    with held.get_lock():
+      slot = next((i for i in range(0, len(held), 2) if held[i] == 0), None)
+      if slot is not None:
+        held[slot], held[slot + 1] = os.getpid(), -1
+        _HELD = (held, slot)
+
+
+def _holding(index: int) -> None:
+  if _HELD is not None:
+    _HELD[0][_HELD[1] + 1] = index
 
 
 def _tick(n: int = 1) -> None:
@@ -59,6 +75,7 @@ class Job:
   name: str                   # shard path relative to the output
   sources: tuple
   done: dict | None = None    # the journal's entry for this shard from an earlier run
+  index: int = -1             # position in the build (the parent names a dead worker's shard by it)
 
 
 @dataclasses.dataclass
@@ -70,12 +87,60 @@ class Result:
   errors: list[dict]
   reused: bool = False
   failure: InputError | None = None  # --on_error=fail: the first bad entry (nothing written)
+  ids: list[str] = dataclasses.field(default_factory=list)      # each record's id, in shard order
+  digests: list[str] = dataclasses.field(default_factory=list)  # each record's content (record_digest)
+  places: list = dataclasses.field(default_factory=list)        # each record's [file, line] in the input
+  shard: dict | None = None   # the manifest's "shards" entry: records, bytes, sha256 (None: no records)
 
   def journal(self) -> dict:
-    return {"shard": self.name, "fingerprint": self.fingerprint, "stats": self.stats, "errors": self.errors}
+    return {"shard": self.name, "fingerprint": self.fingerprint, "stats": self.stats, "errors": self.errors,
+            "ids": self.ids, "digests": self.digests, "places": pack_places(self.places), "file": self.shard}
+
+
+def pack_places(places: list) -> dict:
+  """[[file, line], ...] -> {"files": [file, ...], "at": [[file index, line], ...]} (journals stay small)."""
+  files: dict = {}
+  return {"at": [[files.setdefault(f, len(files)), line] for f, line in places], "files": list(files)}
+
+
+def unpack_places(packed) -> list | None:
+  if not isinstance(packed, dict):
+    return packed
+  return [[packed["files"][i], line] for i, line in packed["at"]]
+
+
+def record_digest(record: records_lib.Record) -> str:
+  """What a record says (words and units, not its id): equal digests mean the same utterance or document."""
+  h = hashlib.sha256(record.kind.encode())
+  for a in (record.text_ids, record.word_offsets, record.units, record.word_spans):
+    h.update(np.ascontiguousarray(a, np.int64).tobytes() + b"|")
+  return h.hexdigest()[:24]
+
+
+def index_records(payloads) -> tuple[list[str], list[str]]:
+  """(ids, digests) of encoded records."""
+  recs = [records_lib.decode(p) for p in payloads]
+  return [r.id for r in recs], [record_digest(r) for r in recs]
+
+
+def read_shard(path: str) -> list[bytes]:
+  from array_record.python.array_record_module import ArrayRecordReader
+  reader = ArrayRecordReader(path)
+  try:
+    return list(reader.read_all())
+  finally:
+    reader.close()
 
 
 def run(job: Job, settings: Settings) -> Result:
+  _holding(job.index)
+  try:
+    return _run(job, settings)
+  finally:
+    _holding(-1)
+
+
+def _run(job: Job, settings: Settings) -> Result:
   fingerprint = digest(job.sources, settings.salt)
   path = os.path.join(settings.output, job.name)
   done = job.done
@@ -85,16 +150,42 @@ def run(job: Job, settings: Settings) -> Result:
       e = done["errors"][0]
       return Result(job.name, fingerprint, len(job.sources), {}, [],
                     failure=InputError(e["file"], e["error"], e["line"], e.get("record")))
-    return Result(job.name, fingerprint, len(job.sources), done["stats"], done["errors"], reused=True)
+    return reused(job, fingerprint, path)
+  _fault(job.name)
   converted, errors = convert_sources(job.sources, settings)
   if errors and settings.on_error == FAIL:
     return Result(job.name, fingerprint, len(job.sources), {}, [], failure=errors[0])
+  info = None
   if converted:
     shards.write_shard(path, [records_lib.encode(c.record) for c in converted])
+    info = shards.shard_info(path, len(converted))
   elif os.path.exists(path):
     os.remove(path)  # an earlier run's shard for entries that are all bad now
   return Result(job.name, fingerprint, len(job.sources), shard_stats(converted),
-                [e.to_json() for e in errors])
+                [e.to_json() for e in errors], ids=[c.record.id for c in converted],
+                digests=[record_digest(c.record) for c in converted],
+                places=[list(c.place) for c in converted], shard=info)
+
+
+def reused(job: Job, fingerprint: str, path: str) -> Result:
+  """The journal's result for a shard on disk; what an older journal lacks is read from the shard."""
+  done = job.done
+  r = Result(job.name, fingerprint, len(job.sources), done["stats"], done["errors"], reused=True,
+             ids=done.get("ids"), digests=done.get("digests"), places=unpack_places(done.get("places")),
+             shard=done.get("file"))
+  if done["stats"]["records"] and (r.ids is None or r.digests is None or r.shard is None):
+    r.ids, r.digests = index_records(read_shard(path))
+    r.shard = shards.shard_info(path, len(r.ids))
+  r.ids, r.digests = r.ids or [], r.digests or []
+  r.places = r.places or [[None, None]] * len(r.ids)
+  return r
+
+
+def _fault(shard: str) -> None:
+  """Test hook: LST_DATA_PREP_FAULT=kill:NAME kills this worker (SIGKILL) as it starts shard NAME."""
+  fault = os.environ.get("LST_DATA_PREP_FAULT", "")
+  if fault.startswith("kill:") and fault[5:] and fault[5:] in shard and multiprocessing.parent_process():
+    os.kill(os.getpid(), 9)
 
 
 def convert_sources(sources: Sequence, settings: Settings) -> tuple[list[convert.Converted], list[InputError]]:

@@ -7,6 +7,7 @@ keeps random access cheap for Grain's per-record reads.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Sequence
 
@@ -34,6 +35,38 @@ def write_shard(path: str, payloads: Sequence[bytes]) -> str:
     writer.close()
   os.replace(tmp, path)
   return path
+
+
+def file_digest(path: str) -> tuple[int, str]:
+  """(bytes, sha256 hex) of a file, read in 1 MiB blocks."""
+  h, size = hashlib.sha256(), 0
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+      size += len(block)
+  return size, h.hexdigest()
+
+
+def shard_info(path: str, records: int | None = None) -> dict:
+  """A shard's entry in the manifest's "shards": {"records", "bytes", "sha256"} (records counted
+  from the file when not given)."""
+  if records is None:
+    from array_record.python.array_record_module import ArrayRecordReader
+    reader = ArrayRecordReader(path)
+    try:
+      records = reader.num_records()
+    finally:
+      reader.close()
+  size, sha = file_digest(path)
+  return {"records": int(records), "bytes": size, "sha256": sha}
+
+
+def manifest_entries(output: str, splits: dict, known: dict | None = None) -> dict:
+  """The manifest's "shards": {relative path: {"records", "bytes", "sha256"}} for every shard the splits
+  list (data_prep.verify checks them; training reads them); a shard `known` lacks is read now."""
+  known = known or {}
+  listed = sorted({s for split in splits.values() for k in ("speech", "text") for s in split.get(k, [])})
+  return {s: known.get(s) or shard_info(os.path.join(output, s)) for s in listed}
 
 
 def write_records(directory: str, split: str, kind: str, records: Sequence[records_lib.Record],

@@ -31,14 +31,30 @@ HIST_BINS = 16  # lengths 1..16 each, then one bin for longer
 
 
 def read_records(paths: Iterable[str]) -> Iterator[records_lib.Record]:
+  """Every record of the shards; DataError naming the shard (and record) that is missing or damaged
+  (`python -m data_prep.verify DIR` checks them all)."""
   from array_record.python.array_record_module import ArrayRecordReader
   for path in paths:
-    reader = ArrayRecordReader(path)
     try:
-      for data in reader.read_all():
-        yield records_lib.decode(data)
-    finally:
-      reader.close()
+      reader = ArrayRecordReader(path)
+      try:
+        payloads = reader.read_all()
+      finally:
+        reader.close()
+    except Exception as e:  # noqa: BLE001 - array_record fails in many ways on a damaged file
+      raise DataError(f"{path}: damaged or unreadable shard: {first_line(e)}; "
+                      f"run python -m data_prep.verify on the dataset") from None
+    for i, data in enumerate(payloads):
+      try:
+        rec = records_lib.decode(data)
+      except Exception as e:  # noqa: BLE001 - as above
+        raise DataError(f"{path}: record {i} does not decode: {first_line(e)}; "
+                        f"run python -m data_prep.verify on the dataset") from None
+      yield rec
+
+
+def first_line(e: Exception) -> str:
+  return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
 
 
 def patch_lengths(record: records_lib.Record, vocab: vocab_lib.Vocab, strategy: str, patch_size: int = 4,

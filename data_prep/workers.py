@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import time
+from typing import Callable, Iterator, Sequence
 
 from data_prep import shard_job
+from lst_jax.data.manifest import DataError
+
+WATCH_S = 1.0  # how often the parent checks that its workers are alive
 
 
 class _Inline:
@@ -20,6 +25,8 @@ class _Inline:
 
   def imap(self, fn, items):
     return _InlineResults(map(fn, items))
+
+  imap_unordered = imap
 
 
 class _InlineResults:
@@ -35,23 +42,77 @@ class _InlineResults:
     return next(self.results)
 
 
+class WorkerDied(DataError):
+  """A worker process ended without finishing its task (killed, e.g. for lack of memory)."""
+
+
 @contextlib.contextmanager
 def pool(workers: int):
-  """A process pool whose workers count the entries they finish in `pool.progress` (shared)."""
+  """A process pool whose workers count the entries they finish in `pool.progress` (shared) and say
+  which shard each holds in `pool.held` (pid, job index per slot), so a dead one is noticed."""
   ctx = multiprocessing.get_context("spawn")
   counter = ctx.Value("q", 0)
   if workers <= 0:
     shard_job.init_worker(counter)
     inline = _Inline()
-    inline.progress = counter
+    inline.progress, inline.held = counter, None
     try:
       yield inline
     finally:
       shard_job.init_worker(None)
     return
-  with ctx.Pool(workers, initializer=shard_job.init_worker, initargs=(counter,)) as processes:
-    processes.progress = counter
+  held = ctx.Array("q", [0, -1] * (2 * workers + 8))
+  with ctx.Pool(workers, initializer=shard_job.init_worker, initargs=(counter, held)) as processes:
+    processes.progress, processes.held = counter, held
     yield processes
+
+
+def watch(pool, pending, on_wait: Callable[[], None] | None = None, wait_s: float = 15.0,
+          names: Sequence[str] = ()) -> Iterator:
+  """The results of `pending` (an imap iterator) as they come. Between them, every WATCH_S seconds,
+  checks that no worker died (WorkerDied names the shard it held: names[job index]) and every
+  `wait_s` seconds calls `on_wait` (a progress line)."""
+  last = time.time()
+  while True:
+    try:
+      yield pending.next(timeout=WATCH_S)
+      last = time.time()
+      continue
+    except StopIteration:
+      return
+    except multiprocessing.TimeoutError:
+      pass
+    for pid, job in dead_workers(pool):
+      held = f" while converting shard {names[job]}" if 0 <= job < len(names) else ""
+      raise WorkerDied(f"worker process {pid} died{held} (killed: out of memory, or a signal); "
+                       f"the build stopped. Rerun it: finished shards are reused")
+    if on_wait is not None and time.time() - last >= wait_s:
+      on_wait()
+      last = time.time()
+
+
+def dead_workers(pool) -> list[tuple[int, int]]:
+  """(pid, job index or -1) of each worker of `pool` that is gone."""
+  held = getattr(pool, "held", None)
+  if held is None:
+    return []
+  with held.get_lock():
+    slots = [(held[i], held[i + 1]) for i in range(0, len(held), 2)]
+  return [(pid, job) for pid, job in slots if pid and not _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, not yet reaped
+  except (OSError, IndexError):
+    return True
 
 
 def chunks(items: list, size: int) -> list[list]:

@@ -43,6 +43,7 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 STATIC, ALIGNED, MIXED, CURRICULUM = "static", "aligned", "mixed", "curriculum"
 PATCHING_STRATEGIES = (STATIC, ALIGNED, MIXED, CURRICULUM)
 SILENCE_SEPARATE, SILENCE_MERGED = "separate", "merged"
+RESUME_MODES = ("auto", "with_changes", "archive_and_restart")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +154,10 @@ class TrainConfig:
   benchmark_every: int = setting(0, "likelihood benchmarks (lst_jax.eval) every N steps; 0: never", low=0)
   benchmark_items: int = setting(0, "... on the first N items of each (0: all)", low=0)
   seed: int = setting(0)
+  resume: str = setting(
+      "auto", "a workdir holding a run: auto = resume it if its checkpoints fit this config, else refuse; "
+      "with_changes = resume it although settings changed (its parameters must fit); "
+      "archive_and_restart = move it to <workdir>/previous/<time>/ and start anew", choices=RESUME_MODES)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,6 +19,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from lst_jax.config import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -76,12 +78,14 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence 
   devices = list(devices) if devices is not None else jax.devices()
   if data == -1:
     if len(devices) % (fsdp * tensor):
-      raise ValueError(f"{len(devices)} devices are not divisible by fsdp*tensor={fsdp * tensor}")
+      raise ConfigError(f"config.mesh: the {len(devices)} devices are not divisible by fsdp x tensor = "
+                        f"{fsdp} x {tensor}; set config.mesh.fsdp / config.mesh.tensor to divide them")
     data = len(devices) // (fsdp * tensor)
   need = data * fsdp * tensor
   if need > len(devices) or need < 1:
-    raise ValueError(f"mesh data={data} x fsdp={fsdp} x tensor={tensor} needs "
-                     f"{need} devices, but {len(devices)} are available")
+    raise ConfigError(f"config.mesh data={data} x fsdp={fsdp} x tensor={tensor} needs {need} devices, "
+                      f"but {len(devices)} are available; use config.mesh.data=-1 (all devices left over) "
+                      f"or a smaller mesh")
   if need < len(devices):
     logging.warning("mesh uses %d of the %d devices", need, len(devices))
     devices = devices[:need]

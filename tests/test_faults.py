@@ -1,5 +1,6 @@
 """Faults a pod run meets: SIGKILL, SIGTERM (preemption), an unreadable checkpoint, a
-non-finite loss; and gradient accumulation, which must not change the update."""
+non-finite loss, a workdir that holds another run or is in use, a damaged shard; and
+gradient accumulation, which must not change the update."""
 
 import glob
 import os
@@ -19,6 +20,7 @@ from lst_jax.data import pipeline
 from lst_jax.train import step as step_lib
 from lst_jax.train.loop import TrainingError, train
 from lst_jax.train.metrics import read_records
+from lst_jax.train.workdir import RunLock, WorkdirError, compare_configs, compare_shapes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = {"time", "tokens_per_s", "patches_per_s", "step_time_s", "flops_per_s", "mfu"}
@@ -178,3 +180,162 @@ def test_metrics_count_text_and_speech_tokens():
   counts = jax.device_get(step_lib.token_counts(batch, vocab_lib.Vocab(text_size=60, num_units=40)))
   assert {k: float(v) for k, v in counts.items()} == {"real_tokens": 15, "real_text_tokens": 3,
                                                       "real_speech_tokens": 3, "real_patches": 5}
+
+
+# ---------------------------------------------------------------------------- resume never discards work
+
+def _snapshot(workdir: str) -> dict:
+  """Every file under the workdir with its size (what a refused rerun must leave untouched)."""
+  return {os.path.relpath(p, workdir): os.path.getsize(p)
+          for p in glob.glob(f"{workdir}/**/*", recursive=True) if os.path.isfile(p) and not p.endswith("run.lock")}
+
+
+@pytest.fixture
+def two_step_run(config, tmp_path):
+  """A workdir holding a run of 2 steps (a checkpoint at step 2), and its config."""
+  config.train.update(steps=2, checkpoint_every=2)
+  workdir = str(tmp_path / "run")
+  train(config, workdir)
+  return config, workdir
+
+
+@pytest.mark.slow
+def test_changed_model_is_refused_before_anything_moves(two_step_run):
+  config, workdir = two_step_run
+  before = _snapshot(workdir)
+  config.model.d_global = 32
+  config.train.steps = 4
+  with pytest.raises(WorkdirError) as e:
+    train(config, workdir)
+  message = str(e.value)
+  assert "whose parameters do not fit this config: config.model.d_global: 64 there, 32 here" in message
+  assert "first parameter that differs: " in message and "(64," in message and "(32," in message
+  assert "--config.train.resume=archive_and_restart" in message
+  assert _snapshot(workdir) == before   # nothing renamed, deleted or written
+
+
+@pytest.mark.slow
+def test_changed_settings_need_an_explicit_choice(two_step_run):
+  config, workdir = two_step_run
+  before = _snapshot(workdir)
+  config.optim.learning_rate = 1e-3
+  config.train.steps = 4                      # may change on resume: not a reason to refuse
+  with pytest.raises(WorkdirError, match=r"trained with other settings: config\.optim\.learning_rate: "
+                                         r"0\.003 there, 0\.001 here\. Nothing was changed"):
+    train(config, workdir)
+  assert _snapshot(workdir) == before
+  config.train.resume = "with_changes"
+  result = train(config, workdir)
+  steps = [r["step"] for r in read_records(workdir) if "loss" in r]
+  assert result.step == 4 and steps == sorted(set(steps)) and steps[-1] == 4
+
+
+@pytest.mark.slow
+def test_archive_and_restart_keeps_the_old_run(two_step_run):
+  config, workdir = two_step_run
+  old_records = read_records(workdir)
+  config.model.d_global = 32
+  config.train.resume = "archive_and_restart"
+  train(config, workdir)
+  (previous,) = glob.glob(f"{workdir}/previous/*")
+  assert "2" in os.listdir(f"{previous}/checkpoints")
+  assert read_records(previous) == old_records
+  new = read_records(workdir)
+  assert [r["step"] for r in new if "heldout_loss" in r] == [0, 2]   # one run per metrics.jsonl
+  assert new != old_records
+
+
+@pytest.mark.slow
+def test_no_readable_checkpoint_stops_instead_of_starting_over(two_step_run):
+  config, workdir = two_step_run
+  records = read_records(workdir)
+  for f in glob.glob(f"{workdir}/checkpoints/*/state/**/*", recursive=True):   # every checkpoint
+    if os.path.isfile(f):
+      with open(f, "r+b") as fh:
+        fh.truncate(os.path.getsize(f) // 3)
+  config.train.steps = 4
+  with pytest.raises(WorkdirError, match=r"no checkpoint in .* can be read .* nothing was started"):
+    train(config, workdir)
+  assert os.path.isdir(f"{workdir}/checkpoints/2.unreadable")   # set aside, kept
+  assert read_records(workdir) == records                          # no second run began
+
+
+def test_a_second_training_on_the_workdir_is_refused(config, tmp_path):
+  workdir = str(tmp_path / "run")
+  holder = RunLock(workdir)
+  holder.acquire()
+  try:
+    with pytest.raises(WorkdirError, match=rf"is in use by another training run \(.*\"pid\": {os.getpid()}"):
+      train(config, workdir)
+  finally:
+    holder.release()
+  assert not os.path.exists(f"{workdir}/metrics.jsonl")
+
+
+def test_workdir_comparisons():
+  saved = {"model": {"d_global": 64, "attention": "reference"}, "train": {"steps": 2}}
+  current = {"model": {"d_global": 64, "attention": "xla"}, "train": {"steps": 4}}
+  assert compare_configs(saved, current) == (
+      [], ["config.model.attention: 'reference' there, 'xla' here", "config.train.steps: 2 there, 4 here"])
+  assert compare_shapes({"a": (2, 3), "b": (4,)}, {"a": (2, 3), "b": (4,)}) is None
+  assert compare_shapes({"a": (2, 3)}, {"a": (2, 4)}) == "a: (2, 3) there, (2, 4) here"
+  assert compare_shapes({"a": (2,)}, {"a": (2,), "c": (1,)}) == "c: absent there, (1,) here"
+
+
+# ---------------------------------------------------------------------------- a damaged shard mid-run
+
+def test_a_damaged_shard_is_named_with_the_record(dataset, tmp_path):
+  import shutil
+  from lst_jax.data.shards import ShardError, Shards
+  shard = dataset.split("train").speech[0]
+  copy = str(tmp_path / "train" / os.path.basename(shard))
+  os.makedirs(os.path.dirname(copy))
+  shutil.copy(shard, copy)
+  assert len(Shards([copy])) == len(Shards([shard]))
+  with open(copy, "r+b") as f:
+    size = os.path.getsize(copy)
+    f.seek(size // 4)
+    flipped = bytes((b ^ 0x5A) for b in f.read(size // 2))
+    f.seek(size // 4)
+    f.write(flipped)
+  assert os.path.getsize(copy) == os.path.getsize(shard)
+  with pytest.raises(ShardError, match=rf"{copy}: (record \d+ cannot be read|cannot be opened)"):
+    source = Shards([copy])
+    [source[i] for i in range(len(source))]
+  with pytest.raises(ShardError, match=r"records, the manifest says 999"):
+    Shards([shard], {shard: 999})
+
+
+@pytest.mark.slow
+def test_training_stops_cleanly_on_a_damaged_shard(config, tmp_path):
+  import shutil
+  data = str(tmp_path / "data")
+  shutil.copytree(config.data.dir, data)
+  config.data.dir = data
+  config.train.update(steps=2, checkpoint_every=2)
+  workdir = str(tmp_path / "run")
+  train(config, workdir)
+  for shard in glob.glob(f"{data}/train/*.array_record"):
+    with open(shard, "r+b") as f:
+      size = os.path.getsize(shard)
+      f.seek(64)
+      flipped = bytes((b ^ 0x5A) for b in f.read(size - 128))
+      f.seek(64)
+      f.write(flipped)   # same size: only the content is wrong
+  config.train.steps = 6
+  r = subprocess.run([sys.executable, "-m", "lst_jax.main", f"--config={_config_file(tmp_path, config)}",
+                      f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 4, r.stdout[-2000:] + r.stderr[-3000:]
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: {data}/train/") and ".array_record" in last and "data_prep.verify" in last
+  assert "Traceback" not in r.stderr and "Event loop is closed" not in r.stdout + r.stderr
+  assert "2" in os.listdir(f"{workdir}/checkpoints") and not glob.glob(f"{workdir}/checkpoints/*tmp*")
+
+
+def test_mesh_larger_than_the_devices_is_one_line(config, tmp_path):
+  config.mesh.data = 64
+  r = subprocess.run([sys.executable, "-m", "lst_jax.main", f"--config={_config_file(tmp_path, config)}",
+                      f"--workdir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 2 and "Traceback" not in r.stderr
+  assert r.stderr.strip().splitlines()[-1].startswith(
+      "error: config.mesh data=64 x fsdp=1 x tensor=1 needs 64 devices, but ")

@@ -13,6 +13,7 @@ import dataclasses
 import os
 from typing import Iterator, Sequence
 
+from data_prep.formats import spans as spans_lib
 from data_prep.formats.items import SPEECH, InputError, Item, Options
 from lst_jax.data.manifest import DataError
 
@@ -86,11 +87,7 @@ def item(s: AudioSource) -> Item:
   else:
     with open(s.transcript, "rb") as f:
       raw, file, line = f.read(), s.transcript, None
-  try:
-    words = tuple(raw.decode("utf-8").split())
-  except UnicodeDecodeError as e:
-    at = (line or 1) + raw[:e.start].count(b"\n")
-    raise InputError(file, f"not valid UTF-8 (byte 0x{raw[e.start]:02x})", at) from None
+  words = tuple(spans_lib.decode_text(raw, file, line or 1, line is None).split())
   if not words:
     raise InputError(file, f"empty transcript for {s.id!r}", line)
   return Item(id=s.id, file=file if s.text is not None else s.audio, line=line, words=words, audio=s.audio)

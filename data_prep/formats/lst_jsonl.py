@@ -42,11 +42,19 @@ def parse(sources: Sequence[spans_lib.Span], options: Options) -> Iterator[Item 
     try:
       yield item(obj, span, options.num_units)
     except SegmentError as e:
-      yield InputError(span.file, str(e), span.line)
+      yield InputError(span.file, str(e), span.line, record_id(obj.get("file_id")))
+
+
+def record_id(value) -> str | None:
+  """An entry's id for the skip report (None when it has no usable one)."""
+  return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else None
 
 
 def item(obj: dict, span: spans_lib.Span, num_units: int) -> Item:
-  file_id, text = obj.get("file_id"), obj.get("interleaved")
+  for key in ("file_id", "interleaved"):
+    if key not in obj:
+      raise SegmentError(f"missing field {key!r}")
+  file_id, text = obj["file_id"], obj["interleaved"]
   if not isinstance(file_id, (str, int)) or isinstance(file_id, bool) or file_id == "":
     raise SegmentError(f"\"file_id\" must be a non-empty string, got {file_id!r}")
   if not isinstance(text, str):
@@ -93,26 +101,27 @@ def parse_interleaved(text: str, num_units: int) -> tuple[tuple[str, ...], np.nd
   _check_has_units(open_word, words, spans)
   if not words:
     raise SegmentError("no words (empty transcript): the utterance needs at least one TEXT word")
-  try:
-    units = np.fromiter(map(int, tokens), np.int64, len(tokens))
-  except ValueError:
-    raise SegmentError(_bad_token(segments)) from None
-  if len(units) and (units.min() < 0 or units.max() >= num_units):
-    bad = int(units[(units < 0) | (units >= num_units)][0])
-    raise SegmentError(f"unit id {bad} is outside the codebook's [0, {num_units}) "
-                       f"(set --num_units to the codebook size)")
+  units = unit_ids(tokens, num_units, segments)
   return tuple(words), units.astype(np.int32), np.asarray(spans, np.int32).reshape(-1, 2)
 
 
-def _bad_token(segments: list[str]) -> str:
+def unit_ids(tokens: list[str], num_units: int, segments: list[str]) -> np.ndarray:
+  """Unit ids as int64 [U]: plain ASCII decimal integers in [0, num_units), whatever their length
+  (Python's int() would take "1_2" as 12, "١" as 1, and 20 digits overflow numpy)."""
+  joined = "".join(tokens)  # fast path, at C speed: all ASCII digits, none too long for int64
+  if joined.isascii() and joined.isdigit() and max(map(len, tokens), default=0) <= 18:
+    units = np.fromiter(map(int, tokens), np.int64, len(tokens))
+    if not len(units) or units.max() < num_units:
+      return units
   for k, segment in enumerate(segments, 1):
     parts = segment.split()
     for token in parts[1:] if parts and parts[0] == "HUBERT" else []:
-      try:
-        int(token)
-      except ValueError:
-        return f"segment {k}: {token[:40]!r} is not a unit id"
-  return "a HUBERT segment holds something that is not a unit id"
+      if not (token.isascii() and token.isdigit()):
+        raise SegmentError(f"segment {k}: {token[:40]!r} is not a unit id (a plain decimal integer)")
+      if int(token) >= num_units:
+        raise SegmentError(f"segment {k}: unit id {token[:40]} is outside the codebook's [0, {num_units}) "
+                           f"(set --num_units to the codebook size)")
+  raise SegmentError("a HUBERT segment holds something that is not a unit id")
 
 
 def _check_has_units(open_word, words, spans) -> None:

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from data_prep import frame_spans
-from data_prep.formats import spans as spans_lib
+from data_prep.formats import lst_jsonl, spans as spans_lib
 from data_prep.formats.items import SPEECH, InputError, Item, Options, check_word_times
 
 KIND = SPEECH
@@ -56,7 +56,7 @@ def parse(sources: Sequence[spans_lib.Span], options: Options) -> Iterator[Item 
     try:
       yield item(obj, span, options)
     except EntryError as e:
-      yield InputError(span.file, str(e), span.line)
+      yield InputError(span.file, str(e), span.line, lst_jsonl.record_id(obj.get("id")))
 
 
 def item(obj: dict, span: spans_lib.Span, options: Options) -> Item:
@@ -131,9 +131,8 @@ def _units(obj: dict, options: Options) -> tuple[np.ndarray, float]:
   if not all(isinstance(u, int) and not isinstance(u, bool) for u in units):
     bad = next(u for u in units if not isinstance(u, int) or isinstance(u, bool))
     raise EntryError(f"\"units\": {bad!r} is not a unit id")
-  arr = np.asarray(units, np.int64)
-  if arr.min() < 0 or arr.max() >= options.num_units:
-    bad = int(arr[(arr < 0) | (arr >= options.num_units)][0])
-    raise EntryError(f"unit id {bad} is outside the codebook's [0, {options.num_units}) "
+  bad = next((u for u in units if not 0 <= u < options.num_units), None)  # before numpy: any size
+  if bad is not None:
+    raise EntryError(f"unit id {str(bad)[:40]} is outside the codebook's [0, {options.num_units}) "
                      f"(set --num_units to the codebook size)")
-  return arr.astype(np.int32), float(rate)
+  return np.asarray(units, np.int32), float(rate)

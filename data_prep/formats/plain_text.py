@@ -27,6 +27,6 @@ def parse(sources: Sequence[spans_lib.Span], options: Options) -> Iterator[Item 
     try:
       words = tuple(spans_lib.decode(span, data).split())
     except InputError as e:
-      yield e
+      yield InputError(e.file, e.what, e.line, f"{span.file}:{span.line}")
       continue
     yield Item(id=f"{span.file}:{span.line}", file=span.file, line=span.line, words=words)

@@ -35,7 +35,8 @@ def open_datasets(spec: str) -> Manifest:
     splits[name] = Split(speech=sum((p.speech for p in parts), ()), text=sum((p.text for p in parts), ()),
                          num_speech=sum(p.num_speech for p in parts), num_text=sum(p.num_text for p in parts),
                          speech_hours=sum(p.speech_hours for p in parts))
-  return dataclasses.replace(first, dir=",".join(dirs), splits=splits)
+  return dataclasses.replace(first, dir=",".join(dirs), splits=splits,
+                             shard_records={k: v for m in manifests for k, v in m.shard_records.items()})
 
 
 def check_run_provenance(workdir: str, manifest: Manifest, record: bool = True) -> None:

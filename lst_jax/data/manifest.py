@@ -9,10 +9,13 @@
     "splits": {"train":   {"speech": [shard, ...], "text": [shard, ...],
                            "num_speech": n, "num_text": n, "speech_hours": h, "voices": [...]},
                "heldout": {...}},
-    "build": {...}      # free-form: the settings that produced the data (for reuse checks)
+    "build": {...},     # free-form: the settings that produced the data (for reuse checks)
+    "shards": {"train/speech-00000-of-00002.array_record": {"records": n, "bytes": n, "sha256": "..."}}
   }
 
-Shard paths are relative to the directory. Training refuses data whose unit or
+Shard paths are relative to the directory. Opening a dataset checks each shard's
+size against "shards" (cheap; `python -m data_prep.verify` checks the sha256 and
+every record). Training refuses data whose unit or
 tokenizer provenance is missing, since silently mismatched units are the most
 common way spoken-LM pipelines go wrong.
 """
@@ -53,6 +56,7 @@ class Manifest:
   units: dict
   splits: dict[str, Split]
   raw: dict
+  shard_records: dict = dataclasses.field(default_factory=dict)  # absolute shard path -> record count
 
   def split(self, name: str) -> Split:
     if name not in self.splits:
@@ -76,6 +80,15 @@ def write_manifest(directory: str, manifest: dict) -> str:
     json.dump({"schema": MANIFEST_SCHEMA, **manifest}, f, indent=2, sort_keys=True)
   os.replace(tmp, path)
   return path
+
+
+def _check_size(shard: str, info: dict | None, directory: str) -> None:
+  if info is None or "bytes" not in info:
+    return
+  size = os.path.getsize(shard)
+  if size != int(info["bytes"]):
+    raise DataError(f"{shard}: {size} bytes, the manifest says {info['bytes']}: the shard changed after the "
+                    f"build; check it with `python -m data_prep.verify {directory}` and rebuild it")
 
 
 def load_manifest(directory: str) -> Manifest:
@@ -102,6 +115,7 @@ def load_manifest(directory: str) -> Manifest:
       for p in shards["speech"] + shards["text"]:
         if not os.path.isfile(p):
           raise DataError(f"{path}: split {name!r} lists shard {p}, which does not exist")
+        _check_size(p, raw.get("shards", {}).get(os.path.relpath(p, directory)), directory)
       splits[name] = Split(speech=shards["speech"], text=shards["text"],
                            num_speech=int(s.get("num_speech", 0)), num_text=int(s.get("num_text", 0)),
                            speech_hours=float(s.get("speech_hours", 0.0)))
@@ -109,6 +123,8 @@ def load_manifest(directory: str) -> Manifest:
                     tokenizer_path=os.path.join(directory, tok["path"]),
                     tokenizer_sha256=tok["sha256"], text_vocab_size=int(tok["vocab_size"]),
                     num_units=int(units["num_units"]), unit_rate=float(units["frame_rate"]),
-                    units=units, splits=splits, raw=raw)
+                    units=units, splits=splits, raw=raw,
+                    shard_records={os.path.join(directory, p): int(info["records"])
+                                   for p, info in raw.get("shards", {}).items() if "records" in info})
   except KeyError as e:
     raise DataError(f"{path}: missing field {e}") from e

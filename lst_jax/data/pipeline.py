@@ -1,6 +1,6 @@
 """The Grain input pipeline: ArrayRecord shards -> packed, fixed-shape batches.
 
-  ArrayRecordDataSource -> MapDataset (per-process slice, shuffle, repeat), one
+  Shards (ArrayRecord files, records decoded) -> MapDataset (per-process slice, shuffle, repeat), one
   stream each for interleaved utterances, text-only documents and speech-only
   utterances -> weighted mix -> document (interleave + patch; every random
   choice is a pure function of the seed and the element's index in the stream,
@@ -20,8 +20,9 @@ from lst_jax import vocab as vocab_lib
 from lst_jax.config import DataConfig, PatchingConfig
 from lst_jax.data import interleave as interleave_lib
 from lst_jax.data import packing, patching, records
-from lst_jax.data.manifest import Manifest
+from lst_jax.data.manifest import DataError, Manifest
 from lst_jax.data.rng import DocRng
+from lst_jax.data.shards import Shards
 
 INTERLEAVED, TEXT_ONLY, SPEECH_ONLY = "interleaved", "text", "speech_only"
 
@@ -32,21 +33,21 @@ class Tag(grain.transforms.Map):
   def __init__(self, stream: str):
     self.stream = stream
 
-  def map(self, element: bytes) -> tuple[str, bytes]:
+  def map(self, element: records.Record) -> tuple[str, records.Record]:
     return self.stream, element
 
 
 class MakeDocument(grain.transforms.MapWithIndex):
-  """(stream, record bytes) at stream index i -> per-document packing features."""
+  """(stream, record) at stream index i -> per-document packing features."""
 
   def __init__(self, vocab: vocab_lib.Vocab, cfg: DataConfig, patch_cfg: PatchingConfig, seed: int,
                total_docs: int = 0):
     self.vocab, self.cfg, self.patch_cfg, self.seed, self.total_docs = vocab, cfg, patch_cfg, seed, total_docs
 
-  def map_with_index(self, index: int, element: tuple[str, bytes]) -> dict:
-    stream, raw = element
+  def map_with_index(self, index: int, element: tuple[str, records.Record]) -> dict:
+    stream, record = element
     rng = DocRng(self.seed, index)
-    seq = interleave_lib.interleave(records.decode(raw), self.vocab, rng, self.cfg.interleave,
+    seq = interleave_lib.interleave(record, self.vocab, rng, self.cfg.interleave,
                                     speech_only=stream == SPEECH_ONLY)
     progress = min(1.0, index / self.total_docs) if self.total_docs else 0.0
     starts, aligned = patching.document_patch_starts(seq, self.patch_cfg, progress, rng)
@@ -59,10 +60,12 @@ def vocab_of(manifest: Manifest) -> vocab_lib.Vocab:
   return vocab_lib.Vocab(text_size=manifest.text_vocab_size, num_units=manifest.num_units)
 
 
-def _source(paths, process_index: int, process_count: int) -> grain.MapDataset | None:
-  if not paths:
+def _source(manifest: Manifest, paths, process_index: int, process_count: int) -> grain.MapDataset | None:
+  """This process's slice of the records in `paths` (decoded; a damaged one raises ShardError)."""
+  source = Shards(paths, manifest.shard_records) if paths else None
+  if source is None or len(source) == 0:
     return None
-  return grain.MapDataset.source(grain.sources.ArrayRecordDataSource(list(paths)))[process_index::process_count]
+  return grain.MapDataset.source(source)[process_index::process_count]
 
 
 def documents(manifest: Manifest, cfg: DataConfig, split: str = "train", process_index: int = 0,
@@ -73,12 +76,12 @@ def documents(manifest: Manifest, cfg: DataConfig, split: str = "train", process
              (SPEECH_ONLY, s.speech, cfg.speech_only_weight))
   parts, weights = [], []
   for i, (stream, paths, weight) in enumerate(streams):
-    src = _source(paths, process_index, process_count)
+    src = _source(manifest, paths, process_index, process_count)
     if src is not None and weight > 0:
       parts.append(src.shuffle(seed=cfg.seed + 1 + i).repeat().map(Tag(stream)))
       weights.append(weight)
   if not parts:
-    raise ValueError(f"split {split!r} of {manifest.dir} has no data in a stream with positive mixture "
+    raise DataError(f"split {split!r} of {manifest.dir} has no data in a stream with positive mixture "
                      f"weight (interleaved {cfg.interleaved_weight}, text {cfg.text_weight}, "
                      f"speech-only {cfg.speech_only_weight})")
   ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights)
@@ -114,9 +117,9 @@ def eval_batches(manifest: Manifest, cfg: DataConfig, batch_size: int, split: st
   last batch is padded with empty rows (padding carries no loss)."""
   s = manifest.split(split)
   srcs = [src.map(Tag(stream)) for stream, paths in ((INTERLEAVED, s.speech), (TEXT_ONLY, s.text))
-          if (src := _source(paths, process_index, process_count)) is not None]
+          if (src := _source(manifest, paths, process_index, process_count)) is not None]
   if not srcs:
-    raise ValueError(f"split {split!r} of {manifest.dir} is empty")
+    raise DataError(f"split {split!r} of {manifest.dir} is empty: nothing to evaluate on")
   ds = grain.MapDataset.concatenate(srcs) if len(srcs) > 1 else srcs[0]
   static = PatchingConfig(strategy=patching.STATIC, patch_size=cfg.patching.patch_size)
   ds = ds.map_with_index(MakeDocument(vocab_of(manifest), cfg, static, cfg.seed + 7919))

@@ -62,8 +62,18 @@ def check_compatible(a: dict, b: dict, name_a: str, name_b: str) -> None:
     if field.startswith("units.") and not both_units:
       continue
     if _canonical(pa[field]) != _canonical(pb[field]):
-      raise DataError(f"{name_a} and {name_b} differ in {field}: {_show(pa[field])} vs {_show(pb[field])}; "
+      where, va, vb = _first_difference(field, pa[field], pb[field])
+      raise DataError(f"{name_a} and {name_b} differ in {where}: {_show(va)} vs {_show(vb)}; "
                       f"their ids mean different things, so they cannot share a dataset")
+
+
+def _first_difference(field: str, a, b) -> tuple[str, object, object]:
+  """The innermost field where two values differ (e.g. units.features.n_mels), and the values there."""
+  if isinstance(a, dict) and isinstance(b, dict):
+    for key in sorted(set(a) | set(b)):
+      if _canonical(a.get(key)) != _canonical(b.get(key)):
+        return _first_difference(f"{field}.{key}", a.get(key), b.get(key))
+  return field, a, b
 
 
 def merged_units(a: dict, b: dict) -> dict:
@@ -76,5 +86,4 @@ def _canonical(value):
 
 
 def _show(value) -> str:
-  text = json.dumps(value, sort_keys=True)
-  return text if len(text) <= 120 else text[:117] + "..."
+  return "(missing)" if value is None else json.dumps(value, sort_keys=True)

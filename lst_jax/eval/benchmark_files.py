@@ -38,6 +38,7 @@ from lst_jax.data.manifest import DataError
 SPEECH, TEXT = "S", "T"
 DIRECTIONS = ("S->S", "T->T", "S->T", "T->S")   # prompt modality -> candidate modality
 SEGMENT_KEYS = ("text", "text_ids", "units", "audio")
+MAX_ID = 2**31  # text ids and unit ids are int32
 
 
 class BenchmarkError(DataError):
@@ -131,6 +132,10 @@ def _segment(value, where: str, base_dir: str) -> Segment:
     if not isinstance(v, list) or not v or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
                                                    for i in v):
       raise BenchmarkError(f"{where}.{key} must be a non-empty list of non-negative integers")
+    big = next((i for i in v if i >= MAX_ID), None)  # any size: numpy's int32 would overflow
+    if big is not None:
+      raise BenchmarkError(f"{where}.{key}: id {str(big)[:40]} is outside any vocabulary or codebook "
+                           f"(ids are below {MAX_ID})")
     return tuple(v)
 
   audio = value.get("audio")
@@ -165,11 +170,12 @@ def load_benchmark(path: str) -> Benchmark:
     raise BenchmarkError(f"{path}: no such benchmark file")
   base = os.path.dirname(os.path.abspath(path))
   header, items, ids = {}, [], set()
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
+  with open(path, "rb") as f:
+    for n, raw in enumerate(f, 1):
+      where = f"{path}:{n}"
+      line = _text_line(raw, where, n == 1)
       if not line.strip():
         continue
-      where = f"{path}:{n}"
       try:
         obj = json.loads(line)
       except json.JSONDecodeError as e:
@@ -190,6 +196,19 @@ def load_benchmark(path: str) -> Benchmark:
     raise BenchmarkError(f"{path}: no items")
   name = header.get("name") or os.path.splitext(os.path.basename(path))[0]
   return Benchmark(name=str(name), path=path, header=header, items=tuple(items))
+
+
+def _text_line(raw: bytes, where: str, first: bool) -> str:
+  """One line of the file as UTF-8 text; UTF-16 and binary files are named as such."""
+  utf16 = (first and raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+           or max(raw[0::2].count(0), raw[1::2].count(0)) > len(raw) // 4)
+  if utf16 or b"\0" in raw:
+    what = "UTF-16 text" if utf16 else "binary data (NUL bytes)"
+    raise BenchmarkError(f"{where}: {what}, not UTF-8: convert the file to UTF-8")
+  try:
+    return raw.decode("utf-8-sig" if first else "utf-8")
+  except UnicodeDecodeError as e:
+    raise BenchmarkError(f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
 
 
 def write_benchmark(path: str, items: Sequence[Item], header: dict | None = None) -> str:

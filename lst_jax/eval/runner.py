@@ -31,6 +31,7 @@ import numpy as np
 from lst_jax import vocab as vocab_lib
 from lst_jax.data import datasets, records
 from lst_jax.data.manifest import Manifest
+from lst_jax.data.shards import Shards
 from lst_jax.eval import benchmark_files as bench_lib
 from lst_jax.eval import scoring, stats
 from lst_jax.eval.benchmark_files import SPEECH, TEXT, Benchmark, BenchmarkError, Segment
@@ -165,7 +166,6 @@ def _task(bench: Benchmark, direction: str, conv: Converter, scorer: scoring.Sco
 
 def _heldout_sequences(manifest: Manifest, vocab: vocab_lib.Vocab, scorer: scoring.Scorer):
   """Held-out documents on their own: BOS <s> units EOS scored on units, BOS <t> text EOS on text."""
-  import grain
   from lst_jax.data import interleave
   if "heldout" not in manifest.splits:
     return None
@@ -174,9 +174,9 @@ def _heldout_sequences(manifest: Manifest, vocab: vocab_lib.Vocab, scorer: scori
   for kind, paths in (("speech", split.speech), ("text", split.text)):
     if not paths:
       continue
-    src = grain.sources.ArrayRecordDataSource(list(paths))
+    src = Shards(paths, manifest.shard_records)
     for i in range(len(src)):
-      rec = records.decode(src[i])
+      rec = src[i]
       seq = interleave.interleave(rec, vocab, np.random.default_rng(0), speech_only=rec.kind == records.SPEECH)
       mask = vocab.is_speech(seq.tokens) if rec.kind == records.SPEECH else vocab.is_text(seq.tokens)
       out["speech" if rec.kind == records.SPEECH else "text"].append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import grain
@@ -11,6 +12,13 @@ from jax.experimental import multihost_utils
 from absl import logging
 
 from lst_jax.train.step import TrainState
+
+
+def state_shapes(tree) -> dict:
+  """{"params/body/0/attn/q/kernel/value": (d, d), ...} of a state pytree (arrays, abstract or saved)."""
+  def name(path):
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+  return {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 class Checkpointer:
@@ -56,6 +64,18 @@ class Checkpointer:
       restored = data
     return out.state, restored
 
+  def saved_run(self, step: int) -> tuple[dict | None, dict]:
+    """(the config saved with checkpoint `step` or None, {state path: shape}) read from its
+    metadata, without restoring anything; raises if the checkpoint cannot be read."""
+    directory = os.path.join(str(self.manager.directory), str(step))
+    config = None
+    config_path = os.path.join(directory, "config", "metadata")
+    if os.path.exists(config_path):
+      with open(config_path) as f:
+        config = json.load(f)
+    meta = ocp.StandardCheckpointer().metadata(os.path.join(directory, "state")).item_metadata
+    return config, state_shapes(meta)
+
   def restore_latest_good(self, abstract: TrainState, shardings: TrainState, data=None):
     """(step, state, data) of the newest checkpoint that restores, or None if there is none.
 
@@ -81,5 +101,9 @@ class Checkpointer:
     return None
 
   def close(self) -> None:
+    """Waits for a save in flight (so no half-written checkpoint is left) and closes; idempotent."""
+    if self.manager is None:
+      return
     self.manager.wait_until_finished()
     self.manager.close()
+    self.manager = None

@@ -17,7 +17,8 @@ from lst_jax import flops as flops_lib
 from lst_jax import sharding
 from lst_jax.data import datasets, patching, pipeline
 from lst_jax.train import losses, step as step_lib
-from lst_jax.train.checkpoint import Checkpointer
+from lst_jax.train import workdir as workdir_lib
+from lst_jax.train.checkpoint import Checkpointer, state_shapes
 from lst_jax.train.metrics import (Accounting, MetricsWriter, console, peak_flops_per_second, progress_line,
                                    read_records)
 
@@ -110,7 +111,6 @@ def _prepare(config, workdir: str) -> _Run:
   vocab = pipeline.vocab_of(manifest)
   exp = config_lib.parse(config, vocab_size=vocab.size)
   lead = jax.process_index() == 0
-  datasets.check_run_provenance(workdir, manifest, record=lead)
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   accum = exp.train.grad_accum_steps
@@ -123,6 +123,27 @@ def _prepare(config, workdir: str) -> _Run:
               local_batch=exp.data.batch_size // jax.process_count(), setup=setup, lead=lead)
 
 
+def _all_processes(ok: bool, what: str) -> None:
+  """Multi-host: every process learns whether the lead's check passed (it raised there)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    if not bool(multihost_utils.broadcast_one_to_all(np.int32(ok))):
+      raise workdir_lib.WorkdirError(f"{what}: see process 0's error")
+
+
+def _claim_workdir(run: _Run, lock: workdir_lib.RunLock) -> None:
+  """One run at a time; a previous run kept aside when asked; the data must be the run's."""
+  ok = False
+  try:
+    lock.acquire()
+    if run.exp.train.resume == "archive_and_restart" and run.lead:
+      moved = workdir_lib.archive_previous_run(run.workdir)
+      if moved:
+        console(f"moved the previous run in {run.workdir} to {moved}", run.lead)
+    ok = True
+  finally:
+    _all_processes(ok, f"{run.workdir} cannot take this run")
+  datasets.check_run_provenance(run.workdir, run.manifest, record=run.lead)
 def _data(run: _Run):
   """This process's infinite batch iterator (curriculum progress = documents read / the run's)."""
   exp, manifest = run.exp, run.manifest
@@ -139,10 +160,18 @@ def _train(config, workdir: str, stop_at: int | None, preemption: _Preemption,
   if run.exp.train.benchmark_every and benchmarks is None:
     raise config_lib.ConfigError("config.train.benchmark_every is set but this entry point runs no "
                                  "benchmarks; use python -m lst_jax.main")
-  trainer = _Trainer(run, preemption, benchmarks)
-  heldout_start = trainer.evaluate_before_training()
-  trainer.steps(stop_at)
-  return trainer.finish(heldout_start)
+  lock = workdir_lib.RunLock(workdir, lead=run.lead)
+  try:
+    _claim_workdir(run, lock)
+    trainer = _Trainer(run, preemption, benchmarks)
+    try:
+      heldout_start = trainer.evaluate_before_training()
+      trainer.steps(stop_at)
+      return trainer.finish(heldout_start)
+    finally:
+      trainer.close()  # an error too leaves finished checkpoints only (no half-written one, no async noise)
+  finally:
+    lock.release()
 
 
 class _Trainer:
@@ -154,17 +183,17 @@ class _Trainer:
     self.run, self.t, self.preemption, self.benchmarks = run, run.exp.train, preemption, benchmarks
     exp, t, workdir = run.exp, run.exp.train, run.workdir
     self.data = _data(run)
+    self.writer = None
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), t.checkpoint_every, t.keep_checkpoints,
                              t.keep_every)
-    restored = self.ckpt.restore_latest_good(run.setup.abstract, run.setup.shardings, self.data) \
-        if self.ckpt.latest_step() is not None else None
-    if restored is not None:
-      latest, self.state, self.data = restored
-      console(f"resumed from {workdir}/checkpoints at step {latest}", run.lead)
-    else:
-      self.state = run.setup.init()
-    # On resume, records logged past the checkpoint are dropped (JSONL) and hidden (TensorBoard).
-    self.writer = MetricsWriter(workdir, enabled=run.lead, resume_step=restored[0] if restored else None)
+    try:
+      restored = self.restore_or_init()
+    except BaseException:
+      self.ckpt.close()
+      raise
+    # On resume, records logged past the checkpoint are dropped (JSONL) and hidden (TensorBoard); a
+    # fresh start drops an earlier attempt's records (it saved no checkpoint): one run per file.
+    self.writer = MetricsWriter(workdir, enabled=run.lead, resume_step=restored[0] if restored else -1)
     self.accounting = Accounting(  # derived metrics: bits, speech bits/s, cumulative FLOPs, tokens seen, MFU
         flops_lib.model_flops(exp.model, exp.data.batch_size, exp.data.max_tokens, exp.data.max_patches)["train"],
         peak_flops_per_second(jax.devices()[0].device_kind, run.mesh.size, t.peak_flops_per_device),
@@ -184,6 +213,61 @@ class _Trainer:
         (lambda step: every(t.eval_every)(step) and step != t.steps, self.heldout_eval),
         (every(t.benchmark_every), self.benchmark),
     ]
+
+  def restore_or_init(self):
+    """(step, state, data) restored from the workdir's newest readable checkpoint, or None and a
+    freshly initialized state when it has none."""
+    run, workdir = self.run, self.run.workdir
+    if self.ckpt.latest_step() is None:
+      self.state = run.setup.init()
+      return None
+    self.check_checkpoints_fit()  # refused before anything is renamed or written
+    restored = self.ckpt.restore_latest_good(run.setup.abstract, run.setup.shardings, self.data)
+    if restored is None:
+      raise workdir_lib.WorkdirError(
+          f"no checkpoint in {workdir}/checkpoints can be read (each was moved aside to <step>.unreadable); "
+          f"nothing was started. Keep that run aside and start anew here with "
+          f"--config.train.resume=archive_and_restart, or train in another --workdir")
+    latest, self.state, self.data = restored
+    console(f"resumed from {workdir}/checkpoints at step {latest}", run.lead)
+    return restored
+
+  def check_checkpoints_fit(self) -> None:
+    """Refuses a workdir whose newest readable checkpoint does not fit this config (naming the
+    first setting and parameter that differ); notes the settings that changed but may."""
+    run = self.run
+    current_config = config_lib.to_dict(run.exp)
+    current_shapes = state_shapes(run.setup.abstract)
+    for step in sorted(self.ckpt.manager.all_steps(), reverse=True):
+      try:
+        saved_config, saved_shapes = self.ckpt.saved_run(step)
+      except Exception:  # unreadable: restore_latest_good sets it aside and tries the one before
+        continue
+      defining, resumable = workdir_lib.compare_configs(saved_config or {}, current_config)
+      shapes = workdir_lib.compare_shapes(saved_shapes, current_shapes)
+      where = f"{run.workdir} holds a run (checkpoint {step})"
+      if shapes is not None and not defining:
+        continue  # same settings, other shapes: a damaged checkpoint (restore sets it aside)
+      if shapes is not None:
+        raise workdir_lib.WorkdirError(
+            f"{where} whose parameters do not fit this config: {defining[0]}; first parameter that "
+            f"differs: {shapes}. "
+            f"Nothing was changed. Train in another --workdir, or keep that run aside and start anew here "
+            f"with --config.train.resume=archive_and_restart")
+      if defining and run.exp.train.resume != "with_changes":
+        raise workdir_lib.WorkdirError(
+            f"{where} trained with other settings: {'; '.join(defining)}. Nothing was changed. Train in "
+            f"another --workdir, continue that run with these settings with "
+            f"--config.train.resume=with_changes, or keep it aside and start anew here with "
+            f"--config.train.resume=archive_and_restart")
+      for change in defining + resumable:
+        console(f"note: resuming with a changed setting, {change}", run.lead)
+      return
+
+  def close(self) -> None:
+    self.ckpt.close()
+    if self.writer is not None:
+      self.writer.close()
 
   def heldout(self) -> dict:
     r = self.run
@@ -217,8 +301,7 @@ class _Trainer:
     first = step - len(self.window) + 1
     bad = [first + i for i, m in enumerate(jax.device_get([m["nonfinite"] for m in self.window])) if m]
     if bad:
-      self.ckpt.close()
-      self.writer.close()
+      self.ckpt.manager.wait_until_finished()  # the last good checkpoint, complete
       good = self.ckpt.latest_step()
       raise TrainingError(
           f"non-finite loss or gradient at step {bad[0]}: the run stopped there (the update was not "
