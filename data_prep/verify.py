@@ -30,7 +30,7 @@ def check_shard(path: str, expected: dict | None) -> str | None:
   if not os.path.isfile(path):
     return "missing"
   if expected is None:
-    return f"not in the manifest's \"shards\" (no checksum to check it against; rebuild the dataset)"
+    return "not in the manifest's \"shards\" (no checksum to check it against; rebuild the dataset)"
   size = os.path.getsize(path)
   if size != expected.get("bytes"):
     return f"{size} bytes, the manifest says {expected.get('bytes')}"

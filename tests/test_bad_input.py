@@ -311,7 +311,7 @@ def test_dead_worker_ends_the_build_naming_its_shard_and_rerun_reuses_finished(t
                      env={**os.environ, "LST_DATA_PREP_FAULT": f"kill:{victim}"})
   assert p.returncode == 1 and time.time() - start < 60, p.stderr
   assert "Traceback" not in p.stderr and p.stderr.startswith("error: worker process "), p.stderr
-  assert f"while converting shard train/speech-" in p.stderr and victim in p.stderr, p.stderr
+  assert "while converting shard train/speech-" in p.stderr and victim in p.stderr, p.stderr
   assert not os.path.exists(out / "manifest.json")
   finished = [f for f in os.listdir(out / "train") if f.endswith(".array_record")]
   assert finished and not any(victim in f for f in finished)

@@ -73,7 +73,12 @@ class Checkpointer:
     if os.path.exists(config_path):
       with open(config_path) as f:
         config = json.load(f)
-    meta = ocp.StandardCheckpointer().metadata(os.path.join(directory, "state")).item_metadata
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # orbax warns about a metadata file old checkpoints lack
+    try:
+      meta = ocp.StandardCheckpointer().metadata(os.path.join(directory, "state")).item_metadata
+    finally:
+      logging.set_verbosity(verbosity)
     return config, state_shapes(meta)
 
   def restore_latest_good(self, abstract: TrainState, shardings: TrainState, data=None):
