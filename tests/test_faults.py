@@ -339,3 +339,19 @@ def test_mesh_larger_than_the_devices_is_one_line(config, tmp_path):
   assert r.returncode == 2 and "Traceback" not in r.stderr
   assert r.stderr.strip().splitlines()[-1].startswith(
       "error: config.mesh data=64 x fsdp=1 x tensor=1 needs 64 devices, but ")
+
+
+def test_an_empty_split_and_deep_provenance_differences_are_named(tmp_path):
+  from data_prep import random_dataset
+  from lst_jax.config import DataConfig
+  from lst_jax.data import provenance
+  from lst_jax.data.manifest import DataError
+  empty = random_dataset.make_dataset(str(tmp_path / "empty"), num_speech=0, num_text=0, heldout=2)
+  with pytest.raises(DataError, match=r"split 'train' of .*empty has no data in a stream with positive mixture"):
+    next(iter(pipeline.train_dataset(empty, DataConfig(), 2)))
+  features = {"n_mels": 40, "hop_ms": 40.0, "note": "x" * 200}
+  a = {"tokenizer": {"sha256": "t", "vocab_size": 9},
+       "units": {"source": "quantizer", "quantizer": "q", "num_units": 5, "features": features}}
+  b = {**a, "units": {**a["units"], "features": {**features, "n_mels": 80}}}
+  with pytest.raises(DataError, match=r"^A and B differ in units\.features\.n_mels: 40 vs 80;"):
+    provenance.check_compatible(a, b, "A", "B")

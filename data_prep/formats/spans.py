@@ -20,7 +20,7 @@ from lst_jax.data.manifest import DataError
 _MAX_READ = 64 << 20  # bytes read at once for a run of spans
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: a million of them stay small
 class Span:
   file: str
   line: int    # 1-based number of the span's first line
