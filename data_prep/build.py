@@ -15,6 +15,13 @@ documents added to one) reuses its tokenizer and codebook and adds to the
 manifest; a different tokenizer or unit provenance is refused. A rerun with
 the same input reuses every shard whose journal fingerprint (settings + the
 entries' bytes) still matches, without touching it.
+
+Checked before the manifest is written (data_prep/dataset_checks.py): record ids
+are unique within the dataset, an input already in the split is refused, and a
+record also in another split (by id or content) is refused unless --allow_overlap.
+The manifest's "shards" holds every shard's records, bytes and sha256
+(`python -m data_prep.verify DIR` checks them). Exit 2: bad input (FILE:LINE named);
+exit 1: a worker process died (the shard it held named; a rerun reuses the rest).
 """
 
 from __future__ import annotations

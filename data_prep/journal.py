@@ -1,7 +1,8 @@
 """A build's state on disk between runs: the shard journal of each input, and the directory lock.
 
 The journal (<output>/<split>/.<kind>-<tag>.journal.jsonl) gets one line per
-shard as the shard is finished (fingerprint, stats, skipped entries), so a
+shard as the shard is finished (fingerprint, stats, skipped entries, each
+record's id, content digest and input line, the shard's size and sha256), so a
 rerun, after a crash or with the same input, reuses every shard whose
 fingerprint still matches; the finished build rewrites it with only the
 shards it kept. The lock lets one builder (a build, or the demo's) write a

@@ -21,6 +21,7 @@ from lst_jax.train import step as step_lib
 from lst_jax.train.loop import TrainingError, train
 from lst_jax.train.metrics import read_records
 from lst_jax.train.workdir import RunLock, WorkdirError, compare_configs, compare_shapes
+from conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = {"time", "tokens_per_s", "patches_per_s", "step_time_s", "flops_per_s", "mfu"}
@@ -190,13 +191,26 @@ def _snapshot(workdir: str) -> dict:
           for p in glob.glob(f"{workdir}/**/*", recursive=True) if os.path.isfile(p) and not p.endswith("run.lock")}
 
 
-@pytest.fixture
-def two_step_run(config, tmp_path):
-  """A workdir holding a run of 2 steps (a checkpoint at step 2), and its config."""
+def _two_step_config(dataset):
+  config = tiny_config(dataset.dir)
   config.train.update(steps=2, checkpoint_every=2)
+  return config
+
+
+@pytest.fixture(scope="module")
+def _trained_once(dataset, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("two_step") / "run")
+  train(_two_step_config(dataset), workdir)
+  return workdir
+
+
+@pytest.fixture
+def two_step_run(dataset, _trained_once, tmp_path):
+  """A workdir holding a run of 2 steps (a checkpoint at step 2; a copy of one trained run), and its config."""
+  import shutil
   workdir = str(tmp_path / "run")
-  train(config, workdir)
-  return config, workdir
+  shutil.copytree(_trained_once, workdir)
+  return _two_step_config(dataset), workdir
 
 
 @pytest.mark.slow

@@ -108,8 +108,10 @@ def parse_interleaved(text: str, num_units: int) -> tuple[tuple[str, ...], np.nd
 def unit_ids(tokens: list[str], num_units: int, segments: list[str]) -> np.ndarray:
   """Unit ids as int64 [U]: plain ASCII decimal integers in [0, num_units), whatever their length
   (Python's int() would take "1_2" as 12, "١" as 1, and 20 digits overflow numpy)."""
+  if not tokens:
+    return np.zeros(0, np.int64)
   joined = "".join(tokens)  # fast path, at C speed: all ASCII digits, none too long for int64
-  if joined.isascii() and joined.isdigit() and max(map(len, tokens), default=0) <= 18:
+  if joined.isascii() and joined.isdigit() and max(map(len, tokens)) <= 18:
     units = np.fromiter(map(int, tokens), np.int64, len(tokens))
     if not len(units) or units.max() < num_units:
       return units
@@ -118,7 +120,7 @@ def unit_ids(tokens: list[str], num_units: int, segments: list[str]) -> np.ndarr
     for token in parts[1:] if parts and parts[0] == "HUBERT" else []:
       if not (token.isascii() and token.isdigit()):
         raise SegmentError(f"segment {k}: {token[:40]!r} is not a unit id (a plain decimal integer)")
-      if int(token) >= num_units:
+      if len(token.lstrip("0")) > len(str(num_units)) or int(token) >= num_units:  # int(): <= 4300 digits
         raise SegmentError(f"segment {k}: unit id {token[:40]} is outside the codebook's [0, {num_units}) "
                            f"(set --num_units to the codebook size)")
   raise SegmentError("a HUBERT segment holds something that is not a unit id")

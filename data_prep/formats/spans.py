@@ -141,6 +141,9 @@ def json_objects(spans: Iterable[Span]) -> Iterator[tuple[Span, dict | InputErro
     except json.JSONDecodeError as e:
       yield span, InputError(span.file, f"malformed JSON: {e.msg} (column {e.colno})", span.line)
       continue
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+      yield span, InputError(span.file, f"unusable JSON: {str(e).split(';')[0]}", span.line)
+      continue
     if not isinstance(obj, dict):
       yield span, InputError(span.file, f"expected a JSON object, got {type(obj).__name__}", span.line)
       continue

@@ -178,8 +178,8 @@ def load_benchmark(path: str) -> Benchmark:
         continue
       try:
         obj = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise BenchmarkError(f"{where}: not valid JSON ({e})") from None
+      except ValueError as e:  # malformed, or an integer of more than 4300 digits
+        raise BenchmarkError(f"{where}: not valid JSON ({str(e).split(';')[0]})") from None
       if isinstance(obj, dict) and "header" in obj:
         if items or header:
           raise BenchmarkError(f"{where}: the header must be the first line")
