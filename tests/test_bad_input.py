@@ -214,8 +214,8 @@ BENCH_CASES = {
                       "prompt.text_ids: id 1099511627776 is outside"),
     "units_of_5000_digits": (json.dumps(BENCH_ITEM).replace("[3]", "[" + "9" * 5000 + "]").encode(),
                              "not valid JSON (Exceeds the limit (4300 digits)"),
-    "utf16": (json.dumps(BENCH_ITEM).encode("utf-16"), "UTF-16 text, not UTF-8"),
-    "nul": (json.dumps(BENCH_ITEM).encode() + b"\0", "binary data (NUL bytes), not UTF-8"),
+    "utf16": (json.dumps(BENCH_ITEM).encode("utf-16"), "UTF-16 text (byte-order mark 0xff 0xfe at the start"),
+    "nul": (json.dumps(BENCH_ITEM).encode() + b"\0", "binary data (NUL byte at column"),
     "latin1": (json.dumps({**BENCH_ITEM, "id": "caf\xe9"}, ensure_ascii=False).encode("latin-1"),
                "not valid UTF-8 (byte 0xe9"),
 }

@@ -15,6 +15,7 @@ import os
 from typing import Iterable, Iterator
 
 from data_prep.formats.items import InputError
+from lst_jax.data import text_encoding
 from lst_jax.data.manifest import DataError
 
 _MAX_READ = 64 << 20  # bytes read at once for a run of spans
@@ -101,33 +102,13 @@ def decode(span: Span, data: bytes) -> str:
   return decode_text(data, span.file, span.line, span.offset == 0)
 
 
-UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-CONVERT = "convert it to UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)"
-
-
 def decode_text(data: bytes, file: str, line: int, file_start: bool) -> str:
-  """`data` (starting at `line` of `file`) as UTF-8 text. InputError, naming the line, for UTF-16
-  text, binary data (NUL bytes: UTF-16 of ASCII is valid UTF-8 and would become <unk> soup) and
-  bytes that are not UTF-8. A UTF-8 byte-order mark at the start of the file is dropped."""
-  if file_start and data.startswith(UTF16_BOMS):
-    raise InputError(file, f"UTF-16 text (byte-order mark 0x{data[0]:02x} 0x{data[1]:02x} at the start "
-                     f"of the file), not UTF-8: {CONVERT}", line)
-  if file_start and data.startswith(b"\xef\xbb\xbf"):
-    data = data[3:]
-  nul = data.find(b"\0")
-  if nul >= 0:
-    at = line + data[:nul].count(b"\n")
-    even, odd = data[0::2].count(0), data[1::2].count(0)  # UTF-16 of ASCII: every other byte is 0
-    if len(data) >= 4 and max(even, odd) >= len(data) // 4 and min(even, odd) <= len(data) // 40:
-      raise InputError(file, f"UTF-16 text (NUL bytes between characters), not UTF-8: {CONVERT}", at)
-    column = nul - (data.rfind(b"\n", 0, nul) + 1) + 1
-    raise InputError(file, f"binary data (NUL byte at column {column}), not UTF-8 text", at)
+  """`data` (starting at `line` of `file`) as UTF-8 text (lst_jax.data.text_encoding); an
+  InputError naming the line for UTF-16 text, binary data or bytes that are not UTF-8."""
   try:
-    return data.decode("utf-8")
-  except UnicodeDecodeError as e:
-    at = line + data[:e.start].count(b"\n")
-    column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-    raise InputError(file, f"not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column})", at) from None
+    return text_encoding.decode_utf8(data, file_start)
+  except text_encoding.EncodingProblem as e:
+    raise InputError(file, str(e), line + data[:e.offset].count(b"\n")) from None
 
 
 def json_objects(spans: Iterable[Span]) -> Iterator[tuple[Span, dict | InputError]]:

@@ -33,6 +33,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lst_jax.data import provenance as provenance_lib
+from lst_jax.data import text_encoding
 from lst_jax.data.manifest import DataError
 
 SPEECH, TEXT = "S", "T"
@@ -200,15 +201,10 @@ def load_benchmark(path: str) -> Benchmark:
 
 def _text_line(raw: bytes, where: str, first: bool) -> str:
   """One line of the file as UTF-8 text; UTF-16 and binary files are named as such."""
-  utf16 = (first and raw.startswith((b"\xff\xfe", b"\xfe\xff"))
-           or max(raw[0::2].count(0), raw[1::2].count(0)) > len(raw) // 4)
-  if utf16 or b"\0" in raw:
-    what = "UTF-16 text" if utf16 else "binary data (NUL bytes)"
-    raise BenchmarkError(f"{where}: {what}, not UTF-8: convert the file to UTF-8")
   try:
-    return raw.decode("utf-8-sig" if first else "utf-8")
-  except UnicodeDecodeError as e:
-    raise BenchmarkError(f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+    return text_encoding.decode_utf8(raw, first)
+  except text_encoding.EncodingProblem as e:
+    raise BenchmarkError(f"{where}: {e}") from None
 
 
 def write_benchmark(path: str, items: Sequence[Item], header: dict | None = None) -> str:
