@@ -183,6 +183,7 @@ class _Trainer:
     self.run, self.t, self.preemption, self.benchmarks = run, run.exp.train, preemption, benchmarks
     exp, t, workdir = run.exp, run.exp.train, run.workdir
     self.data = _data(run)
+    self.config_record = config_lib.to_dict(exp)  # saved with every checkpoint; compared on resume
     self.writer = None
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), t.checkpoint_every, t.keep_checkpoints,
                              t.keep_every)
@@ -236,14 +237,13 @@ class _Trainer:
     """Refuses a workdir whose newest readable checkpoint does not fit this config (naming the
     first setting and parameter that differ); notes the settings that changed but may."""
     run = self.run
-    current_config = config_lib.to_dict(run.exp)
     current_shapes = state_shapes(run.setup.abstract)
     for step in sorted(self.ckpt.manager.all_steps(), reverse=True):
       try:
         saved_config, saved_shapes = self.ckpt.saved_run(step)
       except Exception:  # unreadable: restore_latest_good sets it aside and tries the one before
         continue
-      defining, resumable = workdir_lib.compare_configs(saved_config or {}, current_config)
+      defining, resumable = workdir_lib.compare_configs(saved_config or {}, self.config_record)
       shapes = workdir_lib.compare_shapes(saved_shapes, current_shapes)
       where = f"{run.workdir} holds a run (checkpoint {step})"
       if shapes is not None and not defining:
@@ -325,7 +325,7 @@ class _Trainer:
     self.window, self.timed_from, self.t_window = [], 0, time.time()
 
   def save(self, step: int, force: bool = False) -> None:
-    if self.ckpt.save(step, self.state, self.data, config_lib.to_dict(self.run.exp), force=force):
+    if self.ckpt.save(step, self.state, self.data, self.config_record, force=force):
       self.saved = step
 
   def checkpoint(self, step: int) -> None:
