@@ -17,13 +17,17 @@ CONFIG := experiments/$(EXP).py$(if $(SIZE),:$(SIZE))
 # The demo corpus is built first for the demo and for CPU-sized presets (they train on it).
 DEMO_DATA := $(if $(filter demo demo_baseline,$(EXP))$(filter demo tiny 20m,$(SIZE)),yes)
 
-.PHONY: setup train data test test-fast eval bench bench-data compare plot clean help
+STUDY_DIR ?= data/study
+
+.PHONY: setup train data data-study test test-fast eval bench bench-data compare reproduce plot clean help
 
 help:
 	@echo "make train [EXP=demo] [SIZE=demo|tiny|20m|420m|1b|7b] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
 	@echo "                                            train an experiment (builds the demo data first"
 	@echo "                                            for the demo and CPU sizes)"
-	@echo "make compare [PAIR=compute_matched|data_matched] [SIZE=tiny]"
+	@echo "make reproduce [QUICK=1] [ARGS=...]       the LST-vs-baseline study at CPU scale: runs/reproduce/REPORT.md"
+	@echo "                                            (builds the ~20 h study corpus first; ~3 h, QUICK=1 ~15 min)"
+	@echo "make compare [PAIR=compute_matched|flop_matched|data_matched] [SIZE=tiny]"
 	@echo "                                            train both members of a paper pair, side by side"
 	@echo "make plot WORKDIR=runs/a[,runs/b]           PNG loss curves against FLOPs and tokens"
 	@echo "make eval [EXP=demo] [WORKDIR=runs/EXP] [STEP=N] [ARGS=...]"
@@ -82,6 +86,15 @@ bench: setup
 bench-data: setup
 	$(PY) -m data_prep.demo --output=$(DATA_DIR)
 	$(PY) -m data_prep.bench_loader --config=experiments/demo.py --config.data.dir=$(DATA_DIR) $(ARGS)
+
+# The study corpus (~20 h of speech, 8 voices) and its built-in benchmarks, built once and reused.
+data-study: setup
+	$(PY) -m data_prep.demo --corpus=study --output=$(STUDY_DIR)
+	$(PY) -m data_prep.benchmarks --data_dir=$(STUDY_DIR)
+
+# The LST-vs-baseline study (lst_jax/tools/reproduce.py): runs/reproduce/REPORT.md, results.json, plots.
+reproduce: data-study
+	$(PY) -m lst_jax.tools.reproduce --data_dir=$(STUDY_DIR) $(if $(QUICK),--quick --out=runs/reproduce_quick) $(ARGS)
 
 # Both members of a paper pair at CPU size on the demo corpus, printed side by side.
 compare: setup

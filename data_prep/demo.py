@@ -1,6 +1,12 @@
 """Builds the embedded demo corpus once: KJV verses spoken by espeak-ng voices, quantized to units.
 
   python -m data_prep.demo --output=data/demo
+  python -m data_prep.demo --corpus=study --output=data/study
+
+--corpus=study is the LST-vs-baseline study's corpus (make reproduce): ~20 h of
+speech from six training voices (each verse spoken by three of them, in
+rotation), two unseen held-out voices on unseen verses, and ~6k text-only
+documents from verses never spoken; same pipeline and quantizer as the demo.
 
 If <output>/manifest.json already records the same build settings, this prints
 "demo data ready at ..." and exits at once (nothing heavy is imported before
@@ -28,20 +34,35 @@ BUILD_VERSION = 1  # bump when the build changes in a way the settings below do 
 MANIFEST = "manifest.json"  # = lst_jax.data.manifest.MANIFEST, not imported to keep the check fast
 
 
+# Per corpus: (train verses, held-out verses, text documents, voices per training verse, voices).
+CORPORA = {
+    "demo": dict(num_train_verses=300, num_heldout_verses=50, num_text_docs=2000, voices_per_verse=3,
+                 train_voices=tts.TRAIN_VOICES, heldout_voices=tts.HELDOUT_VOICES),
+    "study": dict(num_train_verses=4200, num_heldout_verses=200, num_text_docs=6000, voices_per_verse=3,
+                  train_voices=tts.STUDY_TRAIN_VOICES, heldout_voices=tts.STUDY_HELDOUT_VOICES),
+}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m data_prep.demo", description=__doc__.split("\n")[0])
   p.add_argument("--output", default="data/demo", help="dataset directory to build (or reuse)")
-  p.add_argument("--num_train_verses", type=int, default=300,
-                 help="training verses; each is spoken by every training voice")
-  p.add_argument("--num_heldout_verses", type=int, default=50,
-                 help="held-out verses, spoken by the unseen held-out voice")
-  p.add_argument("--num_text_docs", type=int, default=2000,
+  p.add_argument("--corpus", default="demo", choices=sorted(CORPORA),
+                 help="which corpus: sizes and voices (the flags below override its counts)")
+  p.add_argument("--num_train_verses", type=int, default=None,
+                 help="training verses; each is spoken by --voices_per_verse training voices")
+  p.add_argument("--num_heldout_verses", type=int, default=None,
+                 help="held-out verses, spoken by every unseen held-out voice")
+  p.add_argument("--num_text_docs", type=int, default=None,
                  help=f"text-only training documents of {corpus_lib.VERSES_PER_DOC} verses")
   p.add_argument("--num_units", type=int, default=500, help="k-means codebook size")
   p.add_argument("--vocab_size", type=int, default=1000, help="SentencePiece vocabulary (upper bound)")
   p.add_argument("--workers", type=int, default=2, help="synthesis processes (0: in this process)")
   p.add_argument("--seed", type=int, default=0)
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  for key, value in CORPORA[args.corpus].items():
+    if getattr(args, key, None) is None:
+      setattr(args, key, value)
+  return args
 
 
 def build_settings(args: argparse.Namespace) -> dict:
@@ -50,11 +71,12 @@ def build_settings(args: argparse.Namespace) -> dict:
       "version": BUILD_VERSION, "seed": args.seed,
       "num_train_verses": args.num_train_verses, "num_heldout_verses": args.num_heldout_verses,
       "num_text_docs": args.num_text_docs, "verses_per_doc": corpus_lib.VERSES_PER_DOC,
+      "voices_per_verse": args.voices_per_verse,
       "speech_books": corpus_lib.SPEECH_BOOKS,
       "words_per_verse": [corpus_lib.MIN_WORDS, corpus_lib.MAX_WORDS],
       "num_units": args.num_units, "vocab_size": args.vocab_size,
-      "train_voices": [dataclasses.asdict(v) for v in tts.TRAIN_VOICES],
-      "heldout_voices": [dataclasses.asdict(v) for v in tts.HELDOUT_VOICES],
+      "train_voices": [dataclasses.asdict(v) for v in args.train_voices],
+      "heldout_voices": [dataclasses.asdict(v) for v in args.heldout_voices],
       "features": features_lib.FEATURES,
   }
   return json.loads(json.dumps(settings))  # as it reads back from JSON (tuples -> lists)

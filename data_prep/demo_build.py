@@ -26,7 +26,6 @@ from lst_jax.data.features import FEATURES
 from lst_jax.data.manifest import MANIFEST, sha256_file, write_manifest
 
 NUM_SHARDS = {"train": 2, "heldout": 1}
-VOICES = {"train": tts.TRAIN_VOICES, "heldout": tts.HELDOUT_VOICES}
 
 
 def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], None] = print) -> str:
@@ -38,7 +37,9 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
                              settings["num_heldout_verses"], settings["num_text_docs"], settings["seed"])
   verses = {"train": corpus.train_speech, "heldout": corpus.heldout_speech}
   docs = {"train": corpus.train_docs, "heldout": corpus.heldout_docs}
-  jobs = {split: speech_jobs(verses[split], VOICES[split]) for split in NUM_SHARDS}
+  voices = {split: [tts.Voice(**v) for v in settings[f"{split}_voices"]] for split in NUM_SHARDS}
+  per_verse = {"train": settings["voices_per_verse"], "heldout": len(voices["heldout"])}
+  jobs = {split: speech_jobs(verses[split], voices[split], per_verse[split]) for split in NUM_SHARDS}
   all_jobs = jobs["train"] + jobs["heldout"]
   log(f"synthesizing {len(all_jobs)} utterances ({len(jobs['train'])} train, "
       f"{len(jobs['heldout'])} held-out) in {max(workers, 1)} process(es)")
@@ -70,7 +71,7 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
         "speech": shards.write_records(output, split, "speech", speech, NUM_SHARDS[split]),
         "text": shards.write_records(output, split, "text", text, NUM_SHARDS[split]),
         **split_stats(speech, text, rendered[split]),
-        "voices": [v.name for v in VOICES[split]],
+        "voices": [v.name for v in voices[split]],
     }
   write_manifest(output, {
       "name": "demo",
@@ -93,9 +94,14 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
           f"{codebook.num_units} units, vocab {vocab}, built in {time.time() - start:.1f} s")
 
 
-def speech_jobs(verses: Sequence[kjv.Verse], voices: Sequence[tts.Voice]) -> list[render.Job]:
+def speech_jobs(verses: Sequence[kjv.Verse], voices: Sequence[tts.Voice], per_verse: int) -> list[render.Job]:
+  """Verse i is spoken by `per_verse` of the voices, starting at voice i (all of them when
+  per_verse = len(voices)), so every voice speaks a share of the verses."""
+  per_verse = min(per_verse, len(voices))
+  first = (lambda i: i) if per_verse < len(voices) else (lambda i: 0)
   return [render.Job(id=f"speech/{v.ref}/{voice.name}", words=v.words, spoken=v.spoken, voice=voice)
-          for v in verses for voice in voices]
+          for i, v in enumerate(verses)
+          for voice in (voices[(first(i) + j) % len(voices)] for j in range(per_verse))]
 
 
 def quantize_all(features: Sequence[np.ndarray], codebook: codebook_lib.Codebook) -> list[np.ndarray]:

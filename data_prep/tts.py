@@ -58,6 +58,11 @@ TRAIN_VOICES = (Voice("en-m3", "en+m3", 165, 40),
                 Voice("en-f3", "en+f3", 180, 60),
                 Voice("en-m7", "en+m7", 150, 50))
 HELDOUT_VOICES = (Voice("en-f4", "en+f4", 172, 70),)
+# The study corpus (data_prep.demo --corpus=study): six training voices, two unseen held-out ones.
+STUDY_TRAIN_VOICES = TRAIN_VOICES + (Voice("en-m1", "en+m1", 158, 45),
+                                     Voice("en-f1", "en+f1", 175, 65),
+                                     Voice("en-m5", "en+m5", 170, 35))
+STUDY_HELDOUT_VOICES = HELDOUT_VOICES + (Voice("en-m2", "en+m2", 162, 48),)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -63,6 +63,14 @@ class ModelConfig:
   cross_attn_k: int = setting(2, "query vectors per patch", positive=True)
   window: int = setting(512, "sliding window of local self-attention, in tokens", positive=True)
   local_rope_theta: float = setting(1e4, positive=True)
+  encoder_window: int = setting(
+      1, "encoder cross-attention window W, in patches: each patch's queries attend to the tokens of "
+      "its own patch and of the W-1 patches before it, in its document; 1 = its own patch only",
+      positive=True)
+  decoder_window: int = setting(
+      1, "decoder cross-attention window W, in patches: each token attends to the k vectors of the "
+      "patch before its target's patch and of the W-1 patches before that, in its document; "
+      "1 = that one patch only", positive=True)
   patch_gather_width: int = setting(
       0, "tokens each patch gathers when pooled: the longest patch the data makes", derived=True)
   mlp_ratio: float = setting(8 / 3, positive=True)

@@ -10,7 +10,7 @@ Every module has three numbers, all forward FLOPs for the whole batch:
   "forward": what the maths needs. Attention counts only the query/key pairs
     the mask allows, assuming one document per row (packing several documents
     only removes pairs): causal ~n(n+1)/2 per row, windowed a band of `window`
-    keys; patch pooling attends to each patch's own tokens only.
+    keys; patch pooling attends to the tokens of each patch's encoder_window patches.
   "dense": what a dense implementation executes: full [n x n] score matrices
     whatever the mask, and all `patch_gather_width` gathered key slots of every patch.
   "executed": what lst_jax.model executes today: as "dense", except that
@@ -25,6 +25,10 @@ number (the global transformer alone).
 """
 
 from __future__ import annotations
+
+import functools
+
+import numpy as np
 
 from lst_jax.model import attention
 from lst_jax.config import ModelConfig
@@ -90,25 +94,42 @@ def stack_flops(layers: int, rows: int, n: int, d: int, mlp: int, window: int | 
 
 
 def patch_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) -> dict:
-  """Encoder pooling: max-pool -> k queries per patch, then per layer k queries over the patch's tokens."""
-  d, k, slots = cfg.d_local, cfg.cross_attn_k, cfg.patch_gather_width
+  """Encoder pooling: max-pool -> k queries per patch, then per layer k queries over the tokens
+  of the patch's window (its own patch and the encoder_window - 1 before it)."""
+  from lst_jax.model.patcher import CROSS_BLOCK  # noqa: PLC0415
+  d, k, slots, w = cfg.d_local, cfg.cross_attn_k, cfg.patch_gather_width, cfg.encoder_window
   pool = matmul(rows * patches, k * d, d)
   # q and o for the k queries of every patch, k and v once per token.
-  proj = 2 * matmul(rows * patches * k, d, d) + 2 * matmul(rows * tokens, d, d)
-  # Needed: each token is a key of exactly one patch; dense: every gathered slot of every patch.
-  needed = proj + 2 * 2 * d * rows * k * tokens
-  dense = proj + 2 * 2 * d * rows * patches * k * slots
+  proj = lambda queries: 2 * matmul(rows * queries * k, d, d) + 2 * matmul(rows * tokens, d, d)
+  # Needed: each patch's k queries over min(W, patches) patches of tokens/patches tokens each
+  # (W = 1: each token is a key of exactly one patch).
+  needed = proj(patches) + 2 * 2 * d * rows * k * min(w, max(patches, 1)) * tokens
+  if w == 1:  # every gathered slot of every patch
+    dense = proj(patches) + 2 * 2 * d * rows * patches * k * slots
+  else:       # lst_jax.model.patcher.windowed_cross_attend: blocks of patches over a span of tokens
+    width = min(tokens, (CROSS_BLOCK + w - 1) * slots)
+    queries = patches if width >= tokens else -(-patches // CROSS_BLOCK) * CROSS_BLOCK
+    dense = proj(queries) + 2 * 2 * d * rows * queries * k * width
   return _module(pool + cfg.encoder_layers * needed, pool + cfg.encoder_layers * dense)
 
 
 def token_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) -> dict:
-  """Decoder: global outputs -> k vectors per patch, then per layer each token over its k vectors."""
-  d, k = cfg.d_local, cfg.cross_attn_k
+  """Decoder: global outputs -> k vectors per patch, then per layer each token over the k vectors
+  of the decoder_window patches before its target's patch."""
+  from lst_jax.model.patcher import CROSS_BLOCK  # noqa: PLC0415
+  d, k, w = cfg.d_local, cfg.cross_attn_k, cfg.decoder_window
   from_global = matmul(rows * patches, k * d, cfg.d_global)
-  # q and o per token, k and v once per patch vector, scores and values over k keys per token.
-  layer = (2 * matmul(rows * tokens, d, d) + 2 * matmul(rows * patches * k, d, d)
-           + 2 * 2 * d * rows * tokens * k)
-  return _module(from_global + cfg.decoder_layers * layer)
+  # q and o per token, k and v once per patch vector, scores and values over the keys per token.
+  layer = lambda queries, keys: (2 * matmul(rows * queries, d, d) + 2 * matmul(rows * patches * k, d, d)
+                                 + 2 * 2 * d * rows * queries * keys)
+  needed = layer(tokens, min(w, max(patches, 1)) * k)
+  if w == 1:  # each token gathers the k vectors of one patch
+    executed = needed
+  else:       # lst_jax.model.patcher.windowed_cross_attend: blocks of tokens over a span of patches
+    width = min(patches, CROSS_BLOCK + w)
+    queries = tokens if width >= patches else -(-tokens // CROSS_BLOCK) * CROSS_BLOCK
+    executed = layer(queries, width * k)
+  return _module(from_global + cfg.decoder_layers * needed, from_global + cfg.decoder_layers * executed)
 
 
 def lst_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) -> dict:
@@ -166,3 +187,31 @@ def speech_flops_per_second(cfg: ModelConfig, tokens: int, patch_size: int = 4,
   f = model_flops(cfg, 1, tokens, patches)
   seconds = tokens / unit_rate
   return {k: f[k] / seconds for k in KINDS + ("global_only",)}
+
+
+@functools.lru_cache(maxsize=65536)
+def _document_forward(cfg: ModelConfig, tokens: int, patches: int) -> tuple[int, ...]:
+  modules = model_flops(cfg, 1, tokens, patches)["modules"]
+  return tuple(modules[m]["forward"] for m in modules)
+
+
+def real_flops(cfg: ModelConfig, token_segment_BT, patch_segment_BP) -> dict[str, int]:
+  """Forward FLOPs per module spent on one batch's real tokens: every packed document counted
+  as a row of its own (its tokens and its patches; attention stays inside a document), padding
+  slots not at all. Numpy segment ids [B, T] and [B, P] (0 = padding), as lst_jax.data.packing
+  lays them out; training is 3x these.
+
+  This is what a compute-matched comparison should equalize: the slot counts (`model_flops` on
+  max_tokens/max_patches) charge the LST for the padding of rows its patch cap filled first.
+  """
+  names = LST_MODULES if cfg.kind == "lst" else BASELINE_MODULES
+  total = [0] * len(names)
+  tokens_BT, patches_BP = np.asarray(token_segment_BT), np.asarray(patch_segment_BP)
+  width = int(max(tokens_BT.max(initial=0), patches_BP.max(initial=0))) + 1
+  for row_t, row_p in zip(tokens_BT, patches_BP):
+    per_doc_t, per_doc_p = np.bincount(row_t, minlength=width), np.bincount(row_p, minlength=width)
+    for n_t, n_p in zip(per_doc_t[1:].tolist(), per_doc_p[1:].tolist()):
+      if n_t:
+        for i, f in enumerate(_document_forward(cfg, n_t, n_p)):
+          total[i] += f
+  return dict(zip(names, total))

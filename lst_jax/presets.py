@@ -7,18 +7,26 @@ defaults (so every key stays settable from the command line). Sizes:
 
   demo   global 4 x 256, local 128: the embedded demo (static patches, speech-heavy mix), ~10 min on 2 cores.
   tiny   global 2 x 128, local 64: trains on the demo corpus on a laptop in minutes.
+  study_s, study_m, study_l  global 4 x 128, 6 x 192, 8 x 256, local half that: make reproduce.
   20m    global 12 x 384, local 192 (the 1B's proportions), CPU-sized.
   420m   global 18 x 1280, encoder/decoder 7 x 768.
   1b     global 25 x 2048, encoder 1 x 1024, decoder 9 x 1024 (the paper's headline).
   7b     global 32 x 4096, local 2048 (our Llama-7B-like choice).
 
 Pairings (paper.md sec. 5), LST vs the baseline (the LST's global transformer over tokens):
-  compute_matched  same steps, rows and global positions per step: the baseline's
-                   tokens per row = the LST's patches per row; the LST's raw-token
-                   cap is 3x its patches (12288 for 4096).
-  data_matched     same steps, rows and raw tokens per row for both (the baseline's
-                   row = the LST's raw-token cap), so both read the same speech and
-                   text; the LST's global row is the paper's 2.42/3.00 of it.
+  compute_matched  the paper's: same steps, rows and global positions per step: the
+                   baseline's tokens per row = the LST's patches per row; the LST's
+                   raw-token cap is 3x its patches (12288 for 4096). Equal global
+                   positions, not equal FLOPs: the LST's local modules are free here.
+  flop_matched     compute_matched, then the baseline's row length is set so that its
+                   train FLOPs on real tokens per step equal the LST's (measured on the
+                   data by lst_jax.tools.pairing.match_flops; the configs here carry
+                   the compute_matched row until then).
+  data_matched     same steps, rows and raw tokens per row for both, and the LST's
+                   patch cap = its token cap, so both pack exactly the same documents
+                   and read the same speech and text (the paper's 2.42/3.00 global
+                   share is what the LST's patches then come to, not a cap: a cap
+                   truncates text-only rows).
   same_rows        both read exactly the same packed rows (the demo's pairing): the
                    baseline's caps are the LST's, it spends a position per token.
 """
@@ -31,12 +39,12 @@ import ml_collections
 
 from lst_jax import config as config_lib
 
-PAIRINGS = ("compute_matched", "data_matched", "same_rows")
+PAIRINGS = ("compute_matched", "flop_matched", "data_matched", "same_rows")
 # The experiment files (experiments/NAME.py) of each pairing's members.
 PAIR_EXPERIMENTS = {"compute_matched": {"lst": "lst_compute_matched", "baseline": "baseline_compute_matched"},
+                    "flop_matched": {"lst": "lst_compute_matched", "baseline": "baseline_compute_matched"},
                     "data_matched": {"lst": "lst_data_matched", "baseline": "baseline_data_matched"},
                     "same_rows": {"lst": "demo", "baseline": "demo_baseline"}}
-DATA_MATCHED_GLOBAL_SHARE = 2.42 / 3.00  # paper.md sec. 5: LST vs baseline sequence, same data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +81,14 @@ class Size:
   fsdp: int = 1
 
 
+# The LST-vs-baseline study (make reproduce) on the study corpus: local width half the global and
+# three local layers, so the local modules stay a minority of the LST's FLOPs; static patches,
+# speech-heavy mix, 300 steps of 8 rows x 256 global positions (CPU budget: lst_jax/tools/reproduce.py).
+_STUDY = dict(encoder_layers=1, decoder_layers=2, rows=8, positions=256, steps=300, warmup=30,
+              learning_rate=2e-3, final_lr_fraction=0.1, log_every=10, checkpoint_every=50, eval_every=50,
+              eval_batches=0, data_dir="data/study", patching=config_lib.STATIC, interleaved_weight=0.67,
+              text_weight=0.33, tokens_per_position=1.5, accelerator=False)
+
 SIZES = {
     "demo": Size(d_global=256, global_layers=4, global_heads=4, d_local=128, local_heads=4, encoder_layers=1,
                  decoder_layers=2, rows=8, positions=256, steps=300, warmup=50, learning_rate=2e-3,
@@ -86,6 +102,9 @@ SIZES = {
     "20m": Size(d_global=384, global_layers=12, global_heads=6, d_local=192, local_heads=3, encoder_layers=1,
                 decoder_layers=4, rows=8, positions=512, steps=2000, warmup=200, log_every=10,
                 checkpoint_every=200, eval_every=500, eval_batches=0, data_dir="data/demo", accelerator=False),
+    "study_s": Size(d_global=128, global_layers=4, global_heads=2, d_local=64, local_heads=2, **_STUDY),
+    "study_m": Size(d_global=192, global_layers=6, global_heads=3, d_local=96, local_heads=3, **_STUDY),
+    "study_l": Size(d_global=256, global_layers=8, global_heads=4, d_local=128, local_heads=4, **_STUDY),
     "420m": Size(d_global=1280, global_layers=18, global_heads=10, d_local=768, local_heads=12, encoder_layers=7,
                  decoder_layers=7, rows=64, positions=4096, steps=200_000, warmup=2000, fsdp=8),
     "1b": Size(d_global=2048, global_layers=25, global_heads=16, d_local=1024, local_heads=16, encoder_layers=1,
@@ -95,18 +114,13 @@ SIZES = {
 }
 
 
-def _round(x: float, unit: int = 32) -> int:
-  return max(unit, int(round(x / unit)) * unit)
-
-
 def row_caps(kind: str, s: Size, pairing: str) -> tuple[int, int]:
   """(max_tokens, max_patches) of one member of a pair."""
   lst_tokens = int(s.tokens_per_position * s.positions)
-  if pairing == "compute_matched":
+  if pairing in ("compute_matched", "flop_matched"):
     return (lst_tokens, s.positions) if kind == "lst" else (s.positions, s.positions)
   if pairing == "data_matched":
-    return (s.positions, _round(DATA_MATCHED_GLOBAL_SHARE * s.positions)) if kind == "lst" \
-        else (s.positions, s.positions)
+    return s.positions, s.positions
   return lst_tokens, s.positions  # same_rows
 
 

@@ -9,6 +9,7 @@ Nothing is allocated: the functions are lowered on abstract arguments.
 """
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 import pytest
 from flax import nnx
@@ -88,3 +89,27 @@ def test_block_flops_by_hand(window, attended):
                                                    "executed": 272 + 8 * 16}
   assert flops.stack_flops(3, 2, 4, 2, 3, window) == {k: 3 * 2 * v for k, v in  # linear in layers and rows
                                                       flops.block_flops(1, 4, 2, 3, window).items()}
+
+
+def test_real_flops_count_each_document_and_no_padding():
+  """Two documents and padding in one row: their FLOPs are two one-document rows' (attention
+  stays inside a document), padding slots cost nothing, and the slot count is larger."""
+  cfg = ModelConfig(kind="lst", vocab_size=VOCAB, **TINY)
+  token_segment = [[1, 1, 1, 1, 1, 2, 2, 2, 0, 0, 0, 0]]   # documents of 5 and 3 tokens, 4 pad slots
+  patch_segment = [[1, 1, 1, 2, 2, 0, 0, 0]]               # 3 and 2 patches, 3 pad slots
+  real = flops.real_flops(cfg, np.array(token_segment), np.array(patch_segment))
+  one = lambda t, p: flops.model_flops(cfg, 1, t, p)["modules"]
+  for m in flops.LST_MODULES:
+    assert real[m] == one(5, 3)[m]["forward"] + one(3, 2)[m]["forward"], m
+  d, g, k = TINY["d_local"], TINY["d_global"], TINY["cross_attn_k"]
+  assert real["head"] == 2 * 8 * VOCAB * d                 # 8 real tokens x [d -> V]
+  assert real["to_global"] == 2 * 5 * g * k * d            # 5 real patches x [k*d -> g]
+  # Global attention pairs: 3*4/2 + 2*3/2 = 9, not the 5*6/2 = 15 of one 5-patch document.
+  proj = 5 * (4 * 2 * g * g + 3 * 2 * g * cfg.mlp_dim(g))
+  assert real["global"] == TINY["global_layers"] * (proj + 4 * g * 9)
+  slots = flops.model_flops(cfg, 1, 12, 8)
+  assert sum(real.values()) < slots["forward"]
+  assert sum(flops.real_flops(cfg, np.zeros((2, 12), int), np.zeros((2, 8), int)).values()) == 0
+  base = ModelConfig(kind="baseline", vocab_size=VOCAB, **TINY)
+  assert set(flops.real_flops(base, np.array(token_segment), np.array(token_segment))) == set(
+      flops.BASELINE_MODULES)

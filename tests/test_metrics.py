@@ -187,3 +187,16 @@ def test_plot_cli(tmp_path):
   missing = subprocess.run([sys.executable, "-m", "lst_jax.tools.plot", f"--workdir={tmp_path / 'nope'}"],
                            capture_output=True, text=True, cwd=REPO, timeout=120)
   assert missing.returncode == 2 and "no metrics.jsonl" in missing.stderr
+
+
+def test_accounting_sums_real_flops_per_module_and_resumes():
+  acc = Accounting(flops_per_step=2e9, executed_flops_per_step=3e9)
+  r1 = acc({"step": 2, "loss": 1.0, "real_tokens": 10.0, "real_flops": 5e8, "real_flops_head": 1e8})
+  assert r1["cumulative_real_flops"] == 1e9 and r1["cumulative_real_flops_head"] == 2e8  # 2 steps
+  assert r1["cumulative_executed_flops"] == 6e9 and r1["cumulative_flops"] == 4e9
+  r2 = acc({"step": 5, "loss": 1.0, "real_tokens": 10.0, "real_flops": 1e8, "real_flops_head": 0.0})
+  assert r2["cumulative_real_flops"] == 1.3e9 and r2["cumulative_real_flops_head"] == 2e8
+  resumed = Accounting(2e9, start_step=2, previous=[r1, r2])  # r2 lies past the checkpoint
+  r3 = resumed({"step": 4, "loss": 1.0, "real_tokens": 10.0, "real_flops": 1e9, "real_flops_head": 1e8})
+  assert r3["cumulative_real_flops"] == 3e9 and r3["cumulative_real_flops_head"] == 4e8
+  assert "cumulative_executed_flops" not in r3

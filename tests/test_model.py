@@ -328,3 +328,142 @@ def test_pallas_splash_self_attention_matches_reference(window):
   rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
   out = sharded(*(jax.device_put(x, rows) for x in (q, k, v)))
   np.testing.assert_allclose(np.asarray(out), np.asarray(ref_fn(q, k, v)), atol=1e-5)
+
+
+# Cross-attention windows (config.model.encoder_window / decoder_window).
+
+def _window_setup(dataset, config, window, monkeypatch, block=None):
+  """The tiny LST with both cross-attention windows = `window` on a 4-row batch of 256 tokens /
+  96 patches (2-4 documents a row, text and speech, padding); `block` shrinks the query block of
+  the windowed path so that it runs in blocks over gathered spans."""
+  from lst_jax.model import patcher
+  if block is not None:
+    monkeypatch.setattr(patcher, "CROSS_BLOCK", block)
+  config.data.update(max_tokens=256, max_patches=96)
+  config.model.update(encoder_window=window, decoder_window=window)
+  return _setup(dataset, config, "lst")
+
+
+def _dense_cross(cross, x_BQD, kv_BSD, mask_BQS):
+  """Plain masked softmax attention of x over kv, with cross's parameters: one dense [Q x S]
+  score matrix per row; a query without keys gets zeros."""
+  q, k, v = (cross._split(y) for y in (cross.q(cross.q_norm(x_BQD)), cross.k(cross.kv_norm(kv_BSD)),
+                                       cross.v(cross.kv_norm(kv_BSD))))
+  logits = jnp.einsum("bqnh,bsnh->bnqs", q, k) / np.sqrt(q.shape[-1])
+  probs = jax.nn.softmax(jnp.where(mask_BQS[:, None], logits, -jnp.inf), axis=-1)
+  probs = jnp.where(mask_BQS[:, None].any(-1, keepdims=True), probs, 0.0)
+  return cross.o(jnp.einsum("bnqs,bsnh->bqnh", probs, v).reshape(x_BQD.shape))
+
+
+def _dense_reference(model, batch, window):
+  """The LST forward with both cross-attentions as dense masked [P x T] / [T x P] attention:
+  patch p's queries see the tokens of patches p-W+1 .. p of its document; token t sees the
+  k vectors of patches c-W+1 .. c of its document, c = context_patch(t). Returns (patch vectors
+  [B, P, d_global], logits [B, T, V])."""
+  from lst_jax.model.transformer import run_block
+  enc, dec, cfg = model.encoder, model.decoder, model.encoder.cfg
+  tp, ts, ps = (jnp.asarray(batch[k]) for k in ("token_patch", "token_segment", "patch_segment"))
+  b, p = ps.shape
+  kk = cfg.cross_attn_k
+  patch_idx = jnp.arange(p)
+  same_doc_PT = (ps[:, :, None] == ts[:, None, :]) & (ps[:, :, None] > 0)
+  own_BPT = same_doc_PT & (tp[:, None, :] == patch_idx[None, :, None])
+  delta_BPT = patch_idx[None, :, None] - tp[:, None, :]
+  enc_mask_BPT = same_doc_PT & (delta_BPT >= 0) & (delta_BPT < window)
+  h = enc.embed(batch["tokens"])
+  queries = None
+  for layer, cross in zip(enc.layers, enc.cross):
+    h = run_block(layer, h, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
+    if queries is None:
+      pooled = jnp.max(jnp.where(own_BPT[..., None], h[:, None], -jnp.inf), axis=2)
+      pooled = jnp.where(own_BPT.any(-1)[..., None], pooled, 0)
+      queries = enc.pool_to_queries(pooled).reshape(b, p * kk, cfg.d_local)
+    queries = queries + _dense_cross(cross, queries, h, jnp.repeat(enc_mask_BPT, kk, axis=1))
+  patches = enc.to_global(queries.reshape(b, p, kk * cfg.d_local))
+  global_ = model.latent(patches, batch["patch_pos"], batch["patch_segment"])
+  kv = dec.from_global(global_).reshape(b, p * kk, cfg.d_local)
+  ctx = context_patch(tp, ts)
+  delta_BTP = ctx[:, :, None] - patch_idx[None, None, :]
+  dec_mask_BTP = same_doc_PT.transpose(0, 2, 1) & (delta_BTP >= 0) & (delta_BTP < window)
+  for cross, layer in zip(dec.cross, dec.layers):
+    h = h + _dense_cross(cross, h, kv, jnp.repeat(dec_mask_BTP, kk, axis=2))
+    h = run_block(layer, h, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
+  return patches, dec.head(dec.norm(h)).astype(jnp.float32)
+
+
+@pytest.mark.parametrize("window,block", [(1, None), (3, None), (3, 8), (96, None)])
+def test_cross_attention_windows_match_dense_reference(dataset, config, monkeypatch, window, block):
+  """Patch vectors and logits equal a dense masked [P x T] / [T x P] reference: W = 1 (the
+  gathered path: own patch / one context patch), W = 3 over the whole row and in blocks of 8
+  queries over gathered spans, and W >= P (96 patch slots)."""
+  model, batch, _ = _window_setup(dataset, config, window, monkeypatch, block)
+  seg, pseg = batch["token_segment"], batch["patch_segment"]
+  assert (seg.max(1) >= 2).all() and (seg == 0).any(1).all() and (pseg == 0).any()  # packed, padded
+  assert (batch["tokens"] >= pipeline.vocab_of(dataset).unit_offset).any()         # speech and text
+  patches, logits = nnx.jit(lambda m, b: (m.encoder(b)[1], m(b)))(model, batch)
+  ref_patches, ref_logits = nnx.jit(_dense_reference, static_argnums=2)(model, batch, window)
+  chex.assert_trees_all_close(patches, ref_patches, atol=1e-5, rtol=1e-5)
+  # W = 1 reads the context patch without a document check; that differs from the reference
+  # only where the patch lies outside the token's document (padding: never scored).
+  ctx = np.asarray(context_patch(batch["token_patch"], seg))
+  comparable = (seg > 0) & (np.take_along_axis(pseg, ctx, axis=1) == seg) if window == 1 else np.ones_like(seg, bool)
+  assert comparable[batch["loss_mask"]].all()
+  np.testing.assert_allclose(np.asarray(logits)[comparable], np.asarray(ref_logits)[comparable],
+                             atol=1e-5, rtol=1e-5)
+  chex.assert_tree_all_finite(logits)
+
+
+def test_windowed_cross_attention_is_causal(dataset, config, monkeypatch):
+  """At W = 3 (in blocks of 8 queries), changing the tokens at and after position t moves no
+  logit before t: neither the targets in patches before t's patch nor those of t's own patch
+  before t; it does move the logit at t."""
+  model, batch, vocab = _window_setup(dataset, config, 3, monkeypatch, block=8)
+  row = int(np.argmax((batch["tokens"] >= vocab.unit_offset).sum(-1)))
+  real = np.flatnonzero(batch["token_segment"][row] > 0)
+  probes = [int(t) for t in real[1::max(1, len(real) // 8)][:8]]
+  rng = np.random.default_rng(0)
+  same = {k: np.repeat(v[row:row + 1], len(probes), axis=0) for k, v in batch.items() if v.ndim == 2}
+  tokens = same["tokens"].copy()
+  for i, t in enumerate(probes):   # one row per probe: tokens from t on redrawn
+    tokens[i, t:] = rng.integers(3, vocab.size, size=tokens.shape[1] - t)
+  forward = nnx.jit(lambda m, b: m(b))
+  base, out = (np.asarray(forward(model, {**same, "tokens": x})) for x in (same["tokens"], tokens))
+  diff = np.abs(out - base).max(-1)
+  checked = 0
+  for i, t in enumerate(probes):
+    tp = batch["token_patch"][row]
+    before_patch = np.flatnonzero(tp[1:t + 1] < tp[t])   # positions whose target precedes t's patch
+    checked += len(before_patch)
+    np.testing.assert_allclose(diff[i, before_patch], 0, atol=1e-6, err_msg=f"token {t} leaked")
+    np.testing.assert_allclose(diff[i, :t], 0, atol=1e-6, err_msg=f"token {t} leaked backwards")
+    assert diff[i, t] > 1e-4
+  assert checked > 50
+
+
+def test_windowed_cross_attention_gradients_are_finite(dataset, config, monkeypatch):
+  """W = 3 in blocks of 8 (padding queries, empty windows): the loss gradient is finite, and
+  reaches every cross-attention parameter."""
+  from lst_jax.train import step as step_lib
+  model, batch, vocab = _window_setup(dataset, config, 3, monkeypatch, block=8)
+  graphdef, params = nnx.split(model, nnx.Param)
+  loss_fn = step_lib.make_loss_fn(graphdef, vocab)
+  grads = jax.jit(jax.grad(lambda p: loss_fn(p, batch)[0]))(params)
+  chex.assert_tree_all_finite(grads)
+  for part in (grads["encoder"]["cross"], grads["decoder"]["cross"]):
+    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(part))
+
+
+def test_cross_flops_with_windows_by_hand():
+  """W = 2, 1 row of 8 tokens and 4 patches, d_local 2, k 1, d_global 4, one layer each,
+  patches of at most 2 tokens. Per query/key pair the score and the value sum cost 2*2 + 2*2 = 8.
+  Encoder: pooling projection 2*4*2*2 = 32; q, o for 4 queries 2 x 2*4*2*2 = 64; k, v for 8
+  tokens 2 x 2*8*2*2 = 128. Forward pairs: 4 patches x 2 patches x 8/4 tokens = 16 -> 128;
+  executed: the whole row (span (128 + 1) * 2 >= 8 tokens): 4 x 8 = 32 pairs -> 256.
+  Decoder: from_global 2*4*2*4 = 64; q, o for 8 tokens 128; k, v for 4 patch vectors 64.
+  Forward pairs: 8 tokens x 2 patches x 1 vector = 16 -> 128; executed: whole row, 8 x 4 = 32 -> 256."""
+  cfg = config_lib.ModelConfig(d_local=2, local_heads=1, d_global=4, cross_attn_k=1, encoder_layers=1,
+                               decoder_layers=1, patch_gather_width=2, encoder_window=2, decoder_window=2)
+  assert flops.patch_cross_flops(cfg, 1, 8, 4) == {"forward": 32 + 64 + 128 + 128,
+                                                   "dense": 32 + 64 + 128 + 256, "executed": 32 + 64 + 128 + 256}
+  assert flops.token_cross_flops(cfg, 1, 8, 4) == {"forward": 64 + 128 + 64 + 128,
+                                                   "dense": 64 + 128 + 64 + 256, "executed": 64 + 128 + 64 + 256}

@@ -4,7 +4,10 @@ Causality rule (paper.md sec. 2): a token whose target lies in patch j may use
 the global states of patches < j, and local states of tokens up to itself.
 The global state of patch j-1 has seen every patch before j, so each token
 gathers the k vectors of exactly that patch (`context_patch`) and never builds
-a [T x P] mask.
+a [T x P] mask. With `decoder_window` W > 1 each token attends to the k vectors
+of that patch and of the W-1 patches before it, in its document (the reference
+code's `cross_attn_window_decoder`), in blocks of tokens over a contiguous span
+of at most CROSS_BLOCK + W patches (patcher.windowed_cross_attend).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from flax import nnx
 
 from lst_jax.config import ModelConfig
 from lst_jax.model.layers import Linear, RMSNorm
-from lst_jax.model.patcher import CrossAttention
+from lst_jax.model import patcher
+from lst_jax.model.patcher import CrossAttention, at_queries, at_units, windowed_cross_attend
 from lst_jax.model.transformer import Block, run_block
 
 
@@ -55,6 +59,26 @@ class LocalDecoder(nnx.Module):
     gather = lambda x_BPKNH: jnp.take_along_axis(x_BPKNH, ctx_BT[:, :, None, None, None], axis=1)
     for cross, layer in zip(self.cross, self.layers):
       k_BPKNH, v_BPKNH = cross.keys_values(kv_BPKD)
-      h_BTD = h_BTD + cross.attend(h_BTD[:, :, None, :], gather(k_BPKNH), gather(v_BPKNH), mask_BT1K)[:, :, 0, :]
+      if cfg.decoder_window == 1:
+        h_BTD = h_BTD + cross.attend(h_BTD[:, :, None, :], gather(k_BPKNH), gather(v_BPKNH), mask_BT1K)[:, :, 0, :]
+      else:
+        h_BTD = h_BTD + self._windowed(cross, h_BTD, k_BPKNH, v_BPKNH, ctx_BT, batch)
       h_BTD = run_block(layer, h_BTD, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
     return self.head(self.norm(h_BTD)).astype(jnp.float32)
+
+  def _windowed(self, cross, h_BTD, k_BPKNH, v_BPKNH, ctx_BT, batch):
+    """Each token over the k vectors of patches ctx-W+1 .. ctx of its document, in blocks of
+    CROSS_BLOCK tokens (a block's context patches span at most CROSS_BLOCK + 1 patches)."""
+    w, p = self.cfg.decoder_window, k_BPKNH.shape[1]
+    segment, patch_segment = batch["token_segment"], batch["patch_segment"]
+    first_BT = jnp.where(segment > 0, jnp.maximum(ctx_BT - w + 1, 0), p)
+
+    def allowed(q_idx, u_idx):
+      c, s = at_queries(ctx_BT, q_idx)[..., None], at_queries(segment, q_idx)[..., None]
+      pu, ps = u_idx[:, :, None, :], at_units(patch_segment, u_idx)[:, :, None, :]
+      return (pu <= c) & (c - pu < w) & (ps == s) & (s > 0)
+
+    width = min(p, patcher.CROSS_BLOCK + w)
+    out = windowed_cross_attend(cross, h_BTD[:, :, None, :], k_BPKNH, v_BPKNH, first_BT, width, allowed,
+                                patcher.CROSS_BLOCK)
+    return out[:, :, 0, :]

@@ -4,11 +4,17 @@ After the first layer each patch's queries start as the max-pool of its own
 token states, projected into `cross_attn_k` vectors; after every layer those
 queries cross-attend to the tokens of their patch (residual add). The k
 vectors are concatenated and projected to the global width (paper.md sec. 2).
-Each patch gathers its at most `patch_gather_width` tokens, so no [P x T] mask
-is ever built.
+With `encoder_window` W > 1 each patch's queries attend to the tokens of its own
+patch and of the W-1 patches before it, in its document (the reference code's
+`cross_attn_window_encoder`); `windowed_cross_attend` runs that in blocks of
+patches over a contiguous span of tokens. With W = 1 each patch gathers its at
+most `patch_gather_width` tokens. Either way no [P x T] mask is built at
+production lengths.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import jax.numpy as jnp
 from flax import nnx
@@ -70,6 +76,59 @@ class CrossAttention(nnx.Module):
     return self.attend(x_XQD, *self.keys_values(kv_XKD), mask_XQK)
 
 
+CROSS_BLOCK = 128  # query block (patches for the encoder, tokens for the decoder) of windowed cross-attention
+
+
+def windowed_cross_attend(cross: CrossAttention, x_BQRD, k_BUGNH, v_BUGNH, first_unit_BQ, width: int,
+                          allowed: Callable, block: int):
+  """Cross-attention of queries to a window of key units, in query blocks over contiguous key spans.
+
+  x [B, Q, R, D]: Q query positions of R vectors each (the R share one mask); keys/values
+  [B, U, G, N, H]: U key units (tokens, or patches) of G vectors each. `first_unit` [B, Q] is the
+  earliest unit each query may see (>= U for a query that sees nothing). Each block of `block`
+  queries reads the `width` units from the earliest one any of its queries may see (clipped to
+  fit the row): the caller sizes `width` so that this span holds every unit a query in the block
+  may see; once `width` >= U the whole row is one block. `allowed(q_idx [nb, bq], u_idx
+  [B, nb, width])` -> bool [B, nb, bq, width] masks per query (padding queries beyond Q are
+  masked here). Returns [B, Q, R, D]; a query that sees nothing gets zeros.
+  """
+  b, q, r, d = x_BQRD.shape
+  u, g = k_BUGNH.shape[1:3]
+  if width >= u:
+    width, bq, nb = u, q, 1
+    u_idx = jnp.broadcast_to(jnp.arange(u), (b, 1, u))
+    k_blk, v_blk = k_BUGNH[:, None], v_BUGNH[:, None]
+  else:
+    bq = block
+    nb = -(-q // bq)
+    first = jnp.pad(first_unit_BQ, ((0, 0), (0, nb * bq - q)), constant_values=u)
+    start_BN = jnp.clip(first.reshape(b, nb, bq).min(-1), 0, u - width)
+    u_idx = start_BN[..., None] + jnp.arange(width)                       # [B, nb, width]
+    take = lambda x: jnp.take_along_axis(x.reshape(b, u, -1), u_idx.reshape(b, -1, 1), axis=1).reshape(
+        (b, nb, width) + x.shape[2:])
+    k_blk, v_blk = take(k_BUGNH), take(v_BUGNH)
+  q_idx = jnp.arange(nb * bq).reshape(nb, bq)
+  mask = allowed(q_idx, u_idx) & (q_idx < q)[None, :, :, None]            # [B, nb, bq, width]
+  mask = jnp.broadcast_to(mask[:, :, :, None, :, None], (b, nb, bq, r, width, g)).reshape(
+      b, nb, bq * r, width * g)
+  x = jnp.pad(x_BQRD, ((0, 0), (0, nb * bq - q), (0, 0), (0, 0))).reshape(b, nb, bq * r, d)
+  flat = lambda y: y.reshape((b, nb, width * g) + y.shape[-2:])
+  out = cross.attend(x, flat(k_blk), flat(v_blk), mask)
+  return out.reshape(b, nb * bq, r, d)[:, :q]
+
+
+def at_units(x_BU, idx_B_):
+  """x [B, U] read at per-row indices [B, ...] -> [B, ...] (indices clipped into the row)."""
+  b, u = x_BU.shape
+  idx = jnp.clip(idx_B_, 0, u - 1).reshape(b, -1)
+  return jnp.take_along_axis(jnp.asarray(x_BU), idx, axis=1).reshape(idx_B_.shape)
+
+
+def at_queries(x_BQ, q_idx_NQ):
+  """x [B, Q] read at query indices [nb, bq] shared by all rows -> [B, nb, bq] (clipped)."""
+  return jnp.asarray(x_BQ)[:, jnp.clip(q_idx_NQ, 0, x_BQ.shape[1] - 1)]
+
+
 class EncoderPatcher(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -98,7 +157,31 @@ class EncoderPatcher(nnx.Module):
         pooled_BPD = max_pool(*gather(h_BTD))
         queries_BPKD = self.pool_to_queries(pooled_BPD).reshape(b, p, cfg.cross_attn_k, cfg.d_local)
       k_BTNH, v_BTNH = cross.keys_values(h_BTD)
-      (k_BPLNH, valid_BPL), (v_BPLNH, _) = gather(k_BTNH), gather(v_BTNH)
-      mask_BPKL = jnp.broadcast_to(valid_BPL[:, :, None, :], (b, p, cfg.cross_attn_k, cfg.patch_gather_width))
-      queries_BPKD = queries_BPKD + cross.attend(queries_BPKD, k_BPLNH, v_BPLNH, mask_BPKL)
+      if cfg.encoder_window == 1:
+        (k_BPLNH, valid_BPL), (v_BPLNH, _) = gather(k_BTNH), gather(v_BTNH)
+        mask_BPKL = jnp.broadcast_to(valid_BPL[:, :, None, :], (b, p, cfg.cross_attn_k, cfg.patch_gather_width))
+        queries_BPKD = queries_BPKD + cross.attend(queries_BPKD, k_BPLNH, v_BPLNH, mask_BPKL)
+      else:
+        queries_BPKD = queries_BPKD + self._windowed(cross, queries_BPKD, k_BTNH, v_BTNH, batch)
     return h_BTD, self.to_global(queries_BPKD.reshape(b, p, cfg.cross_attn_k * cfg.d_local))
+
+  def _windowed(self, cross, queries_BPKD, k_BTNH, v_BTNH, batch):
+    """Each patch's k queries over the tokens of its own and the W-1 previous patches of its
+    document, in blocks of CROSS_BLOCK patches over a span of at most
+    (CROSS_BLOCK + W - 1) * patch_gather_width tokens."""
+    cfg, w = self.cfg, self.cfg.encoder_window
+    t, p = k_BTNH.shape[1], queries_BPKD.shape[1]
+    token_patch, token_segment = batch["token_patch"], batch["token_segment"]
+    patch_segment = batch["patch_segment"]
+    earliest_BP = at_units(batch["patch_first"], jnp.maximum(jnp.arange(p) - w + 1, 0)[None].repeat(
+        patch_segment.shape[0], 0))
+    first_BP = jnp.where(patch_segment > 0, earliest_BP, t)
+
+    def allowed(q_idx, u_idx):
+      tp, ts = at_units(token_patch, u_idx)[:, :, None, :], at_units(token_segment, u_idx)[:, :, None, :]
+      qp, qs = q_idx[None, :, :, None], at_queries(patch_segment, q_idx)[..., None]
+      return (tp <= qp) & (qp - tp < w) & (ts == qs) & (qs > 0)
+
+    width = min(t, (CROSS_BLOCK + w - 1) * cfg.patch_gather_width)
+    return windowed_cross_attend(cross, queries_BPKD, k_BTNH[:, :, None], v_BTNH[:, :, None], first_BP,
+                                 width, allowed, CROSS_BLOCK)

@@ -195,16 +195,18 @@ class _Trainer:
     # On resume, records logged past the checkpoint are dropped (JSONL) and hidden (TensorBoard); a
     # fresh start drops an earlier attempt's records (it saved no checkpoint): one run per file.
     self.writer = MetricsWriter(workdir, enabled=run.lead, resume_step=restored[0] if restored else -1)
+    slots = flops_lib.model_flops(exp.model, exp.data.batch_size, exp.data.max_tokens, exp.data.max_patches)
     self.accounting = Accounting(  # derived metrics: bits, speech bits/s, cumulative FLOPs, tokens seen, MFU
-        flops_lib.model_flops(exp.model, exp.data.batch_size, exp.data.max_tokens, exp.data.max_patches)["train"],
-        peak_flops_per_second(jax.devices()[0].device_kind, run.mesh.size, t.peak_flops_per_device),
-        unit_rate=run.manifest.unit_rate, start_step=int(self.state.step), previous=read_records(workdir))
+        slots["train"], peak_flops_per_second(jax.devices()[0].device_kind, run.mesh.size, t.peak_flops_per_device),
+        unit_rate=run.manifest.unit_rate, start_step=int(self.state.step), previous=read_records(workdir),
+        executed_flops_per_step=slots["train_executed"])
     n_params = sum(x.size for x in jax.tree.leaves(run.setup.abstract.params))
     split = run.manifest.split("train")
     console(f"{exp.model.kind}: {n_params / 1e6:.2f}M parameters on a {dict(run.mesh.shape)} mesh; data "
             f"{run.manifest.dir} ({split.num_speech} utterances, {split.num_text} text documents)", run.lead)
     self.start = self.saved = int(self.state.step)
     self.window, self.timed_from, self.t_window = [], 0, time.time()
+    self.window_real_flops = []  # per step: forward FLOPs per module on this process's real tokens
     self.preempted = False
     every = lambda n: (lambda step: n > 0 and step % n == 0)
     self.after_each_step = [  # in this order; a preempted run stops right after its checkpoint
@@ -283,10 +285,12 @@ class _Trainer:
 
   def steps(self, stop_at: int | None) -> None:
     last = min(self.t.steps, stop_at) if stop_at is not None else self.t.steps
+    model = self.run.exp.model
     for step in range(self.start + 1, last + 1):
-      self.state, metrics = self.run.setup.train_step(self.state, sharding.global_batch(next(self.data),
-                                                                                         self.run.mesh))
+      batch = next(self.data)
+      self.state, metrics = self.run.setup.train_step(self.state, sharding.global_batch(batch, self.run.mesh))
       self.window.append(metrics)
+      self.window_real_flops.append(flops_lib.real_flops(model, batch["token_segment"], batch["patch_segment"]))
       if step == self.start + 1:  # the first step compiles: keep it out of the throughput
         jax.block_until_ready(metrics)
         console(f"compiled and ran step {step} in {time.time() - self.t_window:.1f}s", self.run.lead)
@@ -312,7 +316,7 @@ class _Trainer:
     self.check_finite(step)
     fetched = jax.device_get(self.window)
     record = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-    record.update(step=step, lr=float(fetched[-1]["lr"]))
+    record.update(step=step, lr=float(fetched[-1]["lr"]), **self.real_flops_per_step())
     timed = fetched[self.timed_from:]
     if timed:
       elapsed = time.time() - self.t_window
@@ -323,6 +327,18 @@ class _Trainer:
     self.writer.write(record)
     console(progress_line(step, self.t.steps, record), self.run.lead)
     self.window, self.timed_from, self.t_window = [], 0, time.time()
+    self.window_real_flops = []
+
+  def real_flops_per_step(self) -> dict:
+    """Train FLOPs on real tokens per step since the last log, all processes: `real_flops` and
+    `real_flops_<module>` (lst_jax.flops.real_flops, 3x forward)."""
+    names = list(self.window_real_flops[0])
+    local = np.array([[f[m] for m in names] for f in self.window_real_flops], np.float64).mean(axis=0)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      local = np.asarray(multihost_utils.process_allgather(local)).sum(axis=0)
+    per_module = {f"real_flops_{m}": 3.0 * float(v) for m, v in zip(names, local)}
+    return {"real_flops": sum(per_module.values()), **per_module}
 
   def save(self, step: int, force: bool = False) -> None:
     if self.ckpt.save(step, self.state, self.data, self.config_record, force=force):

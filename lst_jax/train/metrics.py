@@ -7,7 +7,12 @@ Derived metrics (`Accounting`, added to each record before it is written):
   speech_bits_per_unit       speech nats per unit / ln 2
   speech_bits_per_second     speech nats per unit * unit rate (25 units/s) / ln 2: bits per second of audio
   (and heldout_* versions of the three on evaluation records)
-  cumulative_flops           model FLOPs of the whole model so far: train FLOPs per step * step
+  cumulative_flops           model FLOPs so far counted on the rows' slots (max_tokens, max_patches,
+                             padding included): train FLOPs per step * step
+  cumulative_executed_flops  the same for what the model executes (dense scores, gather slots)
+  cumulative_real_flops      train FLOPs on real tokens so far (lst_jax.flops.real_flops: each
+                             document on its own, padding free), and cumulative_real_flops_<module>;
+                             the number compute-matched comparisons equalize
   tokens_seen                real (non-padding) tokens trained on so far (and text_tokens_seen,
                              speech_tokens_seen when the step reports real_text/speech_tokens)
   flops_per_s, mfu           model FLOPs per second, and their share of the devices' peak FLOP/s
@@ -77,6 +82,7 @@ def _bits_of(record: dict, prefix: str, unit_rate: float) -> dict:
 
 SEEN = (("tokens_seen", "real_tokens"), ("text_tokens_seen", "real_text_tokens"),
         ("speech_tokens_seen", "real_speech_tokens"))
+_REAL = "cumulative_real_flops"  # and cumulative_real_flops_<module>, summed like SEEN
 
 
 class Accounting:
@@ -90,27 +96,32 @@ class Accounting:
   """
 
   def __init__(self, flops_per_step: float, peak_flops_per_s: float | None = None,
-               unit_rate: float = UNIT_RATE, start_step: int = 0, previous: Iterable[dict] = ()):
+               unit_rate: float = UNIT_RATE, start_step: int = 0, previous: Iterable[dict] = (),
+               executed_flops_per_step: float | None = None):
     self.flops_per_step = float(flops_per_step)
+    self.executed_flops_per_step = executed_flops_per_step
     self.peak = peak_flops_per_s
     self.unit_rate = unit_rate
     self.last_step = start_step
     self.seen = {}  # "tokens_seen", "text_tokens_seen", ... -> count so far
     for r in previous:
       if r.get("step", 0) <= start_step:
-        self.seen.update({k: float(r[k]) for k, _ in SEEN if k in r})
+        self.seen.update({k: float(v) for k, v in r.items() if k in dict(SEEN) or k.startswith(_REAL)})
 
   def __call__(self, record: dict) -> dict:
     out = dict(record)
     step = int(record["step"])
     if "real_tokens" in record and step > self.last_step:  # means per step over the steps since the last log
-      for key, per_step in SEEN:
+      sources = dict(SEEN, **{"cumulative_" + k: k for k in record if k.startswith("real_flops")})
+      for key, per_step in sources.items():
         if per_step in record:
           self.seen[key] = self.seen.get(key, 0.0) + float(record[per_step]) * (step - self.last_step)
       self.last_step = step
     out.update(_bits_of(record, "", self.unit_rate))
     out.update(_bits_of(record, "heldout_", self.unit_rate))
     out["cumulative_flops"] = self.flops_per_step * step
+    if self.executed_flops_per_step is not None:
+      out["cumulative_executed_flops"] = float(self.executed_flops_per_step) * step
     out["tokens_seen"] = self.seen.get("tokens_seen", 0.0)
     out.update({k: v for k, v in self.seen.items() if k != "tokens_seen"})
     if record.get("step_time_s"):
@@ -140,8 +151,11 @@ def tb_tag(key: str) -> str:
     return "heldout/" + key[len("heldout_"):]
   if key in ("tokens_per_s", "patches_per_s", "step_time_s", "flops_per_s", "mfu"):
     return "perf/" + key
-  if key in ("cumulative_flops", "tokens_seen", "text_tokens_seen", "speech_tokens_seen"):
+  if key in ("cumulative_flops", "cumulative_executed_flops", "tokens_seen", "text_tokens_seen",
+             "speech_tokens_seen") or key.startswith("cumulative_real_flops"):
     return "progress/" + key
+  if key.startswith("real_flops"):
+    return "flops/" + key
   if key in ("aligned_patch_share", "mean_speech_patch_len", "real_patches", "real_tokens", "real_text_tokens",
              "real_speech_tokens", "target_tokens", "truncated_tokens"):
     return "batch/" + key
