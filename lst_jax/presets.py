@@ -83,9 +83,9 @@ class Size:
 
 # The LST-vs-baseline study (make reproduce) on the study corpus: local width half the global and
 # three local layers, so the local modules stay a minority of the LST's FLOPs; static patches,
-# speech-heavy mix, 300 steps of 8 rows x 256 global positions (CPU budget: lst_jax/tools/reproduce.py).
-_STUDY = dict(encoder_layers=1, decoder_layers=2, rows=8, positions=256, steps=300, warmup=30,
-              learning_rate=2e-3, final_lr_fraction=0.1, log_every=10, checkpoint_every=50, eval_every=50,
+# speech-heavy mix, 240 steps of 8 rows x 256 global positions (CPU budget: lst_jax/tools/reproduce.py).
+_STUDY = dict(encoder_layers=1, decoder_layers=2, rows=8, positions=256, steps=240, warmup=24,
+              learning_rate=2e-3, final_lr_fraction=0.1, log_every=10, checkpoint_every=40, eval_every=40,
               eval_batches=0, data_dir="data/study", patching=config_lib.STATIC, interleaved_weight=0.67,
               text_weight=0.33, tokens_per_position=1.5, accelerator=False)
 

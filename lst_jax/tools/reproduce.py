@@ -55,23 +55,42 @@ class Spec:
   seed: int = 0
   patching: str = "static"
   window: int = 1              # both cross-attention windows, in patches (LST only)
+  # Diagnostics (LST only; None = the size's): local width, learning rate, static patch size.
+  d_local: int | None = None
+  learning_rate: float | None = None
+  patch_size: int | None = None
 
   @property
   def name(self) -> str:
     extra = "" if self.patching == "static" else f"_{self.patching}"
     extra += "" if self.window == 1 else f"_window{self.window}"
+    extra += "" if self.d_local is None else f"_local{self.d_local}"
+    extra += "" if self.learning_rate is None else f"_lr{self.learning_rate:g}"
+    extra += "" if self.patch_size is None else f"_p{self.patch_size}"
     return f"{self.size}/{self.pairing}/{self.kind}{extra}_seed{self.seed}"
+
+  @property
+  def diagnostic(self) -> bool:
+    return (self.d_local, self.learning_rate, self.patch_size) != (None, None, None)
 
 
 def plan(sizes=SIZES, seeds: int = 3, quick: bool = False) -> list[Spec]:
-  """Every run of the study, cheapest first (so a partial study already answers something)."""
+  """Every run of the study, cheapest first (so a partial study already answers something): the
+  largest size last."""
+  pair = lambda size, **kw: [Spec(size, k, **kw) for k in ("lst", "baseline")]
   if quick:
-    return [Spec(sizes[0], k) for k in ("lst", "baseline")]
-  runs = [Spec(size, k) for size in sizes for k in ("lst", "baseline")]
+    return pair(sizes[0])
   middle = MIDDLE if MIDDLE in sizes else sizes[len(sizes) // 2]
-  runs += [Spec(middle, k, seed=s) for s in range(1, seeds) for k in ("lst", "baseline")]
-  runs += [Spec(middle, k, pairing="data_matched") for k in ("lst", "baseline")]
+  small = presets.SIZES[sizes[0]]
+  runs = pair(sizes[0])
+  # Why (not): the LST at the smallest size with a local width equal to the global one, with half
+  # and twice the learning rate, and with patches of 2 (each against that size's baseline).
+  runs += [Spec(sizes[0], "lst", d_local=small.d_global), Spec(sizes[0], "lst", learning_rate=small.learning_rate / 2),
+           Spec(sizes[0], "lst", learning_rate=small.learning_rate * 2), Spec(sizes[0], "lst", patch_size=2)]
+  runs += pair(middle) + [r for s in range(1, seeds) for r in pair(middle, seed=s)]
+  runs += pair(middle, pairing="data_matched")
   runs += [Spec(middle, "lst", patching="curriculum"), Spec(middle, "lst", window=REFERENCE_WINDOW)]
+  runs += [r for size in sizes[1:] if size != middle for r in pair(size)]
   return runs
 
 
@@ -91,6 +110,12 @@ def base_config(spec: Spec, data_dir: str, steps: int | None):
     c.data.patching.strategy = spec.patching
     if spec.window != 1:
       c.model.encoder_window = c.model.decoder_window = spec.window
+    if spec.d_local is not None:
+      c.model.d_local = spec.d_local
+    if spec.learning_rate is not None:
+      c.optim.learning_rate = spec.learning_rate
+    if spec.patch_size is not None:
+      c.data.patching.patch_size = spec.patch_size
   return c
 
 
@@ -238,7 +263,8 @@ def analyse(results: dict[str, dict], specs: list[Spec]) -> dict:
   for size in dict.fromkeys(s.size for s in specs):
     pairs = []
     for seed in sorted({s.seed for s in specs if s.size == size}):
-      lst = find(size=size, kind="lst", seed=seed, pairing="flop_matched", patching="static", window=1)
+      lst = find(size=size, kind="lst", seed=seed, pairing="flop_matched", patching="static", window=1,
+                 diagnostic=False)
       base = find(size=size, kind="baseline", seed=seed, pairing="flop_matched")
       if lst and base:
         pairs.append({"seed": seed, **efficiency_ratio(lst[0]["curve"], base[0]["curve"]),
@@ -249,7 +275,8 @@ def analyse(results: dict[str, dict], specs: list[Spec]) -> dict:
       continue
     fits = {}
     for kind in ("lst", "baseline"):
-      run = find(size=size, kind=kind, seed=0, pairing="flop_matched", patching="static", window=1)
+      run = find(size=size, kind=kind, seed=0, pairing="flop_matched", patching="static", window=1,
+                 diagnostic=False)
       if run:
         c = run[0]["curve"]
         fits[kind] = {"speech_bps": power_law(c["flops"], c["speech_bps"]),
@@ -258,7 +285,23 @@ def analyse(results: dict[str, dict], specs: list[Spec]) -> dict:
                    "ratio": mean_interval([p["ratio"] for p in pairs]),
                    **{f"{k}_{m}": mean_interval([p[f"{k}_{m}"] for p in pairs])
                       for k in ("lst", "baseline") for m in ("speech_bps", "text_bpt")}}
-  return {"sizes": sizes}
+  variants = []
+  for s in specs:
+    is_headline = s.pairing == "flop_matched" and s.patching == "static" and s.window == 1 and not s.diagnostic
+    if s.kind != "lst" or is_headline or s.name not in by:
+      continue
+    base = find(size=s.size, kind="baseline", seed=0, pairing=s.pairing)
+    if not base:
+      continue
+    r, b = by[s.name], base[0]
+    variants.append({"run": s.name, "against": b["name"], **efficiency_ratio(r["curve"], b["curve"]),
+                     "speech_bps": r["speech_bps"], "baseline_speech_bps": b["speech_bps"],
+                     "text_bpt": r["text_bpt"], "baseline_text_bpt": b["text_bpt"],
+                     "real_flops_ratio": r["real_flops"] / b["real_flops"],
+                     "speech_tokens_ratio": r["speech_tokens"] / max(b["speech_tokens"], 1),
+                     "text_tokens_ratio": r["text_tokens"] / max(b["text_tokens"], 1),
+                     "non_global_share": r["non_global_share"]})
+  return {"sizes": sizes, "variants": variants}
 
 
 # ---------------------------------------------------------------------------- report
@@ -299,6 +342,15 @@ def report(results: dict, analysis: dict, specs: list[Spec], meta: dict) -> str:
                  f"| {_mi(a['lst_speech_bps'], '{:.2f}')} | {_mi(a['baseline_speech_bps'], '{:.2f}')} "
                  f"| {_mi(a['lst_text_bpt'])} | {_mi(a['baseline_text_bpt'])} | {_mi(a['ratio'], '{:.2f}')} "
                  f"| {how} | {flops_ratio:.3f} |")
+  lines += ["", "## Variants and diagnostics (each LST run against its size's seed-0 baseline of the same pairing)",
+            "", "| LST run | speech b/s (baseline) | text b/tok (baseline) | efficiency ratio | LST/baseline "
+            "real FLOPs | speech units read | text tokens read | non-global share |",
+            "|---|---|---|---|---|---|---|---|"]
+  for v in analysis.get("variants", []):
+    lines.append(f"| {v['run']} | {v['speech_bps']:.2f} ({v['baseline_speech_bps']:.2f}) | {v['text_bpt']:.3f} "
+                 f"({v['baseline_text_bpt']:.3f}) | {_fmt(v['ratio'], '{:.2f}')} ({v['how']}) "
+                 f"| {v['real_flops_ratio']:.3f} | {v['speech_tokens_ratio']:.3f}x | {v['text_tokens_ratio']:.3f}x "
+                 f"| {_fmt(v['non_global_share'], '{:.2f}')} |")
   lines += ["", "## Every run", "",
             "| run | steps | row (tokens/patches) | real FLOPs | slot FLOPs | non-global share | text tokens "
             "| speech units | speech b/s | text b/tok |", "|---|---|---|---|---|---|---|---|---|---|"]
