@@ -31,6 +31,7 @@ import functools
 import numpy as np
 
 from lst_jax.model import attention
+from lst_jax.model.patcher import CROSS_BLOCK
 from lst_jax.config import ModelConfig
 
 # Module names, in the order data flows through them.
@@ -93,17 +94,24 @@ def stack_flops(layers: int, rows: int, n: int, d: int, mlp: int, window: int | 
   return {k: layers * v for k, v in one.items()}
 
 
+def windowed_keys(tokens: int, patches: int, window: int) -> int:
+  """Query/key pairs of a cross-attention window of `window` patches, causal, over one row:
+  tokens per patch x sum over patches p of min(window, p + 1) (= tokens when window = 1)."""
+  if patches <= 0:
+    return 0
+  return tokens * attended_pairs(patches, window) // patches
+
+
 def patch_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) -> dict:
   """Encoder pooling: max-pool -> k queries per patch, then per layer k queries over the tokens
   of the patch's window (its own patch and the encoder_window - 1 before it)."""
-  from lst_jax.model.patcher import CROSS_BLOCK  # noqa: PLC0415
   d, k, slots, w = cfg.d_local, cfg.cross_attn_k, cfg.patch_gather_width, cfg.encoder_window
   pool = matmul(rows * patches, k * d, d)
   # q and o for the k queries of every patch, k and v once per token.
   proj = lambda queries: 2 * matmul(rows * queries * k, d, d) + 2 * matmul(rows * tokens, d, d)
-  # Needed: each patch's k queries over min(W, patches) patches of tokens/patches tokens each
+  # Needed: patch p's k queries over the tokens of min(W, p + 1) patches, tokens/patches each
   # (W = 1: each token is a key of exactly one patch).
-  needed = proj(patches) + 2 * 2 * d * rows * k * min(w, max(patches, 1)) * tokens
+  needed = proj(patches) + 2 * 2 * d * rows * k * windowed_keys(tokens, patches, w)
   if w == 1:  # every gathered slot of every patch
     dense = proj(patches) + 2 * 2 * d * rows * patches * k * slots
   else:       # lst_jax.model.patcher.windowed_cross_attend: blocks of patches over a span of tokens
@@ -116,13 +124,12 @@ def patch_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) ->
 def token_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) -> dict:
   """Decoder: global outputs -> k vectors per patch, then per layer each token over the k vectors
   of the decoder_window patches before its target's patch."""
-  from lst_jax.model.patcher import CROSS_BLOCK  # noqa: PLC0415
   d, k, w = cfg.d_local, cfg.cross_attn_k, cfg.decoder_window
   from_global = matmul(rows * patches, k * d, cfg.d_global)
   # q and o per token, k and v once per patch vector, scores and values over the keys per token.
   layer = lambda queries, keys: (2 * matmul(rows * queries, d, d) + 2 * matmul(rows * patches * k, d, d)
                                  + 2 * 2 * d * rows * queries * keys)
-  needed = layer(tokens, min(w, max(patches, 1)) * k)
+  needed = layer(tokens, 0) + 2 * 2 * d * rows * k * windowed_keys(tokens, patches, w)
   if w == 1:  # each token gathers the k vectors of one patch
     executed = needed
   else:       # lst_jax.model.patcher.windowed_cross_attend: blocks of tokens over a span of patches

@@ -457,13 +457,15 @@ def test_cross_flops_with_windows_by_hand():
   """W = 2, 1 row of 8 tokens and 4 patches, d_local 2, k 1, d_global 4, one layer each,
   patches of at most 2 tokens. Per query/key pair the score and the value sum cost 2*2 + 2*2 = 8.
   Encoder: pooling projection 2*4*2*2 = 32; q, o for 4 queries 2 x 2*4*2*2 = 64; k, v for 8
-  tokens 2 x 2*8*2*2 = 128. Forward pairs: 4 patches x 2 patches x 8/4 tokens = 16 -> 128;
+  tokens 2 x 2*8*2*2 = 128. Forward pairs (causal): patches 0-3 see 1, 2, 2, 2 patches of
+  8/4 tokens = 14 -> 112;
   executed: the whole row (span (128 + 1) * 2 >= 8 tokens): 4 x 8 = 32 pairs -> 256.
   Decoder: from_global 2*4*2*4 = 64; q, o for 8 tokens 128; k, v for 4 patch vectors 64.
-  Forward pairs: 8 tokens x 2 patches x 1 vector = 16 -> 128; executed: whole row, 8 x 4 = 32 -> 256."""
+  Forward pairs: 2 tokens per patch x (1 + 2 + 2 + 2) patches x 1 vector = 14 -> 112; executed:
+  whole row, 8 x 4 = 32 -> 256."""
   cfg = config_lib.ModelConfig(d_local=2, local_heads=1, d_global=4, cross_attn_k=1, encoder_layers=1,
                                decoder_layers=1, patch_gather_width=2, encoder_window=2, decoder_window=2)
-  assert flops.patch_cross_flops(cfg, 1, 8, 4) == {"forward": 32 + 64 + 128 + 128,
+  assert flops.patch_cross_flops(cfg, 1, 8, 4) == {"forward": 32 + 64 + 128 + 112,
                                                    "dense": 32 + 64 + 128 + 256, "executed": 32 + 64 + 128 + 256}
-  assert flops.token_cross_flops(cfg, 1, 8, 4) == {"forward": 64 + 128 + 64 + 128,
+  assert flops.token_cross_flops(cfg, 1, 8, 4) == {"forward": 64 + 128 + 64 + 112,
                                                    "dense": 64 + 128 + 64 + 256, "executed": 64 + 128 + 64 + 256}
