@@ -251,3 +251,31 @@ def test_demo_build_end_to_end_then_reuse(tmp_path, capsys):
   assert again.returncode == 0, again.stderr
   assert "demo data ready at" in again.stdout and "reused" in again.stdout
   assert files() == before
+
+
+def test_study_corpus_settings_and_voice_rotation():
+  """The study corpus: six training voices (each verse spoken by three, in rotation, so each voice
+  speaks half of the verses), two unseen held-out voices; the demo keeps every voice on every
+  verse in its old order."""
+  from data_prep import demo_build
+  study = demo.build_settings(demo.parse_args(["--corpus=study"]))
+  train = [tts.Voice(**v) for v in study["train_voices"]]
+  heldout = [tts.Voice(**v) for v in study["heldout_voices"]]
+  assert len(train) + len(heldout) >= 8 and study["voices_per_verse"] == 3
+  assert not {v.espeak for v in train} & {v.espeak for v in heldout}
+  assert len({v.espeak for v in train + heldout}) == len(train) + len(heldout)
+  verses = [kjv.Verse(ref=f"Ge1:{i}", book="Ge", text="w", words=("w",) * 8, spoken=("w",) * 8)
+            for i in range(1, 13)]
+  jobs = demo_build.speech_jobs(verses, train, 3)
+  assert len(jobs) == 36
+  per_verse = {}
+  for j in jobs:
+    per_verse.setdefault(j.id.split("/")[1], []).append(j.voice.name)
+  assert all(len(set(v)) == 3 for v in per_verse.values())
+  counts = {v.name: sum(j.voice == v for j in jobs) for v in train}
+  assert set(counts.values()) == {6}                                   # 12 verses x 3 / 6 voices
+  demo_settings = demo.build_settings(demo.parse_args([]))
+  assert [v["name"] for v in demo_settings["train_voices"]] == [v.name for v in tts.TRAIN_VOICES]
+  assert [j.voice.name for j in demo_build.speech_jobs(verses[:2], tts.TRAIN_VOICES, 3)] == \
+      [v.name for v in tts.TRAIN_VOICES] * 2
+  assert demo.parse_args(["--corpus=study", "--num_train_verses=7"]).num_train_verses == 7
