@@ -119,6 +119,19 @@ def finalize_row(packed: dict, max_patches: int) -> dict:
   }
 
 
+def single_document_row(features: dict, max_tokens: int, max_patches: int) -> dict:
+  """One document's features (document_features) alone in a row, the rest padding: what a
+  from-scratch forward of a decoded sequence reads."""
+  n, m = len(features["tokens"]), len(features["patch_len"])
+  pad = lambda x, size: np.pad(np.asarray(x, np.int32), (0, size - len(x)))
+  packed = {k: pad(features[k], max_tokens) for k in TOKEN_FEATURES}
+  packed.update({k: pad(features[k], max_patches) for k in PATCH_FEATURES})
+  packed.update({_segments("tokens"): pad(np.ones(n), max_tokens), _positions("tokens"): pad(np.arange(n), max_tokens),
+                 _segments("patch_len"): pad(np.ones(m), max_patches),
+                 _positions("patch_len"): pad(np.arange(m), max_patches)})
+  return finalize_row(packed, max_patches)
+
+
 def empty_row(max_tokens: int, max_patches: int) -> dict:
   """An all-padding row (pads the last batch of a finite evaluation stream)."""
   packed = {k: np.zeros(max_tokens, np.int32) for k in

@@ -1,0 +1,1 @@
+"""Decoding: LST and baseline, one token per step from caches (cache, baseline_step, lst_step)."""

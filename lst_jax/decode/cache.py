@@ -1,0 +1,69 @@
+"""Key/value caches for one new position per row, with each row at its own length.
+
+A cache holds, per self-attention layer, keys and values [B, S, N, H] for S
+slots; row b's valid entries are slots [0, length[b]). A step writes the new
+position's key and value at slot length[b] (per row) and attends over the
+slots the training mask would allow: not after the query, within the window,
+in the same document (a decoded row is one document). Training's RoPE
+positions are positions in the document, which are the slots here.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lst_jax.model import attention as attn
+from lst_jax.model.layers import rope
+from lst_jax.model.transformer import Block, SelfAttention
+
+
+class LayerCache(NamedTuple):
+  k: jax.Array   # [B, S, N, H]
+  v: jax.Array   # [B, S, N, H]
+
+
+def empty_layer(batch: int, slots: int, attention: SelfAttention, dtype) -> LayerCache:
+  shape = (batch, slots, attention.heads, attention.head_dim)
+  return LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+
+def write_row_slots(cache_BS_, new_B_, index_B):
+  """cache [B, S, ...] with new [B, ...] written at slot index[b] of each row."""
+  return jax.vmap(lambda c, x, i: jax.lax.dynamic_update_index_in_dim(c, x, i, 0))(cache_BS_, new_B_, index_B)
+
+
+def attend_one(attention: SelfAttention, x_BD, cache: LayerCache, length_B, window: int | None):
+  """Self-attention of one new position per row (at slot length[b]) over its cached prefix."""
+  b, d = x_BD.shape
+  split = lambda y: y.reshape(b, 1, attention.heads, attention.head_dim)
+  pos_B1 = length_B[:, None]
+  q = rope(split(attention.q(x_BD)), pos_B1, attention.rope_theta)
+  k = rope(split(attention.k(x_BD)), pos_B1, attention.rope_theta)
+  v = split(attention.v(x_BD))
+  cache = LayerCache(write_row_slots(cache.k, k[:, 0], length_B), write_row_slots(cache.v, v[:, 0], length_B))
+  slot = jnp.arange(cache.k.shape[1])
+  visible_BS = slot[None, :] <= length_B[:, None]
+  if window is not None:
+    visible_BS &= length_B[:, None] - slot[None, :] < window
+  out = attn.attention(q, cache.k, cache.v, visible_BS[:, None, :], attention.implementation)
+  return attention.o(out.reshape(b, d)), cache
+
+
+def block_one(block: Block, x_BD, cache: LayerCache, length_B, window: int | None = None):
+  """One pre-norm block on one new position per row: (output [B, D], updated cache)."""
+  a, cache = attend_one(block.attn, block.attn_norm(x_BD), cache, length_B, window)
+  x_BD = x_BD + a
+  return x_BD + block.mlp(block.mlp_norm(x_BD)), cache
+
+
+def blocks_of(stack) -> list[Block]:
+  """The blocks of a Transformer stack, one module per layer (unstacking scanned parameters)."""
+  from flax import nnx
+  if not stack.scan_layers:
+    return list(stack.blocks)
+  graphdef, state = nnx.split(stack.blocks)
+  layers = jax.tree.leaves(state)[0].shape[0]
+  return [nnx.merge(graphdef, jax.tree.map(lambda x, i=i: x[i], state)) for i in range(layers)]

@@ -1,0 +1,89 @@
+"""Cached decoding equals the full forward, for the LST and the baseline (fp32, CPU)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lst_jax import vocab as vocab_lib
+from lst_jax.config import ModelConfig
+from lst_jax.data import packing
+from lst_jax.decode import baseline_step, lst_step, rows
+from lst_jax.model.factory import build_model
+
+VOCAB = vocab_lib.Vocab(text_size=20, num_units=12)
+P = 4   # static patch size at inference
+DIMS = dict(d_global=32, global_layers=2, global_heads=2, d_local=16, local_heads=2, encoder_layers=2,
+            decoder_layers=2, cross_attn_k=2, window=6, patch_gather_width=P, dtype="float32")
+
+
+def _seq(*parts) -> list[int]:
+  """("s", n): speech mode + n units; ("t", n): text mode + n text pieces; BOS first."""
+  rng = np.random.default_rng(len(parts))
+  out = [vocab_lib.BOS]
+  for kind, n in parts:
+    if kind == "s":
+      out += [VOCAB.speech_mode] + (VOCAB.unit_offset + rng.integers(0, VOCAB.num_units, n)).tolist()
+    else:
+      out += [VOCAB.text_mode] + (vocab_lib.NUM_SPECIAL + rng.integers(0, VOCAB.text_size, n)).tolist()
+  return out
+
+
+# Prompts of different lengths in both modalities: patch boundaries (a full patch, a partial one
+# closed by a mode switch), text after speech and speech after text.
+SEQUENCES = [_seq(("s", 9), ("t", 3), ("s", 5)), _seq(("t", 4), ("s", 6)), _seq(("s", 4), ("t", 2))]
+MAX_TOKENS, MAX_PATCHES = 24, 24
+
+
+def _cached_logits(kind, model, sequences):
+  b, n = len(sequences), max(map(len, sequences))
+  tokens = np.zeros((b, n), np.int32)
+  for i, s in enumerate(sequences):
+    tokens[i, :len(s)] = s
+  lengths = np.array([len(s) for s in sequences])
+  if kind == "lst":
+    state = lst_step.init_state(model, b, MAX_TOKENS, MAX_PATCHES, P)
+    step = jax.jit(lambda st, t, a: lst_step.step(model, VOCAB, P, st, t, a))
+  else:
+    state = baseline_step.init_state(model, b, MAX_TOKENS)
+    step = jax.jit(lambda st, t, a: baseline_step.step(model, st, t, a))
+  out = []
+  for i in range(n):
+    logits, state = step(state, jnp.asarray(tokens[:, i]), jnp.asarray(i < lengths))
+    out.append(np.asarray(logits))
+  return np.stack(out, axis=1)   # [B, n, V]
+
+
+def _continuation(token: int) -> int:
+  """A next token that does not close the current patch early (decoding's assumption)."""
+  return VOCAB.unit_offset if token >= VOCAB.unit_offset else vocab_lib.NUM_SPECIAL
+
+
+@pytest.mark.parametrize("kind", ["lst", "baseline"])
+def test_cached_logits_equal_the_full_forward_of_every_prefix(kind):
+  cfg = ModelConfig(kind=kind, vocab_size=VOCAB.size, **DIMS)
+  model = build_model(cfg, seed=0)
+  cached = _cached_logits(kind, model, SEQUENCES)
+  prefixes, where = [], []
+  for i, s in enumerate(SEQUENCES):
+    for t in range(len(s)):
+      prefixes.append(rows.document_row(s[:t + 1] + [_continuation(s[t])], VOCAB, P, MAX_TOKENS, MAX_PATCHES))
+      where.append((i, t))
+  full = np.asarray(jax.jit(lambda b: model(b))(packing.stack(prefixes)))
+  for (i, t), logits in zip(where, full):
+    np.testing.assert_allclose(cached[i, t], logits[t], atol=1e-4, rtol=1e-4, err_msg=f"row {i} position {t}")
+
+
+def test_the_global_model_steps_once_per_static_patch():
+  cfg = ModelConfig(kind="lst", vocab_size=VOCAB.size, **DIMS)
+  model = build_model(cfg, seed=0)
+  step = jax.jit(lambda st, t, a: lst_step.step(model, VOCAB, P, st, t, a))
+  for s in SEQUENCES:
+    state = lst_step.init_state(model, 1, MAX_TOKENS, MAX_PATCHES, P)
+    for token in s:
+      _, state = step(state, jnp.array([token]), jnp.array([True]))
+    row = rows.document_row(s, VOCAB, P, MAX_TOKENS, MAX_PATCHES)
+    closed = int((row["patch_segment"] > 0).sum()) - int(state.open_len[0] > 0)
+    assert int(state.patches[0]) == closed, s
+    chex.assert_trees_all_equal(state.tokens, jnp.array([len(s)]))
