@@ -87,3 +87,86 @@ def test_the_global_model_steps_once_per_static_patch():
     closed = int((row["patch_segment"] > 0).sum()) - int(state.open_len[0] > 0)
     assert int(state.patches[0]) == closed, s
     chex.assert_trees_all_equal(state.tokens, jnp.array([len(s)]))
+
+
+def _requests(modality_of_prompt, **kw):
+  from lst_jax.decode.generate import Request
+  return [Request(tuple(s), modality=modality_of_prompt(s), **kw) for s in SEQUENCES]
+
+
+def _last_modality(s):
+  return "speech" if max(i for i, t in enumerate(s) if t in (VOCAB.text_mode, VOCAB.speech_mode)) == \
+      max(i for i, t in enumerate(s) if t == VOCAB.speech_mode) else "text"
+
+
+@pytest.mark.parametrize("kind", ["lst", "baseline"])
+def test_greedy_generation_is_the_same_with_and_without_the_cache(kind):
+  from lst_jax.decode import generate as gen
+  from lst_jax.decode.sampling import Sampling
+  model = build_model(ModelConfig(kind=kind, vocab_size=VOCAB.size, **DIMS), seed=1)
+  requests = _requests(_last_modality, max_new_tokens=7, on_switch="allow")
+  cached = gen.generate(gen.Decoder(model, VOCAB, P), requests, Sampling(temperature=0.0))
+  # Without a cache: a from-scratch forward of each sequence so far, the same choice rules.
+  seqs = [list(r.prompt) for r in requests]
+  speech = [r.modality == "speech" for r in requests]
+  out, done = [[] for _ in requests], [False] * len(requests)
+  for _ in range(7):
+    logits = gen.uncached_logits(model, VOCAB, P, seqs, MAX_TOKENS)
+    allowed = np.asarray(gen.allowed_tokens(VOCAB, jnp.asarray(speech), jnp.zeros(len(seqs), int)))
+    for i in range(len(seqs)):
+      if done[i]:
+        continue
+      tok = int(np.argmax(np.where(allowed[i], logits[i], -np.inf)))
+      if tok == vocab_lib.EOS:
+        done[i] = True
+        continue
+      out[i].append(tok)
+      seqs[i].append(tok)
+      if tok in (VOCAB.text_mode, VOCAB.speech_mode):
+        speech[i] = tok == VOCAB.speech_mode
+  assert [list(g.tokens) for g in cached] == out
+  assert any(len(o) == 7 for o in out)
+
+
+def test_a_seed_fixes_sampling_and_rules_hold():
+  from lst_jax.decode import generate as gen
+  from lst_jax.decode.sampling import Sampling
+  model = build_model(ModelConfig(kind="lst", vocab_size=VOCAB.size, **DIMS), seed=2)
+  decoder = gen.Decoder(model, VOCAB, P)
+  requests = _requests(_last_modality, max_new_tokens=12, on_switch="forbid")
+  draw = lambda seed: [g.tokens for g in gen.generate(decoder, requests, Sampling(1.0, top_k=8), seed)]
+  first = draw(3)
+  assert draw(3) == first and draw(4) != first
+  for r, tokens in zip(requests, first):
+    speech = r.modality == "speech"
+    assert all((t >= VOCAB.unit_offset) == speech for t in tokens)    # no switch: one modality
+    assert vocab_lib.EOS not in tokens and vocab_lib.BOS not in tokens
+  # The patches the LST's global model stepped over are static patching's, switches included.
+  switching = gen.generate(decoder, _requests(_last_modality, max_new_tokens=12, on_switch="allow"),
+                           Sampling(1.0), seed=5)
+  step = jax.jit(lambda st, t, a: lst_step.step(model, VOCAB, P, st, t, a))
+  for r, g in zip(requests, switching):
+    s = list(r.prompt) + list(g.tokens)
+    state = lst_step.init_state(model, 1, MAX_TOKENS + 12, MAX_TOKENS + 12, P)
+    for token in s:
+      _, state = step(state, jnp.array([token]), jnp.array([True]))
+    row = rows.document_row(s, VOCAB, P, MAX_TOKENS + 12, MAX_TOKENS + 12)
+    assert int(state.patches[0]) == int((row["patch_segment"] > 0).sum()) - int(state.open_len[0] > 0)
+    first_of_patch = row["patch_first"][:int((row["patch_segment"] > 0).sum())]
+    is_unit = np.asarray(s) >= VOCAB.unit_offset
+    for a, length in zip(first_of_patch, row["patch_len"]):
+      assert length == 1 or is_unit[a:a + length].all()          # no patch crosses a modality boundary
+
+
+def test_sampling_filters():
+  from lst_jax.decode.sampling import Sampling, filter_logits
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  allowed = jnp.array([[True, True, True, False]])
+  kept = lambda s: np.isfinite(np.asarray(filter_logits(logits, allowed, s))) & \
+      (np.asarray(filter_logits(logits, allowed, s)) > -1e29)
+  assert kept(Sampling()).tolist() == [[True, True, True, False]]
+  assert kept(Sampling(top_k=2)).tolist() == [[True, True, False, False]]
+  assert kept(Sampling(top_p=0.7)).tolist() == [[True, True, False, False]]    # 0.5 + 0.3 >= 0.7
+  assert kept(Sampling(top_p=0.5)).tolist() == [[True, False, False, False]]
+  with pytest.raises(ValueError):
+    Sampling(top_p=0.0)
