@@ -1,5 +1,7 @@
 """Cached decoding equals the full forward, for the LST and the baseline (fp32, CPU)."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,8 @@ import pytest
 from lst_jax import vocab as vocab_lib
 from lst_jax.config import ModelConfig
 from lst_jax.data import packing
-from lst_jax.decode import baseline_step, lst_step, rows
+from lst_jax.decode import generate as gen, rows
+from lst_jax.decode.sampling import Sampling, filter_logits
 from lst_jax.model.factory import build_model
 
 VOCAB = vocab_lib.Vocab(text_size=20, num_units=12)
@@ -36,23 +39,24 @@ SEQUENCES = [_seq(("s", 9), ("t", 3), ("s", 5)), _seq(("t", 4), ("s", 6)), _seq(
 MAX_TOKENS, MAX_PATCHES = 24, 24
 
 
-def _cached_logits(kind, model, sequences):
+@functools.lru_cache(maxsize=None)
+def _model_and_decoder(kind: str, seed: int = 0):
+  """One model and one Decoder (its jitted step compiles once) per kind, shared by the tests."""
+  model = build_model(ModelConfig(kind=kind, vocab_size=VOCAB.size, **DIMS), seed=seed)
+  return model, gen.Decoder(model, VOCAB, P)
+
+
+def _cached_logits(decoder, sequences, slots=MAX_TOKENS):
   b, n = len(sequences), max(map(len, sequences))
   tokens = np.zeros((b, n), np.int32)
   for i, s in enumerate(sequences):
     tokens[i, :len(s)] = s
   lengths = np.array([len(s) for s in sequences])
-  if kind == "lst":
-    state = lst_step.init_state(model, b, MAX_TOKENS, MAX_PATCHES, P)
-    step = jax.jit(lambda st, t, a: lst_step.step(model, VOCAB, P, st, t, a))
-  else:
-    state = baseline_step.init_state(model, b, MAX_TOKENS)
-    step = jax.jit(lambda st, t, a: baseline_step.step(model, st, t, a))
-  out = []
+  state, out = decoder.init(b, slots), []
   for i in range(n):
-    logits, state = step(state, jnp.asarray(tokens[:, i]), jnp.asarray(i < lengths))
+    logits, state = decoder.step(state, tokens[:, i], i < lengths)
     out.append(np.asarray(logits))
-  return np.stack(out, axis=1)   # [B, n, V]
+  return np.stack(out, axis=1), state   # [B, n, V]
 
 
 def _continuation(token: int) -> int:
@@ -62,9 +66,8 @@ def _continuation(token: int) -> int:
 
 @pytest.mark.parametrize("kind", ["lst", "baseline"])
 def test_cached_logits_equal_the_full_forward_of_every_prefix(kind):
-  cfg = ModelConfig(kind=kind, vocab_size=VOCAB.size, **DIMS)
-  model = build_model(cfg, seed=0)
-  cached = _cached_logits(kind, model, SEQUENCES)
+  model, decoder = _model_and_decoder(kind)
+  cached, _ = _cached_logits(decoder, SEQUENCES)
   prefixes, where = [], []
   for i, s in enumerate(SEQUENCES):
     for t in range(len(s)):
@@ -76,22 +79,17 @@ def test_cached_logits_equal_the_full_forward_of_every_prefix(kind):
 
 
 def test_the_global_model_steps_once_per_static_patch():
-  cfg = ModelConfig(kind="lst", vocab_size=VOCAB.size, **DIMS)
-  model = build_model(cfg, seed=0)
-  step = jax.jit(lambda st, t, a: lst_step.step(model, VOCAB, P, st, t, a))
-  for s in SEQUENCES:
-    state = lst_step.init_state(model, 1, MAX_TOKENS, MAX_PATCHES, P)
-    for token in s:
-      _, state = step(state, jnp.array([token]), jnp.array([True]))
+  _, decoder = _model_and_decoder("lst")
+  _, state = _cached_logits(decoder, SEQUENCES)
+  for i, s in enumerate(SEQUENCES):
     row = rows.document_row(s, VOCAB, P, MAX_TOKENS, MAX_PATCHES)
-    closed = int((row["patch_segment"] > 0).sum()) - int(state.open_len[0] > 0)
-    assert int(state.patches[0]) == closed, s
-    chex.assert_trees_all_equal(state.tokens, jnp.array([len(s)]))
+    closed = int((row["patch_segment"] > 0).sum()) - int(state.open_len[i] > 0)
+    assert int(state.patches[i]) == closed, s
+  chex.assert_trees_all_equal(state.tokens, jnp.array([len(s) for s in SEQUENCES]))
 
 
 def _requests(modality_of_prompt, **kw):
-  from lst_jax.decode.generate import Request
-  return [Request(tuple(s), modality=modality_of_prompt(s), **kw) for s in SEQUENCES]
+  return [gen.Request(tuple(s), modality=modality_of_prompt(s), **kw) for s in SEQUENCES]
 
 
 def _last_modality(s):
@@ -101,17 +99,15 @@ def _last_modality(s):
 
 @pytest.mark.parametrize("kind", ["lst", "baseline"])
 def test_greedy_generation_is_the_same_with_and_without_the_cache(kind):
-  from lst_jax.decode import generate as gen
-  from lst_jax.decode.sampling import Sampling
-  model = build_model(ModelConfig(kind=kind, vocab_size=VOCAB.size, **DIMS), seed=1)
+  model, decoder = _model_and_decoder(kind, seed=1)   # (seed 0's LST draws EOS at once)
   requests = _requests(_last_modality, max_new_tokens=7, on_switch="allow")
-  cached = gen.generate(gen.Decoder(model, VOCAB, P), requests, Sampling(temperature=0.0))
+  cached = gen.generate(decoder, requests, Sampling(temperature=0.0))
   # Without a cache: a from-scratch forward of each sequence so far, the same choice rules.
   seqs = [list(r.prompt) for r in requests]
   speech = [r.modality == "speech" for r in requests]
   out, done = [[] for _ in requests], [False] * len(requests)
   for _ in range(7):
-    logits = gen.uncached_logits(model, VOCAB, P, seqs, MAX_TOKENS)
+    logits = gen.uncached_logits(model, VOCAB, P, seqs, MAX_TOKENS + 8)
     allowed = np.asarray(gen.allowed_tokens(VOCAB, jnp.asarray(speech), jnp.zeros(len(seqs), int)))
     for i in range(len(seqs)):
       if done[i]:
@@ -125,14 +121,11 @@ def test_greedy_generation_is_the_same_with_and_without_the_cache(kind):
       if tok in (VOCAB.text_mode, VOCAB.speech_mode):
         speech[i] = tok == VOCAB.speech_mode
   assert [list(g.tokens) for g in cached] == out
-  assert any(len(o) == 7 for o in out)
+  assert sum(map(len, out)) >= 6, out       # the comparison covers generated tokens, not only stops
 
 
 def test_a_seed_fixes_sampling_and_rules_hold():
-  from lst_jax.decode import generate as gen
-  from lst_jax.decode.sampling import Sampling
-  model = build_model(ModelConfig(kind="lst", vocab_size=VOCAB.size, **DIMS), seed=2)
-  decoder = gen.Decoder(model, VOCAB, P)
+  _, decoder = _model_and_decoder("lst")
   requests = _requests(_last_modality, max_new_tokens=12, on_switch="forbid")
   draw = lambda seed: [g.tokens for g in gen.generate(decoder, requests, Sampling(1.0, top_k=8), seed)]
   first = draw(3)
@@ -144,14 +137,12 @@ def test_a_seed_fixes_sampling_and_rules_hold():
   # The patches the LST's global model stepped over are static patching's, switches included.
   switching = gen.generate(decoder, _requests(_last_modality, max_new_tokens=12, on_switch="allow"),
                            Sampling(1.0), seed=5)
-  step = jax.jit(lambda st, t, a: lst_step.step(model, VOCAB, P, st, t, a))
-  for r, g in zip(requests, switching):
-    s = list(r.prompt) + list(g.tokens)
-    state = lst_step.init_state(model, 1, MAX_TOKENS + 12, MAX_TOKENS + 12, P)
-    for token in s:
-      _, state = step(state, jnp.array([token]), jnp.array([True]))
+  generated = [list(r.prompt) + list(g.tokens) for r, g in zip(requests, switching)]
+  assert any(t in (VOCAB.text_mode, VOCAB.speech_mode) for g in switching for t in g.tokens)  # a switch
+  _, state = _cached_logits(decoder, generated, MAX_TOKENS + 12)
+  for i, s in enumerate(generated):
     row = rows.document_row(s, VOCAB, P, MAX_TOKENS + 12, MAX_TOKENS + 12)
-    assert int(state.patches[0]) == int((row["patch_segment"] > 0).sum()) - int(state.open_len[0] > 0)
+    assert int(state.patches[i]) == int((row["patch_segment"] > 0).sum()) - int(state.open_len[i] > 0)
     first_of_patch = row["patch_first"][:int((row["patch_segment"] > 0).sum())]
     is_unit = np.asarray(s) >= VOCAB.unit_offset
     for a, length in zip(first_of_patch, row["patch_len"]):
@@ -159,7 +150,6 @@ def test_a_seed_fixes_sampling_and_rules_hold():
 
 
 def test_sampling_filters():
-  from lst_jax.decode.sampling import Sampling, filter_logits
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
   allowed = jnp.array([[True, True, True, False]])
   kept = lambda s: np.isfinite(np.asarray(filter_logits(logits, allowed, s))) & \
