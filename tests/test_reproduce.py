@@ -44,7 +44,7 @@ def test_efficiency_ratio_and_intervals():
 def test_plan_holds_the_issue_runs():
   specs = reproduce.plan()
   names = [s.name for s in specs]
-  assert len(names) == len(set(names)) == 18
+  assert len(names) == len(set(names)) == 19
   middle = [s for s in specs if s.size == reproduce.MIDDLE]
   assert {s.seed for s in middle if s.pairing == "flop_matched" and s.patching == "static"} == {0, 1, 2}
   assert {s.kind for s in middle if s.pairing == "data_matched"} == {"lst", "baseline"}

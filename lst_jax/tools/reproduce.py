@@ -55,7 +55,7 @@ class Spec:
   seed: int = 0
   patching: str = "static"
   window: int = 1              # both cross-attention windows, in patches (LST only)
-  # Diagnostics (LST only; None = the size's): local width, learning rate, static patch size.
+  # Diagnostics (None = the size's): learning rate; LST only: local width, static patch size.
   d_local: int | None = None
   learning_rate: float | None = None
   patch_size: int | None = None
@@ -83,14 +83,18 @@ def plan(sizes=SIZES, seeds: int = 3, quick: bool = False) -> list[Spec]:
   middle = MIDDLE if MIDDLE in sizes else sizes[len(sizes) // 2]
   small = presets.SIZES[sizes[0]]
   runs = pair(sizes[0])
-  # Why (not): the LST at the smallest size with a local width equal to the global one, with half
-  # and twice the learning rate, and with patches of 2 (each against that size's baseline).
-  runs += [Spec(sizes[0], "lst", d_local=small.d_global), Spec(sizes[0], "lst", learning_rate=small.learning_rate / 2),
-           Spec(sizes[0], "lst", learning_rate=small.learning_rate * 2), Spec(sizes[0], "lst", patch_size=2)]
-  runs += pair(middle) + [r for s in range(1, seeds) for r in pair(middle, seed=s)]
+  # Why (not): at the smallest size, the LST with a local width equal to the global one, with half
+  # and twice the learning rate, with patches of 2, and the baseline at twice the learning rate
+  # (each against that size's baseline).
+  lr = small.learning_rate
+  runs += [Spec(sizes[0], "lst", d_local=small.d_global), Spec(sizes[0], "lst", learning_rate=lr / 2),
+           Spec(sizes[0], "lst", learning_rate=lr * 2), Spec(sizes[0], "lst", patch_size=2),
+           Spec(sizes[0], "baseline", learning_rate=lr * 2)]
+  # Every size's pair before the middle size's other seeds and variants (the scaling question first).
+  runs += [r for size in sizes[1:] for r in pair(size)]
+  runs += [r for s in range(1, seeds) for r in pair(middle, seed=s)]
   runs += pair(middle, pairing="data_matched")
   runs += [Spec(middle, "lst", patching="curriculum"), Spec(middle, "lst", window=REFERENCE_WINDOW)]
-  runs += [r for size in sizes[1:] if size != middle for r in pair(size)]
   return runs
 
 
@@ -106,14 +110,14 @@ def base_config(spec: Spec, data_dir: str, steps: int | None):
     c.train.update(steps=steps, eval_every=max(1, steps // 8), checkpoint_every=max(1, steps // 6),
                    log_every=max(1, min(size.log_every, steps // 12)))
     c.optim.warmup_steps = max(1, steps // 10)
+  if spec.learning_rate is not None:
+    c.optim.learning_rate = spec.learning_rate
   if spec.kind == "lst":
     c.data.patching.strategy = spec.patching
     if spec.window != 1:
       c.model.encoder_window = c.model.decoder_window = spec.window
     if spec.d_local is not None:
       c.model.d_local = spec.d_local
-    if spec.learning_rate is not None:
-      c.optim.learning_rate = spec.learning_rate
     if spec.patch_size is not None:
       c.data.patching.patch_size = spec.patch_size
   return c
@@ -265,7 +269,7 @@ def analyse(results: dict[str, dict], specs: list[Spec]) -> dict:
     for seed in sorted({s.seed for s in specs if s.size == size}):
       lst = find(size=size, kind="lst", seed=seed, pairing="flop_matched", patching="static", window=1,
                  diagnostic=False)
-      base = find(size=size, kind="baseline", seed=seed, pairing="flop_matched")
+      base = find(size=size, kind="baseline", seed=seed, pairing="flop_matched", diagnostic=False)
       if lst and base:
         pairs.append({"seed": seed, **efficiency_ratio(lst[0]["curve"], base[0]["curve"]),
                       "lst_speech_bps": lst[0]["speech_bps"], "baseline_speech_bps": base[0]["speech_bps"],
@@ -288,9 +292,9 @@ def analyse(results: dict[str, dict], specs: list[Spec]) -> dict:
   variants = []
   for s in specs:
     is_headline = s.pairing == "flop_matched" and s.patching == "static" and s.window == 1 and not s.diagnostic
-    if s.kind != "lst" or is_headline or s.name not in by:
+    if is_headline or s.name not in by or (s.kind == "baseline" and not s.diagnostic):
       continue
-    base = find(size=s.size, kind="baseline", seed=0, pairing=s.pairing)
+    base = find(size=s.size, kind="baseline", seed=0, pairing=s.pairing, diagnostic=False)
     if not base:
       continue
     r, b = by[s.name], base[0]
@@ -342,8 +346,8 @@ def report(results: dict, analysis: dict, specs: list[Spec], meta: dict) -> str:
                  f"| {_mi(a['lst_speech_bps'], '{:.2f}')} | {_mi(a['baseline_speech_bps'], '{:.2f}')} "
                  f"| {_mi(a['lst_text_bpt'])} | {_mi(a['baseline_text_bpt'])} | {_mi(a['ratio'], '{:.2f}')} "
                  f"| {how} | {flops_ratio:.3f} |")
-  lines += ["", "## Variants and diagnostics (each LST run against its size's seed-0 baseline of the same pairing)",
-            "", "| LST run | speech b/s (baseline) | text b/tok (baseline) | efficiency ratio | LST/baseline "
+  lines += ["", "## Variants and diagnostics (each run against its size's seed-0 baseline of the same pairing)",
+            "", "| run | speech b/s (baseline) | text b/tok (baseline) | efficiency ratio | LST/baseline "
             "real FLOPs | speech units read | text tokens read | non-global share |",
             "|---|---|---|---|---|---|---|---|"]
   for v in analysis.get("variants", []):
@@ -470,6 +474,9 @@ def study(out: str, data_dir: str, specs: list[Spec], steps: int | None, max_ite
   def finish(spec: Spec, what: str) -> None:
     nonlocal done, analysis
     workdir = os.path.join(out, "runs", spec.name)
+    if not finished(workdir):   # preempted (SIGTERM): its checkpoint resumes it on the next run
+      log(f"{spec.name}: stopped before its last step; rerun to resume it")
+      return
     bench = benchmark(configs[spec.name], workdir, max_items, log)
     results[spec.name] = r = summarize(spec, configs[spec.name], workdir, bench)
     done += 1
@@ -556,7 +563,8 @@ def main(argv):
       cli.fail(f"--only={f.only} is not a run of this plan")
     config, workdir = run_config(spec, f.data_dir, steps, f.out), os.path.join(f.out, "runs", spec.name)
     train(spec, config, workdir)
-    benchmark(config, workdir, f.max_items)
+    if finished(workdir):   # not when preempted
+      benchmark(config, workdir, f.max_items)
     return
   child_args = tuple(a for a in sys.argv[1:] if not a.startswith(("--jobs", "--only")))
   study(f.out, f.data_dir, specs, steps, f.max_items, jobs=f.jobs, child_args=child_args)
