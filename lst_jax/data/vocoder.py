@@ -1,8 +1,9 @@
 """Speech units back to audio, for the built-in quantizer (log-mel k-means units).
 
 unit -> its codebook centroid (normalized log-mel + delta, lst_jax.data.features)
--> the log-mel half, de-normalized -> mel power -> linear spectrogram (librosa's
-NNLS mel inversion) -> waveform by Griffin-Lim (librosa). The units come at
+-> the log-mel half, de-normalized -> mel power -> linear spectrogram (least
+squares through the mel filterbank's pseudo-inverse, librosa's filterbank) ->
+waveform by Griffin-Lim (librosa). The units come at
 25 Hz with 50 ms windows; Griffin-Lim needs overlapping frames, so the mel
 frames are interpolated to a 10 ms hop first. Per-utterance mean normalization
 (CMN) removed each utterance's spectral level, so the level is a constant and
@@ -12,6 +13,8 @@ reported beside every generated sample's score.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -48,7 +51,9 @@ def logmel_to_wave(logmel_FM: np.ndarray, settings: dict = FEATURES, iterations:
   mel_power = np.exp(fine + LEVEL).T                                   # [n_mels, frames]
   basis = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=settings["n_mels"], fmin=settings["fmin_hz"],
                               fmax=settings["fmax_hz"], htk=True, norm=None)
-  stft_mag = librosa.util.nnls(basis, mel_power) ** 0.5
+  # Least squares through the filterbank's pseudo-inverse, clipped at 0 (librosa's NNLS inversion
+  # gives the same ears at ~100x the time).
+  stft_mag = np.maximum(_pinv(basis) @ mel_power, 0.0) ** 0.5
   rng = np.random.default_rng(seed)
   wave = librosa.griffinlim(stft_mag, n_iter=iterations, hop_length=hop, n_fft=n_fft,
                             win_length=int(round(sr * settings["win_ms"] / 1000)), init=None, random_state=rng)
@@ -59,6 +64,16 @@ def logmel_to_wave(logmel_FM: np.ndarray, settings: dict = FEATURES, iterations:
     wave = signal.lfilter([1.0], [1.0, -settings["preemphasis"]], wave)  # undo the features' pre-emphasis
   peak = float(np.max(np.abs(wave))) or 1.0
   return (0.9 * wave / peak).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _pinv_cached(key: bytes, shape: tuple[int, int]) -> np.ndarray:
+  return np.linalg.pinv(np.frombuffer(key).reshape(shape))
+
+
+def _pinv(basis: np.ndarray) -> np.ndarray:
+  b = np.ascontiguousarray(basis, np.float64)
+  return _pinv_cached(b.tobytes(), b.shape)
 
 
 def units_to_wave(units, codebook: Codebook, settings: dict = FEATURES) -> tuple[np.ndarray, int]:
