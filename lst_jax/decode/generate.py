@@ -117,10 +117,11 @@ def _forward(model):
 
 
 def generate(decoder: Decoder, requests: list[Request], sampling: sampling_lib.Sampling, seed: int = 0,
-             on_step: Callable[[int], None] | None = None) -> list[Generated]:
-  """Generates for every request at once; rows stop on their own (EOS, length, switch)."""
+             on_step: Callable[[int], None] | None = None, slots: int = 0) -> list[Generated]:
+  """Generates for every request at once; rows stop on their own (EOS, length, switch). `slots`:
+  cache length, at least what the requests need (one size for several calls: one compile)."""
   vocab, b = decoder.vocab, len(requests)
-  slots = max(len(r.prompt) + r.max_new_tokens for r in requests) + 1
+  slots = max(slots, max(len(r.prompt) + r.max_new_tokens for r in requests) + 1)
   state, logits = decoder.prefill([r.prompt for r in requests], slots)
   speech = np.array([r.modality == "speech" for r in requests])
   on_switch = np.array([SWITCH.index(r.on_switch) for r in requests])

@@ -6,21 +6,15 @@ The command line (lst_jax.eval.main) is a thin wrapper around `evaluate_checkpoi
 from __future__ import annotations
 
 
-def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmarks=None, directions=None,
-                        output: str | None = None, heldout: bool = True, max_tokens: int | None = None,
-                        max_patches: int | None = None, max_items: int | None = None, log=print) -> dict:
-  """Restores <workdir>'s checkpoint `step` (default latest), evaluates it, writes and returns the result."""
-  import json
+def restore(config, workdir: str, step: int | None = None):
+  """(exp, manifest, vocab, mesh, setup, params, step) of <workdir>'s checkpoint `step` (default latest)."""
   import os
-
-  import jax
 
   from lst_jax import config as config_lib
   from lst_jax import sharding
   from lst_jax.data import datasets, pipeline
   from lst_jax.data.manifest import DataError
   from lst_jax.eval import checkpoint as ckpt_lib
-  from lst_jax.eval import runner as runner_lib
   from lst_jax.train import step as step_lib
 
   manifest = datasets.open_datasets(config.data.dir)
@@ -42,6 +36,28 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
   except (ValueError, TypeError, KeyError) as e:   # orbax names the first parameter that does not fit
     raise DataError(f"checkpoint {step} in {ckpt_dir} does not fit the {exp.model.kind} model this config "
                     f"describes (was it trained with another config?): {str(e).splitlines()[0][:300]}") from None
+  return exp, manifest, vocab, mesh, setup, params, int(step)
+
+
+def restore_model(config, workdir: str, step: int | None = None):
+  """(model, exp, manifest, vocab, step): the checkpoint's model as an nnx module (decoding)."""
+  from flax import nnx
+  exp, manifest, vocab, _, setup, params, step = restore(config, workdir, step)
+  return nnx.merge(setup.graphdef, params), exp, manifest, vocab, step
+
+
+def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmarks=None, directions=None,
+                        output: str | None = None, heldout: bool = True, max_tokens: int | None = None,
+                        max_patches: int | None = None, max_items: int | None = None, log=print) -> dict:
+  """Restores <workdir>'s checkpoint `step` (default latest), evaluates it, writes and returns the result."""
+  import json
+  import os
+
+  import jax
+
+  from lst_jax.eval import runner as runner_lib
+
+  exp, manifest, vocab, mesh, setup, params, step = restore(config, workdir, step)
   extra = {k: v for k, v in (("max_tokens", max_tokens), ("max_patches", max_patches)) if v is not None}
   if benchmarks is None and not runner_lib.default_paths(manifest):
     log(f"note: no benchmarks under {manifest.dir}/{runner_lib.BENCHMARK_DIR}/ (build the demo's with "
