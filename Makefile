@@ -19,7 +19,7 @@ DEMO_DATA := $(if $(filter demo demo_baseline,$(EXP))$(filter demo tiny 20m,$(SI
 
 STUDY_DIR ?= data/study
 
-.PHONY: setup train data data-study test test-fast eval bench bench-data compare reproduce plot clean help
+.PHONY: setup train data data-study test test-fast eval generate bench bench-data compare reproduce plot clean help
 
 help:
 	@echo "make train [EXP=demo] [SIZE=demo|tiny|20m|420m|1b|7b] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
@@ -32,6 +32,8 @@ help:
 	@echo "make plot WORKDIR=runs/a[,runs/b]           PNG loss curves against FLOPs and tokens"
 	@echo "make eval [EXP=demo] [WORKDIR=runs/EXP] [STEP=N] [ARGS=...]"
 	@echo "                                            benchmark a trained run: spoken cloze (4 directions), held-out bits"
+	@echo "make generate [EXP=demo] [WORKDIR=runs/EXP] [ARGS=...]"
+	@echo "                                            samples to listen to: <workdir>/samples/index.html"
 	@echo "make test                                   run the whole test suite (what CI runs)"
 	@echo "make test-fast                              the unit tier only (pytest -m 'not slow'), for the edit loop"
 	@echo "make data [DATA_DIR=data/demo]              build the demo corpus only"
@@ -71,6 +73,11 @@ eval: setup
 	$(PY) -m data_prep.benchmarks --data_dir=$(DATA_DIR) --if_demo
 	$(PY) -m lst_jax.eval.main --config=$(CONFIG) --workdir=$(WORKDIR) \
 	  $(if $(STEP),--step=$(STEP)) $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
+
+# Samples of a trained run: four tasks on held-out prompts, vocoded, transcribed (<workdir>/samples/index.html).
+generate: setup
+	$(PY) -m lst_jax.generate --config=$(CONFIG) --workdir=$(WORKDIR) \
+	  $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q -n 2 --durations=10 tests

@@ -416,13 +416,14 @@ def plots(results: dict, specs: list[Spec], out: str) -> list[str]:
           continue
         variant = s.name.split("/", 1)[1]
         color = "tab:blue" if s.kind == "lst" else "tab:orange"
-        style = "-" if s.pairing == "flop_matched" and s.patching == "static" and s.window == 1 else ":"
+        headline = s.pairing == "flop_matched" and s.patching == "static" and s.window == 1
+        style = "--" if s.diagnostic else "-" if headline else ":"   # dashed: diagnostics; dotted: variants
         ax.plot(*zip(*pts), style, color=color, marker="o", markersize=3, alpha=1.0 if s.seed == 0 else 0.5,
                 label=variant)
       ax.set_xscale("log")
       ax.set_xlabel("train FLOPs on real tokens")
       ax.set_ylabel(label)
-      ax.set_title(f"{size}: LST (blue) vs baseline (orange)")
+      ax.set_title(f"{size}: LST (blue) vs baseline (orange); dashed: diagnostics, dotted: variants")
       ax.legend(fontsize=7)
       ax.grid(alpha=0.3)
       path = os.path.join(out, "plots", f"{size}_{key.split('_')[0]}.png")
