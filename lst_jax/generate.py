@@ -27,6 +27,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from lst_jax import cli
+from lst_jax import vocab as vocab_lib
 
 TASKS = ("s2s", "t2t", "t2s", "s2t")
 PROMPT_SECONDS = 3.0
@@ -51,7 +52,7 @@ def prompts(manifest, vocab, task: str, num: int, sp) -> list[dict]:
   """Held-out prompts of one task: token ids, the modality to generate, and what to show."""
   from lst_jax.data.shards import Shards
   split = manifest.split("heldout")
-  bos = [1]
+  bos = [vocab_lib.BOS]
   out = []
   if task == "t2t":
     for r in list(Shards(split.text, manifest.shard_records))[:num]:
@@ -123,7 +124,7 @@ def main(argv):
           ceiling_refs.append(it["prompt_text"])
           ceiling_hyps.append(recognizer.transcribe(voice(it["reference_units"])))
       else:
-        s["text"] = sp.decode([t - 3 for t in g.tokens if 3 <= t < vocab.text_mode])
+        s["text"] = sp.decode([t - vocab_lib.NUM_SPECIAL for t in g.tokens if vocab.is_text(t)])
         if task == "s2t":
           refs.append(it["reference_text"])
           hyps.append(s["text"])

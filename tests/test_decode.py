@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from lst_jax import vocab as vocab_lib
 from lst_jax.config import ModelConfig
@@ -40,9 +41,9 @@ MAX_TOKENS, MAX_PATCHES = 24, 24
 
 
 @functools.lru_cache(maxsize=None)
-def _model_and_decoder(kind: str, seed: int = 0):
+def _model_and_decoder(kind: str, seed: int = 0, scan_layers: bool = False):
   """One model and one Decoder (its jitted step compiles once) per kind, shared by the tests."""
-  model = build_model(ModelConfig(kind=kind, vocab_size=VOCAB.size, **DIMS), seed=seed)
+  model = build_model(ModelConfig(kind=kind, vocab_size=VOCAB.size, scan_layers=scan_layers, **DIMS), seed=seed)
   return model, gen.Decoder(model, VOCAB, P)
 
 
@@ -64,16 +65,19 @@ def _continuation(token: int) -> int:
   return VOCAB.unit_offset if token >= VOCAB.unit_offset else vocab_lib.NUM_SPECIAL
 
 
-@pytest.mark.parametrize("kind", ["lst", "baseline"])
-def test_cached_logits_equal_the_full_forward_of_every_prefix(kind):
-  model, decoder = _model_and_decoder(kind)
+@pytest.mark.parametrize("kind,scan_layers", [("lst", False), ("baseline", False), ("baseline", True)])
+def test_cached_logits_equal_the_full_forward_of_every_prefix(kind, scan_layers):
+  _, decoder = _model_and_decoder(kind, scan_layers=scan_layers)   # scanned: stacked parameters
   cached, _ = _cached_logits(decoder, SEQUENCES)
+  # The reference: a fresh model with the same parameters, as built (scanned stays scanned).
+  model = build_model(ModelConfig(kind=kind, vocab_size=VOCAB.size, scan_layers=scan_layers, **DIMS), seed=0)
   prefixes, where = [], []
   for i, s in enumerate(SEQUENCES):
     for t in range(len(s)):
       prefixes.append(rows.document_row(s[:t + 1] + [_continuation(s[t])], VOCAB, P, MAX_TOKENS, MAX_PATCHES))
       where.append((i, t))
-  full = np.asarray(jax.jit(lambda b: model(b))(packing.stack(prefixes)))
+  graphdef, params = nnx.split(model)
+  full = np.asarray(jax.jit(lambda p, b: nnx.merge(graphdef, p)(b))(params, packing.stack(prefixes)))
   for (i, t), logits in zip(where, full):
     np.testing.assert_allclose(cached[i, t], logits[t], atol=1e-4, rtol=1e-4, err_msg=f"row {i} position {t}")
 

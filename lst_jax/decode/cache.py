@@ -60,10 +60,22 @@ def block_one(block: Block, x_BD, cache: LayerCache, length_B, window: int | Non
 
 
 def blocks_of(stack) -> list[Block]:
-  """The blocks of a Transformer stack, one module per layer (unstacking scanned parameters)."""
+  """The blocks of a Transformer stack, one module per layer (see unstack_layers)."""
+  if stack.scan_layers:
+    raise ValueError("decode a model with scanned layers after lst_jax.decode.cache.unstack_layers(model)")
+  return list(stack.blocks)
+
+
+def unstack_layers(model):
+  """The model with its scanned stacks (parameters stacked on a leading layers axis) turned into
+  per-layer blocks, in place and outside any jit: decoding steps layer by layer."""
   from flax import nnx
-  if not stack.scan_layers:
-    return list(stack.blocks)
-  graphdef, state = nnx.split(stack.blocks)
-  layers = jax.tree.leaves(state)[0].shape[0]
-  return [nnx.merge(graphdef, jax.tree.map(lambda x, i=i: x[i], state)) for i in range(layers)]
+  for name in ("body", "latent"):
+    stack = getattr(model, name, None)
+    if stack is not None and stack.scan_layers:
+      graphdef, state = nnx.split(stack.blocks)
+      layers = jax.tree.leaves(state)[0].shape[0]
+      stack.blocks = nnx.List([nnx.merge(graphdef, jax.tree.map(lambda x, i=i: x[i], state))
+                               for i in range(layers)])
+      stack.scan_layers = False
+  return model

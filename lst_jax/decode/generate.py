@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from lst_jax import vocab as vocab_lib
-from lst_jax.decode import baseline_step, lst_step, sampling as sampling_lib
+from lst_jax.decode import baseline_step, cache as cache_lib, lst_step, sampling as sampling_lib
 
 SWITCH = ("allow", "forbid", "stop")
 MODALITIES = ("speech", "text")
@@ -61,7 +61,7 @@ class Decoder:
   def __init__(self, model, vocab: vocab_lib.Vocab, patch_size: int = 4):
     self.kind = "lst" if hasattr(model, "latent") else "baseline"
     self.vocab, self.patch_size = vocab, patch_size
-    self.graphdef, self.params = nnx.split(model)
+    self.graphdef, self.params = nnx.split(cache_lib.unstack_layers(model))
     if self.kind == "lst":
       lst_step.check_supported(model)
       fn = lambda m, st, tok, act: lst_step.step(m, vocab, patch_size, st, tok, act)
