@@ -60,7 +60,10 @@ def prompts(manifest, vocab, task: str, num: int, sp) -> list[dict]:
       out.append({"tokens": bos + [vocab.text_mode] + vocab.text(words).tolist(), "modality": "text",
                   "prompt_text": sp.decode(list(map(int, words))), "source": r.id})
     return out
-  for r in list(Shards(split.speech, manifest.shard_records))[:num]:
+  records = list(Shards(split.speech, manifest.shard_records))
+  if task == "t2s":  # one prompt per text (held-out verses come in several voices)
+    records = list({tuple(r.text_ids.tolist()): r for r in reversed(records)}.values())[::-1]
+  for r in records[:num]:
     units, text = vocab.units(r.units).tolist(), sp.decode(list(map(int, r.text_ids)))
     if task == "s2s":
       head = r.units[:int(PROMPT_SECONDS * r.unit_rate)]

@@ -39,11 +39,14 @@ def test_samples_folder_and_page(tmp_path):
             "units": np.array([3, 4]), "wave": wave, "asr": "in the"},
            {"id": "s2t_0", "task": "s2t", "stop": "eos", "rate": 16000, "prompt_units": np.array([1, 2]),
             "prompt_wave": wave, "text": "and god"}]
+  items.append({"id": "s2s_0", "task": "s2s", "stop": "switch", "rate": 16000, "wave": np.zeros(0, np.float32),
+                "units": np.zeros(0, np.int32)})
   page = samples.write(str(tmp_path), items, "title", "summary")
   html = open(page).read()
   assert html.count("<audio controls") == 2 and "in the &lt;beginning&gt;" in html
+  assert "(no speech)" in html and not (tmp_path / "s2s_0_generated.wav").exists()
   lines = [json.loads(l) for l in open(tmp_path / "samples.jsonl")]
-  assert [l["id"] for l in lines] == ["t2s_0", "s2t_0"] and lines[0]["generated_wav"] == "t2s_0_generated.wav"
+  assert [l["id"] for l in lines] == ["t2s_0", "s2t_0", "s2s_0"] and lines[0]["generated_wav"] == "t2s_0_generated.wav"
   assert open(tmp_path / "t2s_0_generated.units.txt").read() == "3 4\n"
   for name in ("t2s_0_generated.wav", "s2t_0_prompt.wav", "s2t_0_generated.txt", "t2s_0_prompt.txt"):
     assert os.path.getsize(tmp_path / name) > 0

@@ -38,7 +38,9 @@ def write(out_dir: str, samples: list[dict], title: str, summary: str = "") -> s
       wave_key, units_key, text_key = (("prompt_wave", "prompt_units", "prompt_text") if key == "prompt"
                                        else ("wave", "units", "text"))
       parts = []
-      if s.get(wave_key) is not None:
+      if s.get(wave_key) is not None and len(s[wave_key]) == 0:
+        parts.append("(no speech)")   # an empty WAV would show as an endless player
+      elif s.get(wave_key) is not None:
         name = f"{s['id']}_{key}.wav"
         soundfile.write(os.path.join(out_dir, name), np.asarray(s[wave_key], np.float32), s["rate"])
         record[f"{key}_wav"] = name
