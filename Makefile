@@ -19,7 +19,7 @@ DEMO_DATA := $(if $(filter demo demo_baseline,$(EXP))$(filter demo tiny 20m,$(SI
 
 STUDY_DIR ?= data/study
 
-.PHONY: setup train data data-study test test-fast eval generate bench bench-data compare reproduce plot clean help
+.PHONY: setup train data data-study test test-fast eval generate bench bench-generate bench-data compare reproduce plot clean help
 
 help:
 	@echo "make train [EXP=demo] [SIZE=demo|tiny|20m|420m|1b|7b] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
@@ -39,6 +39,7 @@ help:
 	@echo "make data [DATA_DIR=data/demo]              build the demo corpus only"
 	@echo "make bench                                  model throughput figures (runs/bench.json)"
 	@echo "make bench-data                             loader throughput vs the train step it feeds"
+	@echo "make bench-generate                         decoding speed: LST vs baseline, cached vs uncached"
 
 # System packages from Debian: the KJV text (demo corpus); shellcheck (tests lint the launchers).
 /usr/bin/bible:
@@ -88,6 +89,10 @@ test-fast: setup
 # Model throughput: FLOP/s vs matmul peak, LST vs baseline per second of speech, reference config.
 bench: setup
 	$(PY) -m lst_jax.tools.bench $(ARGS)
+
+# Decoding speed: LST vs baseline speech seconds per second (batch 1, 16), cached vs uncached.
+bench-generate: setup
+	$(PY) -m lst_jax.tools.bench_generate $(ARGS)
 
 # Input pipeline throughput vs the demo train step, and per-document preparation speed.
 bench-data: setup

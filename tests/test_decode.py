@@ -164,3 +164,11 @@ def test_sampling_filters():
   assert kept(Sampling(top_p=0.5)).tolist() == [[True, False, False, False]]
   with pytest.raises(ValueError):
     Sampling(top_p=0.0)
+
+
+def test_rows_without_eos_generate_exactly_their_length():
+  _, decoder = _model_and_decoder("lst")
+  requests = [gen.Request(tuple(s), _last_modality(s), max_new_tokens=5, on_switch="forbid", eos=False)
+              for s in SEQUENCES]
+  out = gen.generate(decoder, requests, Sampling(1.0), seed=0)
+  assert [len(g.tokens) for g in out] == [5, 5, 5] and {g.stop for g in out} == {"length"}

@@ -31,6 +31,7 @@ class Request:
   modality: str = "speech"       # what the row generates first
   max_new_tokens: int = 250      # e.g. 10 s of speech at 25 units/s
   on_switch: str = "stop"
+  eos: bool = True               # may the row draw EOS (benchmarks need exact lengths)
 
   def __post_init__(self):
     if self.modality not in MODALITIES or self.on_switch not in SWITCH or not self.prompt:
@@ -125,11 +126,12 @@ def generate(decoder: Decoder, requests: list[Request], sampling: sampling_lib.S
   state, logits = decoder.prefill([r.prompt for r in requests], slots)
   speech = np.array([r.modality == "speech" for r in requests])
   on_switch = np.array([SWITCH.index(r.on_switch) for r in requests])
+  no_eos = jnp.asarray([not r.eos for r in requests])[:, None] & (jnp.arange(vocab.size) == vocab_lib.EOS)[None]
   limit = np.array([r.max_new_tokens for r in requests])
   done, out, stop = np.zeros(b, bool), [[] for _ in range(b)], [""] * b
   key = jax.random.PRNGKey(seed)
   for t in range(int(limit.max())):
-    allowed = allowed_tokens(vocab, jnp.asarray(speech), jnp.asarray(on_switch))
+    allowed = allowed_tokens(vocab, jnp.asarray(speech), jnp.asarray(on_switch)) & ~no_eos
     token = np.asarray(sampling_lib.choose(logits, allowed, sampling, jax.random.fold_in(key, t)))
     for i in np.flatnonzero(~done):
       tok = int(token[i])

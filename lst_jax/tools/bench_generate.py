@@ -1,0 +1,101 @@
+"""`make bench-generate`: decoding speed, measured in one run (ratios, not timed tests).
+
+  python -m lst_jax.tools.bench_generate [--seconds=10] [--uncached_seconds=30]
+
+Randomly initialized demo-shaped models (global 4 x 256; the LST's local 128),
+fp32, greedy, speech only (EOS and mode switches forbidden, so every row
+generates exactly its length). Prints and writes runs/bench_generate.json:
+  - speech seconds generated per second of wall time, LST vs the baseline with
+    the same global model, at batch 1 and 16 (target: LST >= 2x);
+  - cached vs uncached decoding of `uncached_seconds` of speech at batch 1 (the
+    uncached decoder runs a from-scratch forward of the whole sequence for every
+    token; target >= 10x).
+Compilation is excluded: every timed call is preceded by one with the same shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import app, flags
+
+from lst_jax import presets, vocab as vocab_lib
+
+UNIT_RATE = 25.0
+_SECONDS = flags.DEFINE_float("seconds", 10.0, "Speech per row for the throughput comparison.")
+_UNCACHED = flags.DEFINE_float("uncached_seconds", 30.0, "Speech for the cached-vs-uncached comparison.")
+_OUT = flags.DEFINE_string("out", "runs/bench_generate.json", "Result file.")
+
+
+def models(vocab: vocab_lib.Vocab):
+  from lst_jax import config as config_lib
+  from lst_jax.model.factory import build_model
+  out = {}
+  for kind in ("lst", "baseline"):
+    c = presets.experiment(kind, "demo", "same_rows")
+    c.model.dtype = "float32"
+    exp = config_lib.parse(c, vocab_size=vocab.size)
+    out[kind] = (build_model(exp.model, seed=0), exp.data.patching.patch_size)
+  return out
+
+
+def speech_per_second(decoder, vocab, batch: int, units: int) -> float:
+  from lst_jax.decode import generate as gen
+  from lst_jax.decode.sampling import Sampling
+  prompt = (vocab_lib.BOS, vocab.speech_mode) + tuple(int(u) for u in vocab.units(np.arange(25) % vocab.num_units))
+  requests = [gen.Request(prompt, "speech", units, "forbid", eos=False)] * batch
+  slots = len(prompt) + units + 1
+  gen.generate(decoder, requests[:batch], Sampling(0.0), slots=slots)   # compile
+  t0 = time.perf_counter()
+  out = gen.generate(decoder, requests, Sampling(0.0), slots=slots)
+  wall = time.perf_counter() - t0
+  assert all(len(g.tokens) == units for g in out)
+  return batch * units / UNIT_RATE / wall
+
+
+def uncached_seconds(model, vocab, patch_size: int, units: int) -> float:
+  """Wall time of greedy speech decoding with a from-scratch forward per token (batch 1)."""
+  from lst_jax.decode import generate as gen
+  seq = [vocab_lib.BOS, vocab.speech_mode] + vocab.units(np.arange(25) % vocab.num_units).tolist()
+  slots = len(seq) + units + 2
+  gen.uncached_logits(model, vocab, patch_size, [seq], slots)   # compile
+  t0 = time.perf_counter()
+  for _ in range(units):
+    logits = gen.uncached_logits(model, vocab, patch_size, [seq], slots)[0]
+    seq.append(vocab.unit_offset + int(np.argmax(logits[vocab.unit_offset:])))
+  return time.perf_counter() - t0
+
+
+def main(argv):
+  del argv
+  from lst_jax.decode import generate as gen
+  vocab = vocab_lib.Vocab(text_size=1000, num_units=500)
+  built = models(vocab)
+  units = int(_SECONDS.value * UNIT_RATE)
+  result = {"seconds": _SECONDS.value, "throughput": {}}
+  decoders = {kind: gen.Decoder(m, vocab, p) for kind, (m, p) in built.items()}
+  for batch in (1, 16):
+    row = {kind: speech_per_second(d, vocab, batch, units) for kind, d in decoders.items()}
+    row["lst_over_baseline"] = row["lst"] / row["baseline"]
+    result["throughput"][f"batch_{batch}"] = row
+    print(f"batch {batch:2d}: speech seconds per second: LST {row['lst']:.2f}, baseline {row['baseline']:.2f} "
+          f"-> {row['lst_over_baseline']:.2f}x", flush=True)
+  long_units = int(_UNCACHED.value * UNIT_RATE)
+  model, p = built["lst"]
+  cached = long_units / UNIT_RATE / speech_per_second(decoders["lst"], vocab, 1, long_units)
+  uncached = uncached_seconds(model, vocab, p, long_units)
+  result["cached_vs_uncached"] = {"speech_seconds": _UNCACHED.value, "cached_s": cached, "uncached_s": uncached,
+                                  "speedup": uncached / cached}
+  print(f"LST, {_UNCACHED.value:.0f} s of speech at batch 1: cached {cached:.1f} s, uncached {uncached:.1f} s "
+        f"-> {uncached / cached:.1f}x", flush=True)
+  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+  with open(_OUT.value, "w") as f:
+    json.dump(result, f, indent=2)
+  print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
