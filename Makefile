@@ -31,7 +31,8 @@ help:
 	@echo "                                            train both members of a paper pair, side by side"
 	@echo "make plot WORKDIR=runs/a[,runs/b]           PNG loss curves against FLOPs and tokens"
 	@echo "make eval [EXP=demo] [WORKDIR=runs/EXP] [STEP=N] [ARGS=...]"
-	@echo "                                            benchmark a trained run: spoken cloze (4 directions), held-out bits"
+	@echo "                                            benchmark a trained run: spoken cloze (4 directions), held-out bits,"
+	@echo "                                            t2s WER and the vocoder's ceiling WER [LISTEN=8 transcripts]"
 	@echo "make generate [EXP=demo] [WORKDIR=runs/EXP] [ARGS=...]"
 	@echo "                                            samples to listen to: <workdir>/samples/index.html"
 	@echo "make test                                   run the whole test suite (what CI runs)"
@@ -69,10 +70,12 @@ train: setup
 	$(PY) -m lst_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) \
 	  $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
-# Likelihood benchmarks of a trained run (builds the demo's built-in benchmarks first if missing).
+# Likelihood benchmarks of a trained run (builds the demo's built-in benchmarks first if missing),
+# and automatic listening: text-to-speech WER on LISTEN held-out transcripts beside the vocoder's ceiling.
+LISTEN ?= 8
 eval: setup
 	$(PY) -m data_prep.benchmarks --data_dir=$(DATA_DIR) --if_demo
-	$(PY) -m lst_jax.eval.main --config=$(CONFIG) --workdir=$(WORKDIR) \
+	$(PY) -m lst_jax.eval.main --config=$(CONFIG) --workdir=$(WORKDIR) --listen=$(LISTEN) \
 	  $(if $(STEP),--step=$(STEP)) $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
 # Samples of a trained run: four tasks on held-out prompts, vocoded, transcribed (<workdir>/samples/index.html).

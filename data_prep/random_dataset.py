@@ -1,11 +1,15 @@
 """A small random dataset in the real on-disk format, for tests and benchmarks.
 
 Records have the shapes of real data (3-14 words, 1-3 text ids and 3-9 units per
-word, silences between some words) but random content.
+word, silences between some words) but random content. `listenable=True` adds a
+small real SentencePiece tokenizer and a random codebook in the built-in
+quantizer's feature space, so that decoding, the vocoder and the samples page
+run on it (their output is noise, their plumbing is real).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -36,10 +40,16 @@ def random_text_record(rng: np.random.Generator, id: str, text_vocab: int,
 
 
 def make_dataset(directory: str, num_speech: int = 64, num_text: int = 64, num_units: int = 50,
-                 text_vocab: int = 100, heldout: int = 16, seed: int = 0) -> manifest_lib.Manifest:
+                 text_vocab: int = 100, heldout: int = 16, seed: int = 0,
+                 listenable: bool = False) -> manifest_lib.Manifest:
   """Writes a train and a heldout split of random records plus a manifest."""
   rng = np.random.default_rng(seed)
   os.makedirs(directory, exist_ok=True)
+  tokenizer = {"path": "none", "sha256": "synthetic", "vocab_size": text_vocab}
+  units = {"quantizer": "synthetic", "num_units": num_units, "frame_rate": 25.0, "codebook_sha256": "synthetic"}
+  if listenable:
+    tokenizer, units = _tokenizer_and_codebook(directory, rng, text_vocab, num_units)
+    text_vocab = tokenizer["vocab_size"]
   splits = {}
   for split, n_speech, n_text in (("train", num_speech, num_text), ("heldout", heldout, heldout)):
     speech = [random_speech_record(rng, f"{split}-s{i}", num_units, text_vocab) for i in range(n_speech)]
@@ -50,8 +60,30 @@ def make_dataset(directory: str, num_speech: int = 64, num_text: int = 64, num_u
                      "speech_hours": sum(len(r.units) for r in speech) / 25.0 / 3600}
   manifest_lib.write_manifest(directory, {
       "name": "synthetic",
-      "tokenizer": {"path": "none", "sha256": "synthetic", "vocab_size": text_vocab},
-      "units": {"quantizer": "synthetic", "num_units": num_units, "frame_rate": 25.0,
-                "codebook_sha256": "synthetic"},
+      "tokenizer": tokenizer, "units": units,
       "splits": splits, "shards": shards.manifest_entries(directory, splits), "build": {"seed": seed}})
   return manifest_lib.load_manifest(directory)
+
+
+_WORDS = ("in the beginning god created heaven and earth was without form void darkness upon face of deep "
+          "spirit moved waters said let there be light saw that it good divided from day night").split()
+
+
+def _tokenizer_and_codebook(directory: str, rng: np.random.Generator, text_vocab: int,
+                            num_units: int) -> tuple[dict, dict]:
+  """A SentencePiece model trained on random sentences of a few real words (its real size, at most
+  `text_vocab`, becomes the text vocabulary) and a random codebook of the built-in features."""
+  from data_prep import codebook_training, tokenizer_training
+  from lst_jax.data import codebook as codebook_lib, features, tokenizer as tokenizer_lib
+  lines = [" ".join(rng.choice(_WORDS, 12)) for _ in range(200)]
+  tok_path = tokenizer_training.save(tokenizer_training.train(lines, text_vocab), directory)
+  size = tokenizer_lib.load(tok_path).get_piece_size()
+  d = 2 * features.FEATURES["n_mels"]
+  book = codebook_lib.Codebook(centroids=rng.normal(size=(num_units, d)).astype(np.float32),
+                               mean=np.zeros(d, np.float32), std=np.ones(d, np.float32))
+  book_path, _ = codebook_training.save(book, directory)
+  tokenizer = {"path": os.path.basename(tok_path), "sha256": manifest_lib.sha256_file(tok_path), "vocab_size": size}
+  units = {"quantizer": "synthetic", "num_units": num_units, "frame_rate": 25.0,
+           "codebook": os.path.basename(book_path), "codebook_sha256": manifest_lib.sha256_file(book_path),
+           "features": json.loads(json.dumps(features.FEATURES))}
+  return tokenizer, units

@@ -95,17 +95,23 @@ def _redecode_last(model: LST, s: LSTState) -> tuple[cache_lib.LayerCache, ...]:
   """Decoder caches with the open patch's last token decoded anew against the patch's own vectors
   (now closed early, by the token after it): training's context for that token. Its logits were
   already used; what changes is what later tokens' decoder self-attention reads."""
-  cfg, dec = model.encoder.cfg, model.decoder
   last = jnp.maximum(s.open_len - 1, 0)
   h_BD = jnp.take_along_axis(s.open_states[:, -1], last[:, None, None], axis=1)[:, 0]
+  return _decode_token(model, s, h_BD, s.tokens - 1)[1]
+
+
+def _decode_token(model: LST, s: LSTState, h_BD, position_B) -> tuple[jax.Array, tuple[cache_lib.LayerCache, ...]]:
+  """One token's pass through the local decoder: cross-attention to the latest closed patch's
+  vectors, then self-attention from the cache at `position_B`; returns the last hidden state."""
+  cfg, dec = model.encoder.cfg, model.decoder
   mask_B1K = jnp.ones((h_BD.shape[0], 1, cfg.cross_attn_k), bool)
   caches = []
   for cross, layer, layer_cache in zip(dec.cross, dec.layers, s.decoder):
     k_BKNH, v_BKNH = cross.keys_values(s.context)
     h_BD = h_BD + cross.attend(h_BD[:, None, :], k_BKNH, v_BKNH, mask_B1K)[:, 0, :]
-    h_BD, layer_cache = cache_lib.block_one(layer, h_BD, layer_cache, s.tokens - 1, cfg.window)
+    h_BD, layer_cache = cache_lib.block_one(layer, h_BD, layer_cache, position_B, cfg.window)
     caches.append(layer_cache)
-  return tuple(caches)
+  return h_BD, tuple(caches)
 
 
 def _maybe_close(model: LST, s: LSTState, close_B, early: bool = False) -> LSTState:
@@ -132,12 +138,6 @@ def step(model: LST, vocab: vocab_lib.Vocab, patch_size: int, s: LSTState, token
   s = s._replace(encoder=tuple(encoder), open_states=jnp.swapaxes(open_states, 1, 2),
                  open_len=jnp.where(active_B, open_len, s.open_len))
   s = _maybe_close(model, s, active_B & (~is_unit | (s.open_len >= patch_size)))
-  mask_B1K = jnp.ones((h_BD.shape[0], 1, cfg.cross_attn_k), bool)
-  decoder = []
-  for cross, layer, layer_cache in zip(dec.cross, dec.layers, s.decoder):
-    k_BKNH, v_BKNH = cross.keys_values(s.context)
-    h_BD = h_BD + cross.attend(h_BD[:, None, :], k_BKNH, v_BKNH, mask_B1K)[:, 0, :]
-    h_BD, layer_cache = cache_lib.block_one(layer, h_BD, layer_cache, s.tokens, cfg.window)
-    decoder.append(layer_cache)
+  h_BD, decoder = _decode_token(model, s, h_BD, s.tokens)
   logits = dec.head(dec.norm(h_BD)).astype(jnp.float32)
-  return logits, s._replace(decoder=tuple(decoder), tokens=s.tokens + active_B.astype(jnp.int32))
+  return logits, s._replace(decoder=decoder, tokens=s.tokens + active_B.astype(jnp.int32))

@@ -48,8 +48,11 @@ def restore_model(config, workdir: str, step: int | None = None):
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmarks=None, directions=None,
                         output: str | None = None, heldout: bool = True, max_tokens: int | None = None,
-                        max_patches: int | None = None, max_items: int | None = None, log=print) -> dict:
-  """Restores <workdir>'s checkpoint `step` (default latest), evaluates it, writes and returns the result."""
+                        max_patches: int | None = None, max_items: int | None = None, listen: int = 0, log=print) -> dict:
+  """Restores <workdir>'s checkpoint `step` (default latest), evaluates it, writes and returns the result.
+
+  `listen` > 0 also generates speech for that many held-out transcripts and reports its word error
+  rate beside the vocoder's ceiling (lst_jax.eval.listening), where the units have a vocoder."""
   import json
   import os
 
@@ -70,6 +73,8 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
   result = {"step": int(step), "workdir": workdir, "model": exp.model.kind, "data": manifest.dir,
             "row_shape": {"max_tokens": runner.scorer.max_tokens, "max_patches": runner.scorer.max_patches,
                      "patching": f"static p={exp.data.patching.patch_size}"}, **result}
+  if listen:
+    result["listening"] = _listen(setup, params, exp, manifest, vocab, listen, log)
   lead = jax.process_index() == 0
   if lead:
     output = output or os.path.join(workdir, "eval", f"{step}.json")
@@ -83,5 +88,19 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
         f.write(json.dumps(s) + "\n")
     log(f"{exp.model.kind} at step {step} ({workdir}); ranked by log-likelihood of each candidate given the prompt")
     log(runner_lib.format_table(result))
+    if "t2s_wer" in result.get("listening", {}):
+      li = result["listening"]
+      log(f"listening ({li['prompts']} held-out transcripts, {li['sampling']}): t2s WER {li['t2s_wer']:.3f}, "
+          f"vocoder ceiling WER {li['vocoder_ceiling_wer']:.3f} (ground-truth units, same vocoder and ASR)")
     log(f"wrote {output} ({result['seconds']:.1f} s)")
   return result
+
+
+def _listen(setup, params, exp, manifest, vocab, num: int, log) -> dict:
+  from flax import nnx
+
+  from lst_jax.eval import listening
+  if not listening.can_listen(manifest):
+    log(f"note: {manifest.dir}'s units have no vocoder (only the built-in quantizer's do); no listening")
+    return {"skipped": "no vocoder for these units"}
+  return listening.word_error_rates(nnx.merge(setup.graphdef, params), exp, manifest, vocab, num, log=log)

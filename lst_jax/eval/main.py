@@ -1,12 +1,14 @@
 """Evaluates a checkpoint on likelihood benchmarks (S->S, T->T, S->T, T->S) and held-out losses.
 
   python -m lst_jax.eval.main --config=experiments/demo.py --workdir=runs/demo [--step=N]
-      [--benchmarks=FILE_OR_DIR,...] [--directions=S->S,T->T] [--config.KEY=VALUE ...]
+      [--benchmarks=FILE_OR_DIR,...] [--directions=S->S,T->T] [--listen=N] [--config.KEY=VALUE ...]
 
 Restores the latest checkpoint of <workdir> (or --step), scores every benchmark
 (default: <data dir>/benchmarks/*.jsonl; build the demo's with
 `python -m data_prep.benchmarks --data_dir=data/demo`), prints a table and writes
 <workdir>/eval/<step>.json (and the per-item scores to <step>.scores.jsonl).
+--listen=N adds automatic listening: text-to-speech WER on N held-out transcripts
+and the vocoder's ceiling WER (lst_jax.eval.listening).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ _OUTPUT = flags.DEFINE_string("output", None, "Result file (default: <workdir>/e
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", None, "Row length in tokens (default: config.data.max_tokens).")
 _MAX_PATCHES = flags.DEFINE_integer("max_patches", None, "Row length in patches (default: config.data.max_patches).")
 _MAX_ITEMS = flags.DEFINE_integer("max_items", None, "Only the first N items of each benchmark (a quick look).")
+_LISTEN = flags.DEFINE_integer("listen", 0, "Also generate speech for N held-out transcripts and report its "
+                               "word error rate beside the vocoder's ceiling (make eval: 8).")
 _NO_HELDOUT = flags.DEFINE_bool("no_heldout", False, "Skip the held-out losses.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -44,7 +48,7 @@ def main(argv):
   evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value, benchmarks=_BENCHMARKS.value,
                                directions=directions, output=_OUTPUT.value, heldout=not _NO_HELDOUT.value,
                                max_tokens=_MAX_TOKENS.value, max_patches=_MAX_PATCHES.value,
-                               max_items=_MAX_ITEMS.value)
+                               max_items=_MAX_ITEMS.value, listen=_LISTEN.value)
 
 
 if __name__ == "__main__":
