@@ -141,6 +141,16 @@ def test_a_seed_fixes_sampling_and_rules_hold():
   # The patches the LST's global model stepped over are static patching's, switches included.
   switching = gen.generate(decoder, _requests(_last_modality, max_new_tokens=12, on_switch="allow"),
                            Sampling(1.0), seed=5)
+  # on_switch="stop": the same draws up to the first mode token, where the row ends ("switch").
+  stopping = gen.generate(decoder, _requests(_last_modality, max_new_tokens=12, on_switch="stop"),
+                          Sampling(1.0), seed=5)
+  modes = (VOCAB.text_mode, VOCAB.speech_mode)
+  for allowed, stopped in zip(switching, stopping):
+    first = next((i for i, t in enumerate(allowed.tokens) if t in modes), None)
+    if first is None:
+      assert stopped == allowed
+    else:
+      assert stopped.tokens == allowed.tokens[:first] and stopped.stop == "switch"
   generated = [list(r.prompt) + list(g.tokens) for r, g in zip(requests, switching)]
   assert any(t in (VOCAB.text_mode, VOCAB.speech_mode) for g in switching for t in g.tokens)  # a switch
   _, state = _cached_logits(decoder, generated, MAX_TOKENS + 12)

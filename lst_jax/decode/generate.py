@@ -1,4 +1,4 @@
-"""Batched generation: prompts of different lengths, one jitted step per token, per-row stopping.
+"""Batched generation: prompts of different lengths, on the device from prompt to stop, per-row stopping.
 
 A request names its prompt (token ids, BOS first, the span's mode token last),
 the modality to generate, a length limit and what a switch to the other
@@ -11,8 +11,6 @@ are requests whose prompts end with the mode token of what comes next.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +20,7 @@ from lst_jax import vocab as vocab_lib
 from lst_jax.decode import baseline_step, cache as cache_lib, lst_step, sampling as sampling_lib
 
 SWITCH = ("allow", "forbid", "stop")
+STOPS = ("", "eos", "switch", "length")   # why a row ended (device codes)
 MODALITIES = ("speech", "text")
 
 
@@ -57,7 +56,8 @@ def allowed_tokens(vocab: vocab_lib.Vocab, speech_B, on_switch_B) -> jax.Array:
 
 
 class Decoder:
-  """Jitted one-token steps of a model (LST or baseline) for batches of requests."""
+  """A model's one-token step (LST or baseline), and whole generations run on the device: the
+  prompts and then every new token in one jitted program of two while-loops (no Python per token)."""
 
   def __init__(self, model, vocab: vocab_lib.Vocab, patch_size: int = 4):
     self.kind = "lst" if hasattr(model, "latent") else "baseline"
@@ -65,32 +65,70 @@ class Decoder:
     self.graphdef, self.params = nnx.split(cache_lib.unstack_layers(model))
     if self.kind == "lst":
       lst_step.check_supported(model)
-      fn = lambda m, st, tok, act: lst_step.step(m, vocab, patch_size, st, tok, act)
-    else:
-      fn = lambda m, st, tok, act: baseline_step.step(m, st, tok, act)
-    self._step = jax.jit(lambda params, st, tok, act: fn(nnx.merge(self.graphdef, params), st, tok, act))
+    self._step = jax.jit(self._model_step)
+    self._generate = jax.jit(self._generate_on_device, static_argnames=("sampling",))
 
-  def init(self, batch: int, slots: int):
-    model = nnx.merge(self.graphdef, self.params)
+  def _model_step(self, params, state, token_B, active_B):
+    model = nnx.merge(self.graphdef, params)
+    if self.kind == "lst":
+      return lst_step.step(model, self.vocab, self.patch_size, state, token_B, active_B)
+    return baseline_step.step(model, state, token_B, active_B)
+
+  def _init(self, params, batch: int, slots: int):
+    model = nnx.merge(self.graphdef, params)
     if self.kind == "lst":
       return lst_step.init_state(model, batch, slots, slots, self.patch_size)
     return baseline_step.init_state(model, batch, slots)
 
+  def init(self, batch: int, slots: int):
+    return self._init(self.params, batch, slots)
+
   def step(self, state, token_B, active_B):
     return self._step(self.params, state, jnp.asarray(token_B, jnp.int32), jnp.asarray(active_B))
 
-  def prefill(self, prompts: list[tuple[int, ...]], slots: int):
-    """State after every prompt, and each row's logits for its first new token."""
-    b, n = len(prompts), max(map(len, prompts))
-    tokens = np.zeros((b, n), np.int32)
-    for i, p in enumerate(prompts):
-      tokens[i, :len(p)] = p
-    lengths = np.array([len(p) for p in prompts])
-    state, last = self.init(b, slots), None
-    for i in range(n):
-      logits, state = self.step(state, tokens[:, i], i < lengths)
-      last = logits if last is None else jnp.where(jnp.asarray(i == lengths - 1)[:, None], logits, last)
-    return state, last
+  def _generate_on_device(self, params, prompt_BS, length_B, speech_B, on_switch_B, eos_B, limit_B, key,
+                          sampling: sampling_lib.Sampling):
+    """(tokens [B, S], count [B], stop code [B]): the prompts consumed (each row its own length),
+    then one token per row per step until every row has stopped (STOPS)."""
+    vocab, (b, slots) = self.vocab, prompt_BS.shape
+    step = lambda st, tok, act: self._model_step(params, st, tok, act)
+    rows = jnp.arange(b)
+
+    def prefill(carry):
+      i, state, last = carry
+      logits, state = step(state, prompt_BS[:, i], i < length_B)
+      return i + 1, state, jnp.where((i == length_B - 1)[:, None], logits, last)
+
+    state = self._init(params, b, slots)
+    last = jnp.zeros((b, vocab.size), jnp.float32)
+    zero = jnp.zeros((), jnp.int32)
+    _, state, logits = jax.lax.while_loop(lambda c: c[0] < length_B.max(), prefill, (zero, state, last))
+    no_eos = ~eos_B[:, None] & (jnp.arange(vocab.size) == vocab_lib.EOS)[None]
+
+    def generate_one(carry):
+      t, state, logits, speech, done, count, out, stop = carry
+      allowed = allowed_tokens(vocab, speech, on_switch_B) & ~no_eos
+      token = sampling_lib.choose(logits, allowed, sampling, jax.random.fold_in(key, t))
+      is_mode = (token == vocab.text_mode) | (token == vocab.speech_mode)
+      eos = ~done & (token == vocab_lib.EOS)
+      switch = ~done & is_mode & (on_switch_B == SWITCH.index("stop"))
+      keep = ~done & ~eos & ~switch
+      col = jnp.minimum(count, slots - 1)
+      out = out.at[rows, col].set(jnp.where(keep, token, out[rows, col]))
+      count = count + keep.astype(jnp.int32)
+      speech = jnp.where(keep & is_mode, token == vocab.speech_mode, speech)
+      length = keep & (count >= limit_B)
+      stop = jnp.where(eos, STOPS.index("eos"), jnp.where(switch, STOPS.index("switch"),
+                                                          jnp.where(length, STOPS.index("length"), stop)))
+      done = done | eos | switch | length
+      logits, state = jax.lax.cond(done.all(), lambda: (logits, state),
+                                   lambda: step(state, jnp.where(done, vocab_lib.PAD, token), ~done))
+      return t + 1, state, logits, speech, done, count, out, stop
+
+    zeros = jnp.zeros((b,), jnp.int32)
+    carry = (zero, state, logits, speech_B, jnp.zeros((b,), bool), zeros, jnp.zeros((b, slots), jnp.int32), zeros)
+    carry = jax.lax.while_loop(lambda c: (c[0] < limit_B.max()) & ~c[4].all(), generate_one, carry)
+    return carry[6], carry[5], carry[7]
 
 
 def uncached_logits(model, vocab: vocab_lib.Vocab, patch_size: int, sequences: list[list[int]],
@@ -118,37 +156,17 @@ def _forward(model):
 
 
 def generate(decoder: Decoder, requests: list[Request], sampling: sampling_lib.Sampling, seed: int = 0,
-             on_step: Callable[[int], None] | None = None, slots: int = 0) -> list[Generated]:
+             slots: int = 0) -> list[Generated]:
   """Generates for every request at once; rows stop on their own (EOS, length, switch). `slots`:
   cache length, at least what the requests need (one size for several calls: one compile)."""
-  vocab, b = decoder.vocab, len(requests)
+  b = len(requests)
   slots = max(slots, max(len(r.prompt) + r.max_new_tokens for r in requests) + 1)
-  state, logits = decoder.prefill([r.prompt for r in requests], slots)
-  speech = np.array([r.modality == "speech" for r in requests])
-  on_switch = np.array([SWITCH.index(r.on_switch) for r in requests])
-  no_eos = jnp.asarray([not r.eos for r in requests])[:, None] & (jnp.arange(vocab.size) == vocab_lib.EOS)[None]
-  limit = np.array([r.max_new_tokens for r in requests])
-  done, out, stop = np.zeros(b, bool), [[] for _ in range(b)], [""] * b
-  key = jax.random.PRNGKey(seed)
-  for t in range(int(limit.max())):
-    allowed = allowed_tokens(vocab, jnp.asarray(speech), jnp.asarray(on_switch)) & ~no_eos
-    token = np.asarray(sampling_lib.choose(logits, allowed, sampling, jax.random.fold_in(key, t)))
-    for i in np.flatnonzero(~done):
-      tok = int(token[i])
-      if tok == vocab_lib.EOS:
-        done[i], stop[i] = True, "eos"
-      elif tok in (vocab.text_mode, vocab.speech_mode) and on_switch[i] == SWITCH.index("stop"):
-        done[i], stop[i] = True, "switch"
-      else:
-        out[i].append(tok)
-        if tok in (vocab.text_mode, vocab.speech_mode):
-          speech[i] = tok == vocab.speech_mode
-        if len(out[i]) >= limit[i]:
-          done[i], stop[i] = True, "length"
-    if done.all():
-      break
-    logits, state = decoder.step(state, np.where(done, vocab_lib.PAD, token), ~done)
-    if on_step is not None:
-      on_step(t)
-  return [Generated(tuple(o), s) for o, s in zip(out, stop)]
-
+  prompt = np.zeros((b, slots), np.int32)
+  for i, r in enumerate(requests):
+    prompt[i, :len(r.prompt)] = r.prompt
+  arrays = [np.array(a) for a in ([len(r.prompt) for r in requests], [r.modality == "speech" for r in requests],
+                                  [SWITCH.index(r.on_switch) for r in requests], [r.eos for r in requests],
+                                  [r.max_new_tokens for r in requests])]
+  tokens, count, stop = jax.device_get(decoder._generate(decoder.params, prompt, *arrays, jax.random.PRNGKey(seed),
+                                                         sampling=sampling))
+  return [Generated(tuple(int(t) for t in tokens[i, :count[i]]), STOPS[stop[i]]) for i in range(b)]
