@@ -57,7 +57,7 @@ $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) and installing pinned dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,hf]'
 	@touch $@
 
 setup: $(STAMP) /usr/bin/bible /usr/bin/shellcheck
