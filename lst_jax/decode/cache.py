@@ -1,7 +1,9 @@
 """Key/value caches for one new position per row, with each row at its own length.
 
-A cache holds, per self-attention layer, keys and values [B, S, N, H] for S
-slots; row b's valid entries are slots [0, length[b]). A step writes the new
+A cache holds, per self-attention layer, keys and values [B, N, S, H] for S
+slots (heads before slots: one query's scores are then a batched matrix-vector
+product over contiguous keys, ~10x faster on CPU than the [B, S, N, H] layout of
+training); row b's valid entries are slots [0, length[b]). A step writes the new
 position's key and value at slot length[b] (per row) and attends over the
 slots the training mask would allow: not after the query, within the window,
 in the same document (a decoded row is one document). Training's RoPE
@@ -15,24 +17,23 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lst_jax.model import attention as attn
 from lst_jax.model.layers import rope
 from lst_jax.model.transformer import Block, SelfAttention
 
 
 class LayerCache(NamedTuple):
-  k: jax.Array   # [B, S, N, H]
-  v: jax.Array   # [B, S, N, H]
+  k: jax.Array   # [B, N, S, H]
+  v: jax.Array   # [B, N, S, H]
 
 
 def empty_layer(batch: int, slots: int, attention: SelfAttention, dtype) -> LayerCache:
-  shape = (batch, slots, attention.heads, attention.head_dim)
+  shape = (batch, attention.heads, slots, attention.head_dim)
   return LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
-def write_row_slots(cache_BS_, new_B_, index_B):
-  """cache [B, S, ...] with new [B, ...] written at slot index[b] of each row."""
-  return jax.vmap(lambda c, x, i: jax.lax.dynamic_update_index_in_dim(c, x, i, 0))(cache_BS_, new_B_, index_B)
+def write_row_slots(cache_B_, new_B_, index_B, axis: int = 0):
+  """cache [B, ...] with new [B, ...] written at index[b] of each row's `axis` (its slot axis)."""
+  return jax.vmap(lambda c, x, i: jax.lax.dynamic_update_index_in_dim(c, x, i, axis))(cache_B_, new_B_, index_B)
 
 
 def attend_one(attention: SelfAttention, x_BD, cache: LayerCache, length_B, window: int | None):
@@ -43,13 +44,23 @@ def attend_one(attention: SelfAttention, x_BD, cache: LayerCache, length_B, wind
   q = rope(split(attention.q(x_BD)), pos_B1, attention.rope_theta)
   k = rope(split(attention.k(x_BD)), pos_B1, attention.rope_theta)
   v = split(attention.v(x_BD))
-  cache = LayerCache(write_row_slots(cache.k, k[:, 0], length_B), write_row_slots(cache.v, v[:, 0], length_B))
-  slot = jnp.arange(cache.k.shape[1])
+  cache = LayerCache(write_row_slots(cache.k, k[:, 0], length_B, axis=1),
+                     write_row_slots(cache.v, v[:, 0], length_B, axis=1))
+  slot = jnp.arange(cache.k.shape[2])
   visible_BS = slot[None, :] <= length_B[:, None]
   if window is not None:
     visible_BS &= length_B[:, None] - slot[None, :] < window
-  out = attn.attention(q, cache.k, cache.v, visible_BS[:, None, :], attention.implementation)
-  return attention.o(out.reshape(b, d)), cache
+  return attention.o(_one_query_attention(q[:, 0], cache.k, cache.v, visible_BS).reshape(b, d)), cache
+
+
+def _one_query_attention(q_BNH, k_BNSH, v_BNSH, visible_BS):
+  """Softmax attention of one query per row over its cached keys (fp32 scores). No backend
+  choice matters for a single query, so training's `implementation` is not consulted."""
+  scale = q_BNH.shape[-1] ** -0.5
+  logits_BNS = jnp.einsum("bnh,bnsh->bns", q_BNH, k_BNSH, preferred_element_type=jnp.float32) * scale
+  logits_BNS = jnp.where(visible_BS[:, None, :], logits_BNS, -1e30)
+  probs_BNS = jax.nn.softmax(logits_BNS, axis=-1)
+  return jnp.einsum("bns,bnsh->bnh", probs_BNS.astype(v_BNSH.dtype), v_BNSH)
 
 
 def block_one(block: Block, x_BD, cache: LayerCache, length_B, window: int | None = None):
