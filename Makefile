@@ -19,7 +19,7 @@ DEMO_DATA := $(if $(filter demo demo_baseline,$(EXP))$(filter demo tiny 20m,$(SI
 
 STUDY_DIR ?= data/study
 
-.PHONY: setup train data data-study test test-fast eval generate bench bench-generate bench-data compare reproduce plot clean help
+.PHONY: setup train data data-study test test-fast eval generate export bench bench-generate bench-data compare reproduce plot clean help
 
 help:
 	@echo "make train [EXP=demo] [SIZE=demo|tiny|20m|420m|1b|7b] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
@@ -33,6 +33,8 @@ help:
 	@echo "make eval [EXP=demo] [WORKDIR=runs/EXP] [STEP=N] [ARGS=...]"
 	@echo "                                            benchmark a trained run: spoken cloze (4 directions), held-out bits,"
 	@echo "                                            t2s WER and the vocoder's ceiling WER [LISTEN=8 transcripts]"
+	@echo "make export [EXP=demo] [OUT=exports/EXP] [FORMAT=lst_jax|hf_llama] [STEP=N]"
+	@echo "                                            a run as safetensors + config + tokenizer (hf_llama: the baseline for transformers)"
 	@echo "make generate [EXP=demo] [WORKDIR=runs/EXP] [ARGS=...]"
 	@echo "                                            samples to listen to: <workdir>/samples/index.html"
 	@echo "make test                                   run the whole test suite (what CI runs)"
@@ -94,6 +96,13 @@ bench: setup
 	$(PY) -m lst_jax.tools.bench $(ARGS)
 
 # Decoding speed: LST vs baseline speech seconds per second (batch 1, 16), cached vs uncached.
+# A trained run as a self-contained directory (safetensors + config + tokenizer + unit spec + card);
+# FORMAT=hf_llama writes the baseline as a Hugging Face Llama.
+FORMAT ?= lst_jax
+export: setup
+	$(PY) -m lst_jax.export --config=$(CONFIG) --workdir=$(WORKDIR) --out=$(or $(OUT),exports/$(EXP)) \
+	  --format=$(FORMAT) $(if $(STEP),--step=$(STEP)) $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
+
 bench-generate: setup
 	$(PY) -m lst_jax.tools.bench_generate $(ARGS)
 

@@ -5,7 +5,8 @@
 Writes <output>/cloze2.jsonl (StoryCloze-like, 2-way) and cloze4.jsonl
 (HellaSwag-like, 4-way) in the format of lst_jax/eval/benchmark_files.py, every
 prompt and candidate given both as text and as speech units, so each file
-is scored in all four directions (S->S, T->T, S->T, T->S).
+is scored in all four directions (S->S, T->T, S->T, T->S); and lexical.jsonl,
+sWUGGY's word / non-word pairs made from the training vocabulary (data_prep/lexical.py).
 
 Items. Each verse is split into a prompt (its first part, ending at the
 punctuation mark nearest the middle, or at the middle word) and its true
@@ -46,7 +47,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from data_prep import corpus as corpus_lib
-from data_prep import kjv, render, tts
+from data_prep import kjv, lexical, render, tts
 from lst_jax.data import codebook as codebook_lib
 from lst_jax.data.features import FEATURES
 
@@ -224,21 +225,40 @@ def _check_heldout(data_dir: str, raw: dict, corpus: corpus_lib.Corpus) -> None:
 
 
 def build(data_dir: str, output: str | None = None, extra: int = 150, seed: int = 0, workers: int = 2,
-          log: Callable[[str], None] = print) -> list[str]:
-  """Builds (or reuses) the cloze benchmarks for the demo dataset in `data_dir`; returns the file paths."""
-  start = time.time()
+          lexical_words: int = lexical.DEFAULT_WORDS, log: Callable[[str], None] = print) -> list[str]:
+  """Builds (or reuses) the cloze and lexical benchmarks for the demo dataset in `data_dir`; returns
+  the file paths."""
   output = output or os.path.join(data_dir, BENCHMARK_DIR)
   raw = _load_demo_manifest(data_dir)
   settings = settings_of(raw, extra, seed)
   paths = [os.path.join(output, f"{name}.jsonl") for name in WAYS]
+  b = raw["build"]
+  derived = {}
+
+  def corpus_and_verses():   # derived once, only for what is (re)built
+    if not derived:
+      derived["verses"] = kjv.read_verses()
+      derived["corpus"] = corpus_lib.select(derived["verses"], b["num_train_verses"], b["num_heldout_verses"],
+                                            b["num_text_docs"], b["seed"])
+      _check_heldout(data_dir, raw, derived["corpus"])
+    return derived["corpus"], derived["verses"]
+
   if is_ready(output, settings):
     log(f"benchmarks ready in {output} (reused: same settings)")
-    return paths
-  b = raw["build"]
-  verses_all = kjv.read_verses()
-  corpus = corpus_lib.select(verses_all, b["num_train_verses"], b["num_heldout_verses"], b["num_text_docs"],
-                             b["seed"])
-  _check_heldout(data_dir, raw, corpus)
+  else:
+    _build_cloze(data_dir, output, raw, settings, paths, extra, seed, workers, corpus_and_verses, log)
+  if lexical_words > 0:
+    paths.append(lexical.build(
+        data_dir, output, raw, lambda: corpus_and_verses()[0].tokenizer_lines(),
+        lambda: sorted({w for v in corpus_and_verses()[1] for w in v.words}), lexical_words, seed, workers,
+        log=log))
+  return paths
+
+
+def _build_cloze(data_dir, output, raw, settings, paths, extra, seed, workers, corpus_and_verses, log) -> None:
+  """Synthesizes, quantizes and writes cloze2.jsonl and cloze4.jsonl."""
+  start = time.time()
+  corpus, verses_all = corpus_and_verses()
   verses = select_verses(verses_all, corpus, extra, seed)
   voice = tts.HELDOUT_VOICES[0]
   jobs = render_jobs(verses, voice)
@@ -277,7 +297,6 @@ def build(data_dir: str, output: str | None = None, extra: int = 150, seed: int 
   seconds = sum(len(u) for u in unit_lists) / FEATURES["frame_rate"]
   log(f"wrote {', '.join(paths)}: {len(verses)} items each, {seconds / 60:.1f} min of speech "
       f"({time.time() - start:.1f} s)")
-  return paths
 
 
 def main(argv=None) -> int:
@@ -288,6 +307,8 @@ def main(argv=None) -> int:
                  help="verses beyond the 50 held-out ones, from text no training document contains")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--workers", type=int, default=2, help="synthesis processes (0: in this process)")
+  p.add_argument("--lexical_words", type=int, default=lexical.DEFAULT_WORDS,
+                 help="word / non-word pairs of the lexical benchmark (0: none)")
   p.add_argument("--if_demo", action="store_true",
                  help="if --data_dir is not a demo build, say so and exit 0 instead of failing (make eval)")
   args = p.parse_args(argv)
@@ -296,7 +317,7 @@ def main(argv=None) -> int:
           f"evaluate with your own (--benchmarks)")
     return 0
   try:
-    build(args.data_dir, args.output, args.extra_verses, args.seed, args.workers)
+    build(args.data_dir, args.output, args.extra_verses, args.seed, args.workers, args.lexical_words)
   except (BenchmarkBuildError, corpus_lib.CorpusError, kjv.BibleError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -8,7 +8,8 @@ LibriSpeech), text (plain UTF-8 text, one document per paragraph).
 
 Steps: list the input's entries -> tokenizer (yours, the directory's, or trained
 on all transcripts) -> units (given, or a k-means codebook: yours, the
-directory's, or fit on the audio) -> shards of --shard_size entries each,
+directory's, or fit on the audio; or your HuBERT checkpoint's layer N and your
+k-means: --units=hubert --hubert=DIR --layer=N --kmeans=FILE) -> shards of --shard_size entries each,
 converted in --workers processes -> <split>.errors.jsonl -> manifest.json,
 written last. A second build into the same directory (another split, or text
 documents added to one) reuses its tokenizer and codebook and adds to the
@@ -44,6 +45,8 @@ from lst_jax.data import tokenizer
 from lst_jax.data.manifest import MANIFEST, DataError
 
 BUILD_VERSION = 1
+LOGMEL, HUBERT = "logmel", "hubert"
+UNIT_KINDS = (LOGMEL, HUBERT)
 DEFAULT_NUM_UNITS = 500
 PROGRESS_S = 15.0         # a progress line at least this often while a shard is being converted
 
@@ -67,6 +70,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help=f"codebook size: unit ids must be below it (default {lst_jsonl.DEFAULT_NUM_UNITS} "
                           f"for lst_jsonl, else {DEFAULT_NUM_UNITS}); for audio, the k-means units to fit")
   units.add_argument("--codebook", help="a saved codebook.npy (feature_stats.npy beside it) for audio input")
+  p.add_argument("--units", choices=UNIT_KINDS,
+                 help="audio -> units: the built-in log-mel k-means, or your HuBERT (default: the directory's, "
+                      "else logmel)")
+  p.add_argument("--hubert", help="--units=hubert: a Hugging Face-format HuBERT folder (config.json + "
+                                  "model.safetensors), e.g. slprl/mhubert-base-25hz; never downloaded")
+  p.add_argument("--layer", type=int, help="--units=hubert: the layer whose hidden states are quantized "
+                                           "(hidden_states[N]; 11 for the 25 Hz mHuBERT's k-means)")
+  p.add_argument("--kmeans", help="a k-means model: a joblib (MiniBatch)KMeans as fairseq/textlesslib save it, or "
+                                  "a .npy [K, D] centroid array; for --units=logmel, one of ours (kmeans.joblib, "
+                                  "feature_stats.npy beside it)")
   p.add_argument("--shard_size", type=int, default=10_000, help="input entries per shard (default: %(default)s)")
   p.add_argument("--workers", type=int, default=2, help="worker processes, 0: all in this one (default: %(default)s)")
   p.add_argument("--seed", type=int, default=0, help="seed of the codebook fit (default: %(default)s)")
@@ -76,6 +89,16 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = p.parse_args(argv)
   if args.shard_size < 1 or args.workers < 0 or (args.num_units is not None and args.num_units < 1):
     p.error("--shard_size and --num_units must be >= 1, --workers >= 0")
+  if args.units is None and args.hubert:
+    args.units = HUBERT
+  if args.units != HUBERT and (args.hubert or args.layer is not None):
+    p.error("--hubert and --layer go with --units=hubert")
+  if args.units == HUBERT and args.codebook:
+    p.error("--codebook is the built-in quantizer's; with --units=hubert give --kmeans")
+  if args.kmeans and args.codebook:
+    p.error("give --codebook or --kmeans, not both")
+  if args.layer is not None and args.layer < 0:
+    p.error("--layer must be >= 0")
   return args
 
 
@@ -137,8 +160,9 @@ def make_plan(args, reader, sources: list) -> Plan:
   """The directory's manifest (if any) and the input's options; refuses a --codebook that cannot apply."""
   existing = build_manifest.read(args.output)
   plan = Plan(reader, reader.KIND, build_tag(args.format, args.input), sources, _options(args, sources), existing)
-  if args.codebook and (args.format in ("lst_jsonl", "text") or plan.options.mode == manifest_jsonl.UNITS):
-    raise DataError(f"--codebook applies to audio input; {args.input} gives "
+  flag = next((f for f in ("codebook", "kmeans", "hubert") if getattr(args, f, None)), None)
+  if flag and (args.format in ("lst_jsonl", "text") or plan.options.mode == manifest_jsonl.UNITS):
+    raise DataError(f"--{flag} applies to audio input; {args.input} gives "
                     + ("text only" if plan.kind == TEXT else "its own units"))
   return plan
 
@@ -170,7 +194,8 @@ def vocabularies(args, plan: Plan, pool, log) -> tuple[dict, shard_job.Settings]
   new = {"tokenizer": tok, "units": units}
   if existing:
     prov.check_compatible(existing, new, os.path.join(args.output, MANIFEST), "this build")
-  return new, dataclasses.replace(settings, codebook_dir=codebook_dir, salt=salt(args.format, new, plan.options))
+  return new, dataclasses.replace(settings, codebook_dir=codebook_dir, salt=salt(args.format, new, plan.options),
+                                  units=units if codebook_dir else None)
 
 
 def salt(format: str, new: dict, options: Options) -> str:

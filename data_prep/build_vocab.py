@@ -1,9 +1,11 @@
-"""A build's vocabularies: its text tokenizer and, for audio, its speech-unit codebook.
+"""A build's vocabularies: its text tokenizer and, for audio, its speech-unit quantizer.
 
 Each is the output directory's (a second build into it), the user's
-(--tokenizer, --codebook: copied in), or made here from the input: a BPE model
-trained on all transcripts, k-means units fit on a seeded sample of the audio.
-What is chosen becomes the manifest's "tokenizer" and "units" entries.
+(--tokenizer, --codebook or --kmeans: copied in; --hubert: its path and hash
+recorded), or made here from the input: a BPE model trained on all transcripts,
+k-means units fit on a seeded sample of the audio. What is chosen becomes the
+manifest's "tokenizer" and "units" entries; a second build whose choice differs
+from the directory's is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from data_prep import codebook_training, shard_job, tokenizer_training, workers
 from data_prep.formats import lst_jsonl, manifest_jsonl
 from data_prep.formats.items import TEXT
 from lst_jax.data import codebook as codebook_lib
+from lst_jax.data import hubert as hubert_lib
 from lst_jax.data import provenance as prov
-from lst_jax.data import tokenizer
+from lst_jax.data import quantizers, tokenizer
 from lst_jax.data.features import FEATURES
 from lst_jax.data.manifest import MANIFEST, DataError, sha256_file
 
@@ -106,24 +109,85 @@ def resolve_units(args, plan: Plan, settings, pool, log) -> tuple[dict, str | No
     raise DataError(f"{os.path.join(args.output, MANIFEST)} and this build differ in units.source: "
                     f"{json.dumps(prov.units_source(existing_units))} vs \"quantizer\"; audio gets units "
                     f"from a codebook, and this directory's units are not from one")
+  kind = args.units or ("hubert" if existing_units.get("quantizer") == quantizers.HUBERT_KMEANS else "logmel")
+  if kind == "hubert":
+    return hubert_units(args, plan, log), args.output
+  if existing_units.get("quantizer") == quantizers.HUBERT_KMEANS:
+    raise DataError(f"{os.path.join(args.output, MANIFEST)} and this build differ in units.quantizer: "
+                    f"\"{quantizers.HUBERT_KMEANS}\" vs \"logmel-kmeans\"; their ids mean different things")
   if prov.units_source(existing_units) == prov.QUANTIZER:
     units = dict(existing_units)
-    if args.codebook:
-      units.update(_codebook_provenance(_load_codebook(args.codebook)))
+    if args.codebook or args.kmeans:
+      units.update(_codebook_provenance(_user_codebook(args)))
     if args.num_units:
       units["num_units"] = args.num_units
     units["features"] = json.loads(json.dumps(FEATURES))  # what this code computes: must match
     log(f"units: reusing the directory's {existing_units['num_units']}-unit codebook")
     return units, args.output
-  if args.codebook:
-    codebook = _load_codebook(args.codebook)
-    fit = {"from": os.path.abspath(args.codebook)}
-    log(f"units: your {codebook.num_units}-unit codebook {args.codebook}")
+  if args.codebook or args.kmeans:
+    codebook = _user_codebook(args)
+    fit = {"from": os.path.abspath(args.codebook or args.kmeans)}
+    log(f"units: your {codebook.num_units}-unit codebook {args.codebook or args.kmeans}")
   else:
     codebook, frames = fit_codebook(args, plan, settings, pool, log)
     fit = {"input": os.path.abspath(args.input), "frames": frames, "seed": args.seed}
   codebook_training.save(codebook, args.output)
-  return {**_codebook_provenance(codebook), "fit": fit}, args.output
+  return {**_codebook_provenance(codebook), "kmeans_joblib": codebook_training.KMEANS_JOBLIB, "fit": fit}, args.output
+
+
+def hubert_units(args, plan: Plan, log) -> dict:
+  """Provenance of HuBERT units (checkpoint hash, layer, frame rate, k-means hash); the centroids are
+  copied into the output as a .npy, after the directory's provenance is checked against them."""
+  existing = plan.existing["units"] if plan.existing else {}
+  mine = existing.get("quantizer") == quantizers.HUBERT_KMEANS
+  directory = args.hubert or (existing.get("hubert", {}).get("path") if mine else None)
+  layer = args.layer if args.layer is not None else (existing.get("layer") if mine else None)
+  if not directory or layer is None or not (args.kmeans or mine):
+    raise DataError("--units=hubert needs --hubert=DIR (a Hugging Face HuBERT folder), --layer=N and "
+                    "--kmeans=FILE (a joblib k-means or a .npy [K, D] centroid array)")
+  config = hubert_lib.read_config(directory)
+  hubert_lib.check_layer(config, int(layer), directory)
+  if args.kmeans:
+    try:
+      centroids = codebook_training.read_centroids(args.kmeans)
+    except codebook_lib.QuantizerError as e:
+      raise DataError(str(e)) from None
+    fit = {"from": os.path.abspath(args.kmeans), "file_sha256": sha256_file(args.kmeans)}
+  else:
+    centroids = np.load(os.path.join(args.output, existing["kmeans"]))
+    fit = existing.get("fit", {})
+  where = args.kmeans or os.path.join(args.output, existing.get("kmeans", ""))
+  if centroids.shape[1] != int(config["hidden_size"]):
+    raise DataError(f"--kmeans={where}: {centroids.shape[1]}-dimensional centroids, but {directory}'s "
+                    f"hidden states have {config['hidden_size']} dimensions")
+  if args.num_units and args.num_units != len(centroids):
+    raise DataError(f"--num_units={args.num_units}, but --kmeans={where} has {len(centroids)} units")
+  hop, field = hubert_lib.geometry(config)
+  if hubert_lib.SAMPLE_RATE % hop:
+    raise DataError(f"--hubert={directory}: conv strides give a hop of {hop} samples, which does not divide "
+                    f"{hubert_lib.SAMPLE_RATE} (a frame rate that is not a whole number of Hz)")
+  log(f"units: hashing the HuBERT checkpoint {directory}")
+  sha, files = hubert_lib.checkpoint_sha256(directory)
+  units = {"source": prov.QUANTIZER, "quantizer": quantizers.HUBERT_KMEANS, "num_units": len(centroids),
+           "frame_rate": hubert_lib.frame_rate(config), "hubert_sha256": sha, "layer": int(layer),
+           "kmeans_sha256": _npy_sha256(centroids), "kmeans": quantizers.KMEANS_FILE,
+           "hubert": {"path": os.path.abspath(directory), "files": files, "hop": hop, "receptive_field": field,
+                      "normalize": hubert_lib.normalizes(config), "hidden_size": int(config["hidden_size"])},
+           "fit": fit}
+  if plan.existing and prov.has_units(plan.existing):
+    prov.check_compatible(plan.existing, {**plan.existing, "units": units}, os.path.join(args.output, MANIFEST),
+                          "this build")
+  _save_npy(centroids, os.path.join(args.output, quantizers.KMEANS_FILE))
+  log(f"units: HuBERT {directory} layer {layer} ({units['frame_rate']:g} Hz), {len(centroids)}-unit k-means "
+      f"{where}")
+  return units
+
+
+def _save_npy(array: np.ndarray, path: str) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path + ".tmp", "wb") as f:
+    np.save(f, np.asarray(array, np.float32))
+  os.replace(path + ".tmp", path)
 
 
 def fit_codebook(args, plan: Plan, settings, pool, log) -> tuple[codebook_lib.Codebook, int]:
@@ -153,23 +217,38 @@ def fit_codebook(args, plan: Plan, settings, pool, log) -> tuple[codebook_lib.Co
   return codebook_training.fit(feats, num_units, seed=args.seed), total
 
 
-def _load_codebook(path: str) -> codebook_lib.Codebook:
+def _load_codebook(path: str, flag: str = "codebook") -> codebook_lib.Codebook:
+  """--codebook=codebook.npy (or its folder), or --kmeans=FILE of the built-in quantizer (our kmeans.joblib,
+  or any k-means file), each with feature_stats.npy beside it."""
   directory = path if os.path.isdir(path) else os.path.dirname(path) or "."
-  if not os.path.isdir(path) and os.path.basename(path) != codebook_lib.CODEBOOK:
+  if flag == "codebook" and not os.path.isdir(path) and os.path.basename(path) != codebook_lib.CODEBOOK:
     raise DataError(f"--codebook={path}: expected {codebook_lib.CODEBOOK} (or its folder)")
-  for name in (codebook_lib.CODEBOOK, codebook_lib.FEATURE_STATS):
+  names = (codebook_lib.CODEBOOK, codebook_lib.FEATURE_STATS) if flag == "codebook" else (codebook_lib.FEATURE_STATS,)
+  for name in names:
     if not os.path.isfile(os.path.join(directory, name)):
-      raise DataError(f"--codebook={path}: {os.path.join(directory, name)} is missing (codebook_training.save "
-                      f"writes {codebook_lib.CODEBOOK} and {codebook_lib.FEATURE_STATS} together)")
+      raise DataError(f"--{flag}={path}: {os.path.join(directory, name)} is missing (codebook_training.save "
+                      f"writes {codebook_lib.CODEBOOK}, {codebook_lib.FEATURE_STATS} and "
+                      f"{codebook_training.KMEANS_JOBLIB} together; for HuBERT units add --units=hubert)")
   try:
-    codebook = codebook_lib.load(directory)
+    if flag == "codebook":
+      codebook = codebook_lib.load(directory)
+    else:
+      mean, std = np.load(os.path.join(directory, codebook_lib.FEATURE_STATS))
+      codebook = codebook_lib.Codebook(centroids=codebook_training.read_centroids(path), mean=mean, std=std)
+  except codebook_lib.QuantizerError as e:
+    raise DataError(str(e)) from None
   except (OSError, ValueError) as e:
-    raise DataError(f"--codebook={path}: unreadable ({e})") from None
+    raise DataError(f"--{flag}={path}: unreadable ({e})") from None
   dim = 2 * FEATURES["n_mels"]
   if codebook.centroids.ndim != 2 or codebook.centroids.shape[1] != dim or codebook.mean.shape != (dim,):
-    raise DataError(f"--codebook={path}: centroids of shape {codebook.centroids.shape} do not fit this "
-                    f"build's {dim}-dimensional features")
+    raise DataError(f"--{flag}={path}: centroids of shape {codebook.centroids.shape} do not fit this "
+                    f"build's {dim}-dimensional features" + (" (HuBERT k-means? add --units=hubert)"
+                                                             if flag == "kmeans" else ""))
   return codebook
+
+
+def _user_codebook(args) -> codebook_lib.Codebook:
+  return _load_codebook(args.codebook) if args.codebook else _load_codebook(args.kmeans, "kmeans")
 
 
 def _codebook_provenance(codebook: codebook_lib.Codebook) -> dict:

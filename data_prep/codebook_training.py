@@ -1,22 +1,30 @@
-"""Fitting the speech-unit codebook: k-means over normalized frame features (a HuBERT-units stand-in).
+"""Fitting the speech-unit codebook: k-means over normalized frame features (scikit-learn's KMeans).
 
 Fit on training audio only, then applied to every split, so held-out units
-come from the same codebook. k-means++ initialisation and Lloyd iterations use
-one seeded generator and chunked distance computation (memory O(chunk * k)),
-so a fit is deterministic and small. The codebook lives in normalized feature
-space; the normalization stats are saved beside it. Applying a codebook (and
-loading one) is lst_jax.data.codebook, which evaluation uses too.
+come from the same codebook. One seeded generator picks the frame sample and
+the k-means++ start (on at most 20,000 frames, for speed); scikit-learn's
+Lloyd iterations then run on one thread, whose sums do not depend on thread
+timing, so a rerun gives the same codebook bit for bit.
+
+Saved three ways in one folder: codebook.npy + feature_stats.npy (what
+lst_jax.data.codebook loads: evaluation and the vocoder use it) and
+kmeans.joblib, a fitted sklearn KMeans over the normalized features, the format
+the speech community's k-means scripts write: `predict((logmel - mean) / std)`
+gives our units, and `--kmeans=DIR/kmeans.joblib` reuses it in a build.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Sequence
 
 import numpy as np
-from scipy import sparse
 
-from lst_jax.data.codebook import CODEBOOK, FEATURE_STATS, Codebook, QuantizerError, nearest
+from lst_jax.data.codebook import CODEBOOK, FEATURE_STATS, Codebook, QuantizerError
+
+KMEANS_JOBLIB = "kmeans.joblib"  # a fitted sklearn KMeans beside codebook.npy
+SEED_POINTS = 20_000             # frames the k-means++ start is drawn from
 
 
 def fit(features: Sequence[np.ndarray], num_units: int = 500, seed: int = 0, iterations: int = 20,
@@ -32,52 +40,76 @@ def fit(features: Sequence[np.ndarray], num_units: int = 500, seed: int = 0, ite
   if len(x) > max_frames:
     x = x[np.sort(rng.choice(len(x), max_frames, replace=False))]
   x = (x - mean) / std
-  centroids = kmeans(x, num_units, rng, iterations)
-  return Codebook(centroids=centroids.astype(np.float32), mean=mean.astype(np.float32),
+  centroids = kmeans(x, num_units, rng, iterations).cluster_centers_
+  return Codebook(centroids=np.asarray(centroids, np.float32), mean=mean.astype(np.float32),
                   std=std.astype(np.float32))
 
 
-def kmeans(x_ND: np.ndarray, k: int, rng: np.random.Generator, iterations: int) -> np.ndarray:
-  """Lloyd's k-means from a k-means++ start; returns [k, D] centroids."""
-  c_KD = kmeans_plus_plus(x_ND, k, rng)
-  for _ in range(iterations):
-    assign, dist = nearest(x_ND, c_KD)
-    counts = np.bincount(assign, minlength=k)
-    one_hot_KN = sparse.csr_matrix((np.ones(len(x_ND)), (assign, np.arange(len(x_ND)))),
-                                   shape=(k, len(x_ND)))
-    sums = one_hot_KN @ x_ND.astype(np.float64)
-    new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], c_KD)
-    empty = np.nonzero(counts == 0)[0]
-    if len(empty):  # re-seed empty clusters at the worst-fit points
-      new[empty] = x_ND[np.argsort(-dist, kind="stable")[:len(empty)]]
-    converged = np.allclose(new, c_KD, atol=1e-6)
-    c_KD = new.astype(np.float32)
-    if converged:
-      break
-  return c_KD
+def kmeans(x_ND: np.ndarray, k: int, rng: np.random.Generator, iterations: int):
+  """A fitted sklearn KMeans: Lloyd's iterations from a seeded k-means++ start, on one thread."""
+  from sklearn.cluster import KMeans, kmeans_plusplus
+  from threadpoolctl import threadpool_limits
+  x_ND = np.asarray(x_ND, np.float32)
+  sample = x_ND
+  if len(x_ND) > SEED_POINTS:
+    sample = x_ND[np.sort(rng.choice(len(x_ND), SEED_POINTS, replace=False))]
+  seed = int(rng.integers(2**31 - 1))
+  with threadpool_limits(1), warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # ConvergenceWarning: fewer distinct points than k is handled below
+    start, _ = kmeans_plusplus(sample, k, random_state=seed)
+    return KMeans(k, init=start, n_init=1, max_iter=iterations, tol=0.0, random_state=seed).fit(x_ND)
 
 
-def kmeans_plus_plus(x_ND: np.ndarray, k: int, rng: np.random.Generator,
-                     max_points: int = 20_000) -> np.ndarray:
-  """k-means++ seeding (on at most `max_points` sampled points), [k, D]."""
-  if len(x_ND) > max_points:
-    x_ND = x_ND[np.sort(rng.choice(len(x_ND), max_points, replace=False))]
-  chosen = [int(rng.integers(len(x_ND)))]
-  d2 = np.sum((x_ND - x_ND[chosen[0]]) ** 2, axis=1, dtype=np.float64)
-  for _ in range(1, k):
-    total = d2.sum()
-    i = int(rng.choice(len(x_ND), p=d2 / total)) if total > 0 else int(rng.integers(len(x_ND)))
-    chosen.append(i)
-    d2 = np.minimum(d2, np.sum((x_ND - x_ND[i]) ** 2, axis=1, dtype=np.float64))
-  return x_ND[chosen].astype(np.float32)
+def as_kmeans(codebook: Codebook):
+  """A fitted sklearn KMeans whose centroids are exactly the codebook's (for codebooks not fit here)."""
+  from sklearn.cluster import KMeans
+  from threadpoolctl import threadpool_limits
+  c = np.asarray(codebook.centroids, np.float32)
+  with threadpool_limits(1), warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    model = KMeans(len(c), init=c, n_init=1, max_iter=1).fit(c)
+  model.cluster_centers_ = c.copy()
+  return model
 
 
 def save(codebook: Codebook, directory: str) -> tuple[str, str]:
-  """Writes codebook.npy and feature_stats.npy (atomically); returns both paths."""
+  """Writes codebook.npy, feature_stats.npy and kmeans.joblib (each atomically); returns the first two."""
+  import joblib
   paths = os.path.join(directory, CODEBOOK), os.path.join(directory, FEATURE_STATS)
   for path, array in zip(paths, (codebook.centroids, np.stack([codebook.mean, codebook.std]))):
     with open(path + ".tmp", "wb") as f:
       np.save(f, np.asarray(array, np.float32))
     os.replace(path + ".tmp", path)
+  path = os.path.join(directory, KMEANS_JOBLIB)
+  joblib.dump(as_kmeans(codebook), path + ".tmp")
+  os.replace(path + ".tmp", path)
   return paths
 
+
+def read_centroids(path: str) -> np.ndarray:
+  """float32 [K, D] centroids of a k-means file: a joblib/pickle of a fitted (MiniBatch)KMeans, as
+  fairseq's and textlesslib's scripts write it, or a .npy array. QuantizerError says what is wrong."""
+  if not os.path.isfile(path):
+    raise QuantizerError(f"--kmeans={path}: no such file")
+  if path.endswith(".npy"):
+    try:
+      c = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+      raise QuantizerError(f"--kmeans={path}: not a .npy array ({e})") from None
+  else:
+    import joblib
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # InconsistentVersionWarning: older sklearn pickles load fine
+        model = joblib.load(path)
+    except Exception as e:  # unpickling can fail in many ways; the file is simply not usable
+      raise QuantizerError(f"--kmeans={path}: not a joblib k-means model ({type(e).__name__}: {e}); "
+                           f"save its cluster_centers_ as a .npy [K, D] array instead") from None
+    if not hasattr(model, "cluster_centers_"):
+      raise QuantizerError(f"--kmeans={path}: a {type(model).__name__}, not a fitted k-means "
+                           f"(no cluster_centers_)")
+    c = model.cluster_centers_
+  c = np.asarray(c)
+  if c.ndim != 2 or len(c) < 1 or not np.issubdtype(c.dtype, np.number) or not np.all(np.isfinite(c)):
+    raise QuantizerError(f"--kmeans={path}: centroids must be a finite [K, D] array, got shape {c.shape}")
+  return c.astype(np.float32)

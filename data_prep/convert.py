@@ -1,6 +1,6 @@
 """Parsed items -> validated records: tokenize words, place them on units.
 
-Pure given a tokenizer (and, for audio, a codebook): every failure is an
+Pure given a tokenizer (and, for audio, a quantizer): every failure is an
 InputError naming the item's file and line (or record), never a crash, so a
 build can skip the item and go on.
 """
@@ -14,7 +14,6 @@ import numpy as np
 
 from data_prep import frame_spans
 from data_prep.formats.items import InputError, Item, check_word_times
-from lst_jax.data import codebook as codebook_lib
 from lst_jax.data import features
 from lst_jax.data import records as records_lib
 
@@ -52,9 +51,9 @@ class Converted:
 
 @dataclasses.dataclass(frozen=True)
 class Analysis:
-  """An audio item after the expensive part: features at 25 Hz and word times."""
+  """An audio item, read and word-timed, waiting for its batch to be quantized."""
   item: Item
-  features: np.ndarray    # float32 [F, D]
+  wave: np.ndarray        # float32 [S] at 16 kHz
   word_times: np.ndarray  # float64 [W, 2] seconds
   seconds: float
 
@@ -71,22 +70,27 @@ def units_item(item: Item, encode: WordTokenizer, num_units: int) -> Converted:
                    (item.file, item.line))
 
 
-def load_features(item: Item) -> tuple[np.ndarray, np.ndarray, float]:
-  """(features [F, D], 16 kHz wave, seconds) of an audio item; InputError if the audio is bad."""
+def load_wave(item: Item) -> tuple[np.ndarray, float]:
+  """(16 kHz wave, seconds) of an audio item; InputError if the audio is bad."""
   from lst_jax.data import audio  # only audio builds need it (and its decoder)
   try:
     wave = audio.load_audio(item.audio)
   except audio.AudioError as e:
     raise item.error(_strip_path(str(e), item)) from None
-  seconds = len(wave) / SAMPLE_RATE
   if len(wave) == 0:
     raise item.error(f"{item.audio}: the audio is empty")
+  return wave, len(wave) / SAMPLE_RATE
+
+
+def load_features(item: Item) -> tuple[np.ndarray, np.ndarray, float]:
+  """(built-in features [F, D], 16 kHz wave, seconds) of an audio item (fitting the codebook)."""
+  wave, seconds = load_wave(item)
   return features.logmel(wave, SAMPLE_RATE), wave, seconds
 
 
 def analyze(item: Item) -> Analysis:
-  """Features and word times (from the input, else the forced aligner) of an audio item."""
-  feats, wave, seconds = load_features(item)
+  """The wave and word times (from the input, else the forced aligner) of an audio item."""
+  wave, seconds = load_wave(item)
   times = item.word_times
   if times is None:
     from data_prep import forced_aligner  # pocketsphinx: loaded only when words need timing
@@ -97,25 +101,25 @@ def analyze(item: Item) -> Analysis:
   why = check_word_times(times, seconds, 1.0 / FRAME_RATE)
   if why:
     raise item.error(why)
-  return Analysis(item, feats, times, seconds)
+  return Analysis(item, wave, times, seconds)
 
 
-def audio_items(analyses: Sequence[Analysis], encode: WordTokenizer,
-                codebook: codebook_lib.Codebook) -> list[Converted | InputError]:
-  """Quantizes a batch of analysed audio items at once (many small calls are much slower)."""
+def audio_items(analyses: Sequence[Analysis], encode: WordTokenizer, quantizer) -> list[Converted | InputError]:
+  """Quantizes a batch of analysed audio items at once (a quantizer from lst_jax.data.quantizers:
+  the built-in one or HuBERT; batches are much faster than one call per item)."""
   if not analyses:
     return []
-  units = codebook_lib.quantize(np.concatenate([a.features for a in analyses]), codebook)
+  rate = quantizer.frame_rate
   out = []
-  for a, u in zip(analyses, np.split(units, np.cumsum([len(a.features) for a in analyses])[:-1])):
+  for a, u in zip(analyses, quantizer.units_batch([a.wave for a in analyses], SAMPLE_RATE)):
     try:
-      spans = frame_spans.unit_spans(a.word_times, len(u), FRAME_RATE)
+      spans = frame_spans.unit_spans(a.word_times, len(u), rate)
     except frame_spans.AlignmentError as e:
       out.append(a.item.error(str(e)))
       continue
-    rec = records_lib.speech_record(a.item.id, encode(a.item.words), u, spans, FRAME_RATE)
+    rec = records_lib.speech_record(a.item.id, encode(a.item.words), u, spans, rate)
     try:
-      out.append(Converted(_validate(a.item, rec, codebook.num_units, encode.vocab_size), a.seconds,
+      out.append(Converted(_validate(a.item, rec, quantizer.num_units, encode.vocab_size), a.seconds,
                            (a.item.file, a.item.line)))
     except InputError as e:
       out.append(e)

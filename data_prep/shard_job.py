@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import multiprocessing
 import os
 from typing import Any, Sequence
@@ -22,12 +23,13 @@ from data_prep import convert, shards
 from data_prep.formats import READERS, audio_folder, spans as spans_lib
 from data_prep.formats.items import TEXT, InputError, Options
 from lst_jax.data import codebook as codebook_lib
+from lst_jax.data import features, quantizers
 from lst_jax.data import records as records_lib
 from lst_jax.data import tokenizer
 
 FAIL, SKIP = "fail", "skip"
 QUANTIZE_BATCH = 64          # audio items whose features are quantized together
-_CACHE: dict[Any, Any] = {}  # per process: tokenizer and codebook, loaded once
+_CACHE: dict[Any, Any] = {}  # per process: tokenizer and quantizer, loaded once
 _PROGRESS = None             # a multiprocessing.Value shared with the parent: entries finished
 
 
@@ -64,10 +66,11 @@ class Settings:
   format: str
   output: str
   tokenizer: str              # path of the dataset's tokenizer.model
-  codebook_dir: str | None    # directory of codebook.npy + feature_stats.npy (audio builds)
+  codebook_dir: str | None    # directory of the quantizer's files (audio builds): codebook or k-means
   options: Options
   on_error: str
   salt: str                   # hash of what the output depends on besides the entries
+  units: dict | None = None   # the manifest's "units" entry: which quantizer (audio builds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +199,7 @@ def convert_sources(sources: Sequence, settings: Settings) -> tuple[list[convert
   analyses: list[int] = []  # indices in `out` of audio items waiting to be quantized
 
   def quantize_waiting():
-    batch = convert.audio_items([out[i] for i in analyses], encode, _codebook(settings.codebook_dir))
+    batch = convert.audio_items([out[i] for i in analyses], encode, _quantizer(settings))
     for i, c in zip(analyses, batch):
       out[i] = c
     analyses.clear()
@@ -292,8 +295,15 @@ def _tokenizer(path: str) -> convert.WordTokenizer:
   return _CACHE[key]
 
 
-def _codebook(directory: str) -> codebook_lib.Codebook:
-  key = ("codebook", directory, _stat(os.path.join(directory, codebook_lib.CODEBOOK)))
+def _quantizer(settings: Settings):
+  """The build's quantizer (lst_jax.data.quantizers), loaded once per process."""
+  directory, units = settings.codebook_dir, settings.units
+  files = (codebook_lib.CODEBOOK, units.get("kmeans", "")) if units else (codebook_lib.CODEBOOK,)
+  key = ("quantizer", directory, json.dumps(units, sort_keys=True),
+         tuple(_stat(os.path.join(directory, f)) for f in files))
   if key not in _CACHE:
-    _CACHE[key] = codebook_lib.load(directory)
+    if units and units.get("quantizer") == quantizers.HUBERT_KMEANS:
+      _CACHE[key] = quantizers.for_units(units, directory)
+    else:  # the built-in quantizer with this code's features (the build checked they match)
+      _CACHE[key] = quantizers.LogmelQuantizer(codebook_lib.load(directory), features.FEATURES)
   return _CACHE[key]

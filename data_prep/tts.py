@@ -30,7 +30,8 @@ import numpy as np
 # espeak-ng's speak_lib.h constants.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_Synth blocks; audio arrives through the callback
 _INITIALIZE_DONT_EXIT = 0x8000
-_CHARS_UTF8, _SSML = 0x1, 0x10
+_CHARS_UTF8, _SSML, _PHONEMES = 0x1, 0x10, 0x100   # _PHONEMES: [[...]] is read as phoneme mnemonics
+_PHONEME_SEPARATOR = "_"
 _POS_CHARACTER = 1
 _EVENT_LIST_TERMINATED, _EVENT_MARK = 0, 3
 _PARAM_RATE, _PARAM_PITCH = 1, 3
@@ -121,8 +122,18 @@ class _Engine:
       i += 1
     return 0  # 0 = continue
 
-  def speak(self, ssmls: Sequence[str], voice: Voice) -> list[tuple[np.ndarray, list[tuple[str, int]]]]:
+  def speak(self, ssmls: Sequence[str], voice: Voice,
+            phonemes: bool = False) -> list[tuple[np.ndarray, list[tuple[str, int]]]]:
     """Speaks each SSML string in a forked child of this (never used) engine, see the docstring."""
+    return self._in_child(lambda: [self._run(ssml, voice, phonemes) for ssml in ssmls])
+
+  def phonemes(self, words: Sequence[str], voice: Voice) -> list[list[str]]:
+    """espeak-ng's phoneme mnemonics of each word (stress marks on the phone they precede), read
+    in a forked child too: the lexicon lookup sets the voice, which must not touch this engine."""
+    return self._in_child(lambda: [self._phonemes(w, voice) for w in words])
+
+  def _in_child(self, fn):
+    """fn() in a forked child of this engine, with fixed random seeds; its result comes back pickled."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: speak, send the result back, exit without running any cleanup
@@ -130,7 +141,7 @@ class _Engine:
         os.close(read_fd)
         self.lib.espeak_ng_SetRandSeed(ctypes.c_long(_SEED))
         ctypes.CDLL(None).srand(_SEED)  # espeak's breath noise also draws from libc rand()
-        result = (True, [self._run(ssml, voice) for ssml in ssmls])
+        result = (True, fn())
       except BaseException as e:  # noqa: BLE001  (reported to the parent, which raises)
         result = (False, f"{type(e).__name__}: {e}")
       try:
@@ -149,7 +160,20 @@ class _Engine:
       raise SynthError(value)
     return value
 
-  def _run(self, ssml: str, voice: Voice) -> tuple[np.ndarray, list[tuple[str, int]]]:
+  def _phonemes(self, word: str, voice: Voice) -> list[str]:
+    if self.lib.espeak_SetVoiceByName(voice.espeak.encode()) != 0:
+      raise SynthError(f"espeak-ng has no voice {voice.espeak!r}")
+    self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+    self.lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+    buf = ctypes.create_string_buffer(word.encode("utf-8"))
+    ptr = ctypes.c_void_p(ctypes.addressof(buf))
+    out = []
+    while ptr.value:   # bits 8-23 of the mode: the separator between phoneme names
+      text = self.lib.espeak_TextToPhonemes(ctypes.byref(ptr), _CHARS_UTF8, ord(_PHONEME_SEPARATOR) << 8)
+      out += [p for p in (text or b"").decode().split(_PHONEME_SEPARATOR) if p.strip()]
+    return out
+
+  def _run(self, ssml: str, voice: Voice, phonemes: bool = False) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """Synthesizes `ssml`; returns int16 samples and [(mark name, audio position in ms)]."""
     if self.lib.espeak_SetVoiceByName(voice.espeak.encode()) != 0:
       raise SynthError(f"espeak-ng has no voice {voice.espeak!r}")
@@ -157,8 +181,8 @@ class _Engine:
     self.lib.espeak_SetParameter(_PARAM_PITCH, voice.pitch, 0)
     self._chunks, self._marks = [], []
     data = ssml.encode("utf-8")
-    err = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _SSML,
-                                None, None)
+    flags = _CHARS_UTF8 | _SSML | (_PHONEMES if phonemes else 0)
+    err = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, flags, None, None)
     if err != 0 or self.lib.espeak_Synchronize() != 0:
       raise SynthError(f"espeak_Synth failed with error {err} on {ssml[:80]!r}")
     wave = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
@@ -187,8 +211,22 @@ def sentences(spoken: Sequence[str]) -> list[tuple[int, int]]:
   return list(zip([0] + ends[:-1], ends))
 
 
-def synthesize(words: Sequence[str], voice: Voice, spoken: Sequence[str] | None = None) -> Speech:
+def phonemes(words: Sequence[str], voice: Voice) -> list[tuple[str, ...]]:
+  """Each word's espeak-ng phoneme mnemonics in `voice`'s language, e.g. "hello" -> ("h", "@", "l", "'oU")
+  (a stress mark rides on the phone after it); `phoneme_input` turns them back into speakable input."""
+  return [tuple(p) for p in _engine().phonemes(list(words), voice)]
+
+
+def phoneme_input(phones: Sequence[str]) -> str:
+  """espeak-ng's phoneme input for one word: [[h@l'oU]] (synthesize(..., read_phonemes=True) reads it)."""
+  return "[[" + "".join(phones) + "]]"
+
+
+def synthesize(words: Sequence[str], voice: Voice, spoken: Sequence[str] | None = None,
+               read_phonemes: bool = False) -> Speech:
   """Speaks `words` (optionally `spoken`: the same words with prosody punctuation attached).
+  With `read_phonemes`, [[...]] in a spoken word is read as phoneme mnemonics (see `phoneme_input()`),
+  which speaks made-up words exactly as written.
 
   Returns the waveform and one (start_s, end_s) per word; raises SynthError if
   the timings cannot be mapped 1:1 onto the words.
@@ -199,7 +237,10 @@ def synthesize(words: Sequence[str], voice: Voice, spoken: Sequence[str] | None 
   engine = _engine()
   ranges = sentences(spoken)
   chunks, starts_ms = [], []
-  spoken_ranges = engine.speak([to_ssml(spoken[lo:hi]) for lo, hi in ranges], voice)
+  ssmls = [to_ssml(spoken[lo:hi]) for lo, hi in ranges]
+  if read_phonemes:   # espeak misreads "]]</speak>" (it speaks extra sounds); a space before the tag fixes it
+    ssmls = [s.replace("</speak>", " </speak>") for s in ssmls]
+  spoken_ranges = engine.speak(ssmls, voice, read_phonemes)
   for (lo, hi), (samples, marks) in zip(ranges, spoken_ranges):
     if [name for name, _ in marks] != [str(i) for i in range(hi - lo)]:
       raise SynthError(f"espeak-ng gave marks {[n for n, _ in marks]} for the {hi - lo} words of "

@@ -18,8 +18,9 @@ NO_UNITS = "none"   # a text-only dataset: no unit provenance yet (the first spe
 QUANTIZER = "quantizer"
 USER = "user"
 # Unit fields that must agree, in the order they are compared (the first difference is named).
+# HuBERT units: the checkpoint's hash (config + weights), the layer, the k-means centroids' hash.
 UNIT_FIELDS = ("source", "quantizer", "format", "num_units", "frame_rate", "codebook_sha256",
-               "feature_stats_sha256", "features")
+               "feature_stats_sha256", "features", "hubert_sha256", "layer", "kmeans_sha256")
 TOKENIZER_FIELDS = ("sha256", "vocab_size")
 
 

@@ -22,18 +22,17 @@ def normalize(text: str) -> str:
 
 
 class Recognizer:
-  """One pocketsphinx decoder, reused for every utterance (loading the model takes ~1 s)."""
-
-  def __init__(self):
-    import pocketsphinx
-    self._decoder = pocketsphinx.Decoder(loglevel="FATAL")
+  """pocketsphinx, a fresh decoder per utterance: a reused one adapts (cepstral means and more)
+  to what it heard before, so the same audio would be transcribed differently by position in a
+  list; loading costs ~0.5 s, decoding an utterance several times that."""
 
   def transcribe(self, wave: np.ndarray, rate: int = RATE) -> str:
+    import pocketsphinx
     if rate != RATE:
       from lst_jax.data import audio
       wave = audio.resample(wave, rate, RATE)
     pcm = (np.clip(np.asarray(wave, np.float32), -1.0, 1.0) * 32767).astype(np.int16).tobytes()
-    d = self._decoder
+    d = pocketsphinx.Decoder(loglevel="FATAL")
     d.start_utt()
     d.process_raw(pcm, full_utt=True)
     d.end_utt()

@@ -17,7 +17,9 @@ A prompt or candidate (a "segment") gives its text and/or its speech:
   audio      a WAV/FLAC path, relative to the JSONL file; converted to units with the
              checkpoint dataset's quantizer (codebook and feature settings)
 A direction X->Y (S = speech, T = text) is evaluated when every prompt gives X and
-every candidate gives Y. `label` is the index of the correct candidate.
+every candidate gives Y. `label` is the index of the correct candidate. A prompt of {}
+means none: each candidate is scored on its own (as in sWUGGY); such a file names its
+directions in header.directions (e.g. ["S->S"]).
 
 Whatever provenance the header declares must match the checkpoint's data (the
 run's <workdir>/data_provenance.json); a mismatch is refused, naming the field.
@@ -80,6 +82,9 @@ class Segment:
     return out
 
 
+NO_PROMPT = Segment(units=(), text="")   # "prompt": {}: the candidates are scored alone, in any modality
+
+
 @dataclasses.dataclass(frozen=True)
 class Item:
   id: str
@@ -89,7 +94,8 @@ class Item:
   extra: dict = dataclasses.field(default_factory=dict)   # other keys, kept on a round trip
 
   def to_json(self, base_dir: str | None = None) -> dict:
-    return {"id": self.id, **self.extra, "prompt": self.prompt.to_json(base_dir),
+    prompt = {} if self.prompt == NO_PROMPT else self.prompt.to_json(base_dir)
+    return {"id": self.id, **self.extra, "prompt": prompt,
             "candidates": [c.to_json(base_dir) for c in self.candidates], "label": self.label}
 
 
@@ -101,17 +107,21 @@ class Benchmark:
   items: tuple[Item, ...]
 
   def directions(self) -> list[str]:
-    """The directions every item supports, in DIRECTIONS order."""
+    """The directions every item supports, in DIRECTIONS order (only those header.directions names,
+    if it does: an empty prompt, as in a published benchmark, supports any modality)."""
     out = []
+    allowed = self.header.get("directions", DIRECTIONS)
     for d in DIRECTIONS:
+      if d not in allowed:
+        continue
       x, y = parse_direction(d)
       if self.items and all(it.prompt.has(x) and all(c.has(y) for c in it.candidates) for it in self.items):
         out.append(d)
     return out
 
   def uses(self, key: str) -> bool:
-    """Whether any prompt or candidate gives `key` ("units", "text_ids", ...)."""
-    return any(getattr(s, key) is not None for it in self.items for s in (it.prompt, *it.candidates))
+    """Whether any prompt or candidate gives `key` ("units", "text_ids", ...), not empty."""
+    return any(getattr(s, key) for it in self.items for s in (it.prompt, *it.candidates))
 
 
 def _segment(value, where: str, base_dir: str) -> Segment:
@@ -160,7 +170,8 @@ def parse_item(obj, where: str, base_dir: str) -> Item:
   if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(cands):
     raise BenchmarkError(f"{where}: label must be an index into the {len(cands)} candidates, got {label!r}")
   extra = {k: v for k, v in obj.items() if k not in ("id", "prompt", "candidates", "label")}
-  return Item(id=str(obj["id"]), prompt=_segment(obj["prompt"], f"{where}: prompt", base_dir),
+  prompt = NO_PROMPT if obj["prompt"] == {} else _segment(obj["prompt"], f"{where}: prompt", base_dir)
+  return Item(id=str(obj["id"]), prompt=prompt,
               candidates=tuple(_segment(c, f"{where}: candidates[{i}]", base_dir) for i, c in enumerate(cands)),
               label=label, extra=extra)
 

@@ -1,11 +1,13 @@
 """Evaluates a checkpoint on likelihood benchmarks (S->S, T->T, S->T, T->S) and held-out losses.
 
   python -m lst_jax.eval.main --config=experiments/demo.py --workdir=runs/demo [--step=N]
-      [--benchmarks=FILE_OR_DIR,...] [--directions=S->S,T->T] [--listen=N] [--config.KEY=VALUE ...]
+      [--benchmarks=FILE_OR_DIR|KIND:PATH,...] [--directions=S->S,T->T] [--listen=N] [--config.KEY=VALUE ...]
 
 Restores the latest checkpoint of <workdir> (or --step), scores every benchmark
 (default: <data dir>/benchmarks/*.jsonl; build the demo's with
-`python -m data_prep.benchmarks --data_dir=data/demo`), prints a table and writes
+`python -m data_prep.benchmarks --data_dir=data/demo`), or the community's published benchmarks as
+KIND:PATH (KIND: swuggy, sblimp, ssc, tsc; their folders or Hugging Face parquet exports, scored by
+their own protocols: lst_jax.eval.community), prints a table and writes
 <workdir>/eval/<step>.json (and the per-item scores to <step>.scores.jsonl).
 --listen=N adds automatic listening: text-to-speech WER on N held-out transcripts
 and the vocoder's ceiling WER (lst_jax.eval.listening).
@@ -21,7 +23,8 @@ from lst_jax.eval import evaluate
 _CONFIG = cli.config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (checkpoints/, data_provenance.json).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
-_BENCHMARKS = flags.DEFINE_list("benchmarks", None, "Benchmark JSONL files or directories "
+_BENCHMARKS = flags.DEFINE_list("benchmarks", None, "Benchmark JSONL files or directories, or published "
+                                "benchmarks as KIND:PATH with KIND swuggy, sblimp, ssc or tsc "
                                 "(default: <data dir>/benchmarks/).")
 _DIRECTIONS = flags.DEFINE_list("directions", None, "Only these directions (default: all a benchmark gives).")
 _OUTPUT = flags.DEFINE_string("output", None, "Result file (default: <workdir>/eval/<step>.json).")

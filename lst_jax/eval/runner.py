@@ -33,11 +33,21 @@ from lst_jax.data import datasets, records
 from lst_jax.data.manifest import Manifest
 from lst_jax.data.shards import Shards
 from lst_jax.eval import benchmark_files as bench_lib
-from lst_jax.eval import scoring, stats
+from lst_jax.eval import community, scoring, stats
 from lst_jax.eval.benchmark_files import SPEECH, TEXT, Benchmark, BenchmarkError, Segment
 
 BENCHMARK_DIR = "benchmarks"   # <data dir>/benchmarks/*.jsonl: the default benchmark set
 LN2 = math.log(2.0)
+
+
+def find_benchmarks(specs: Sequence[str]) -> list[str]:
+  """JSONL files and folders expanded (benchmark_files.find_benchmarks); KIND:PATH specs of published
+  benchmarks (lst_jax.eval.community) kept as they are."""
+  out = []
+  for spec in specs:
+    kind, _ = community.parse_spec(spec)
+    out += [spec] if kind else bench_lib.find_benchmarks([spec])
+  return out
 
 
 def default_paths(manifest: Manifest) -> list[str]:
@@ -68,12 +78,12 @@ class Converter:
   def __init__(self, manifest: Manifest, vocab: vocab_lib.Vocab):
     self.manifest, self.vocab = manifest, vocab
     self._sp = None
-    self._codebook = None
+    self._quantizer = None
 
   def text(self, seg: Segment, where: str) -> np.ndarray:
     if seg.text_ids is not None:
       ids = np.asarray(seg.text_ids, np.int32)
-      if ids.max() >= self.vocab.text_size:
+      if ids.size and ids.max() >= self.vocab.text_size:
         raise BenchmarkError(f"{where}: text id {int(ids.max())} outside the tokenizer's "
                              f"[0, {self.vocab.text_size})")
       return self.vocab.text(ids)
@@ -90,27 +100,28 @@ class Converter:
   def speech(self, seg: Segment, where: str) -> np.ndarray:
     if seg.units is not None:
       units = np.asarray(seg.units, np.int32)
-      if units.max() >= self.vocab.num_units:
+      if units.size and units.max() >= self.vocab.num_units:
         raise BenchmarkError(f"{where}: unit {int(units.max())} outside the codebook's [0, {self.vocab.num_units})")
       return self.vocab.units(units)
     return self.vocab.units(self.quantize(seg.audio, where))
 
   def quantize(self, path: str, where: str) -> np.ndarray:
-    """Audio file -> unit ids with the dataset's feature settings and codebook."""
-    from lst_jax.data import audio as audio_lib, codebook as codebook_lib, features as features_lib
-    units = self.manifest.units
-    if "codebook" not in units or "features" not in units:
-      raise BenchmarkError(f"{where}: audio needs the dataset's quantizer, but the checkpoint's units come from "
-                           f"{units.get('source', 'elsewhere')} ({units.get('format', 'no codebook')}); give "
-                           f"units instead")
-    if self._codebook is None:
-      self._codebook = codebook_lib.load(self.manifest.dir.split(",")[0].strip())
+    """Audio file -> unit ids with the dataset's own quantizer (built-in log-mel k-means, or HuBERT)."""
+    from lst_jax.data import audio as audio_lib, quantizers
+    from lst_jax.data.manifest import DataError
+    if self._quantizer is None:
+      try:
+        self._quantizer = quantizers.for_manifest(self.manifest)
+      except (DataError, ValueError, OSError) as e:
+        raise BenchmarkError(f"{where}: audio needs the dataset's quantizer, but {e}; give units instead") from None
     try:
       wave = audio_lib.load_audio(path)
     except audio_lib.AudioError as e:
       raise BenchmarkError(f"{where}: {e}") from None
-    feats = features_lib.logmel(wave, audio_lib.TARGET_RATE, units["features"])
-    return codebook_lib.quantize(feats, self._codebook)
+    try:
+      return self._quantizer.units(wave, audio_lib.TARGET_RATE)
+    except (DataError, ValueError) as e:
+      raise BenchmarkError(f"{where}: {e}") from None
 
 
 @dataclasses.dataclass
@@ -200,14 +211,15 @@ class BenchmarkRunner:
     self.scorer = scoring.Scorer(graphdef, param_shardings, vocab, mesh, max_tokens=max_tokens,
                                  max_patches=max_patches, patch_size=patch_size, batch_size=batch_size)
     self.unit_rate = manifest.unit_rate
-    self.paths = list(default_paths(manifest) if paths is None else bench_lib.find_benchmarks(paths))
+    self.paths = list(default_paths(manifest) if paths is None else find_benchmarks(paths))
     provenance = provenance or run_provenance(manifest)
     conv = Converter(manifest, vocab)
     seqs = _Sequences()
     self.tasks: list[_Task] = []
     self.benchmarks: list[Benchmark] = []
     for path in self.paths:
-      bench = bench_lib.load_benchmark(path)
+      kind, where = community.parse_spec(path)
+      bench = community.load(kind, where) if kind else bench_lib.load_benchmark(path)
       if max_items is not None:   # e.g. a quicker evaluation during training: the first items only
         bench = dataclasses.replace(bench, items=bench.items[:max_items])
       same = [b.path for b in self.benchmarks if b.name == bench.name]
@@ -250,13 +262,15 @@ class BenchmarkRunner:
       n = len(task.labels)
       acc_sum, credit_sum = stats.accuracy(s_sum, task.labels)
       acc_mean, credit_mean = stats.accuracy(s_mean, task.labels)
-      out["benchmarks"].setdefault(task.benchmark, {})[task.direction] = {
+      bench = next(b for b in self.benchmarks if b.name == task.benchmark)
+      out["benchmarks"].setdefault(task.benchmark, {})[task.direction] = r = {
           "n": n, "acc_sum": acc_sum, "ci_sum": list(stats.wilson_interval(acc_sum, n)),
           "acc_mean": acc_mean, "ci_mean": list(stats.wilson_interval(acc_mean, n)),
           "chance": stats.chance([len(r) for r in task.index]),
           "truncated_prompts": task.truncated_prompts, "candidate_tokens": task.candidate_tokens}
+      if "protocol" in bench.header:   # a published benchmark: its own score beside ours
+        r.update(community.protocol_result(bench.header["protocol"], bench.items, credit_sum, credit_mean))
       if with_scores:
-        bench = next(b for b in self.benchmarks if b.name == task.benchmark)
         for item, ss, sm, cs, cm in zip(bench.items, s_sum, s_mean, credit_sum, credit_mean):
           scores_out.append({"benchmark": task.benchmark, "direction": task.direction, "id": item.id,
                              "label": item.label, "sum": [float(v) for v in ss], "mean": [float(v) for v in sm],
@@ -315,8 +329,11 @@ def flat_metrics(result: dict) -> dict:
   out = {}
   for name, dirs in result.get("benchmarks", {}).items():
     for d, r in dirs.items():
-      for k in ("acc_sum", "acc_mean"):
-        out[f"bench/{name}/{d}/{k}"] = float(r[k])
+      for k in ("acc_sum", "acc_mean", "score"):
+        if k in r:
+          out[f"bench/{name}/{d}/{k}"] = float(r[k])
+      for sub, v in r.get("subsets", {}).items():
+        out[f"bench/{name}/{d}/score_{sub}"] = float(v["score"])
   for k, v in result.get("heldout", {}).items():
     out[f"heldout/{k}"] = float(v)
   return out
@@ -337,6 +354,13 @@ def format_table(result: dict) -> str:
                    f"{cell(r['acc_mean'], r['ci_mean']):<25} {r['chance']:>6.3f}{note}")
   if len(lines) == 1:
     lines.append("(no benchmarks)")
+  for name, dirs in result.get("benchmarks", {}).items():   # published benchmarks: their own protocol
+    for d, r in dirs.items():
+      if "protocol" in r:
+        subs = "".join(f"; {k} {v['score']:.3f} ({v['n']})" for k, v in r.get("subsets", {}).items())
+        lines.append(f"{name} {d}: {r['score']:.3f} over {r['score_n']} "
+                     f"{'pairs' if r['protocol']['pooling'] == 'pair over voices' else 'items'}{subs}  "
+                     f"[{community.Protocol(**r['protocol']).describe()}]")
   h = result.get("heldout")
   if h:
     parts = []

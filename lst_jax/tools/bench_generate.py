@@ -1,12 +1,16 @@
 """`make bench-generate`: decoding speed, measured in one run (ratios, not timed tests).
 
-  python -m lst_jax.tools.bench_generate [--seconds=10] [--uncached_seconds=30]
+  python -m lst_jax.tools.bench_generate [--sizes=demo,20m] [--seconds=10] [--uncached_seconds=30]
 
-Randomly initialized demo-shaped models (global 4 x 256; the LST's local 128),
-fp32, greedy, speech only (EOS and mode switches forbidden, so every row
-generates exactly its length). Prints and writes runs/bench_generate.json:
+Randomly initialized preset-shaped models (demo: global 4 x 256, the LST's local
+1 + 2 layers x 128; 20m: global 12 x 384, local 1 + 4 layers x 192), fp32, greedy,
+speech only (EOS and mode switches forbidden, so every row generates exactly its
+length). Prints and writes runs/bench_generate.json:
   - speech seconds generated per second of wall time, LST vs the baseline with
-    the same global model, at batch 1 and 16 (target: LST >= 2x);
+    the same global model, at batch 1 and 16, per size (target: LST >= 2x). Per
+    token the baseline runs its global model, the LST a quarter of it plus its
+    local modules, so the ratio grows with the global model's share (FLOPs per
+    token: ~2.1x at demo, ~2.7x at 20m, ~2.9x at the paper's 1B);
   - cached vs uncached decoding of `uncached_seconds` of speech at batch 1 (the
     uncached decoder runs a from-scratch forward of the whole sequence for every
     token; target >= 10x).
@@ -25,17 +29,18 @@ from absl import app, flags
 from lst_jax import presets, vocab as vocab_lib
 
 UNIT_RATE = 25.0
+_SIZES = flags.DEFINE_list("sizes", ["demo", "20m"], "Preset sizes to compare (lst_jax.presets).")
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Speech per row for the throughput comparison.")
 _UNCACHED = flags.DEFINE_float("uncached_seconds", 30.0, "Speech for the cached-vs-uncached comparison.")
 _OUT = flags.DEFINE_string("out", "runs/bench_generate.json", "Result file.")
 
 
-def models(vocab: vocab_lib.Vocab):
+def models(vocab: vocab_lib.Vocab, size: str = "demo"):
   from lst_jax import config as config_lib
   from lst_jax.model.factory import build_model
   out = {}
   for kind in ("lst", "baseline"):
-    c = presets.experiment(kind, "demo", "same_rows")
+    c = presets.experiment(kind, size, "same_rows")
     c.model.dtype = "float32"
     exp = config_lib.parse(c, vocab_size=vocab.size)
     out[kind] = (build_model(exp.model, seed=0), exp.data.patching.patch_size)
@@ -73,23 +78,24 @@ def main(argv):
   del argv
   from lst_jax.decode import generate as gen
   vocab = vocab_lib.Vocab(text_size=1000, num_units=500)
-  built = models(vocab)
   units = int(_SECONDS.value * UNIT_RATE)
   result = {"seconds": _SECONDS.value, "throughput": {}}
-  decoders = {kind: gen.Decoder(m, vocab, p) for kind, (m, p) in built.items()}
-  for batch in (1, 16):
-    row = {kind: speech_per_second(d, vocab, batch, units) for kind, d in decoders.items()}
-    row["lst_over_baseline"] = row["lst"] / row["baseline"]
-    result["throughput"][f"batch_{batch}"] = row
-    print(f"batch {batch:2d}: speech seconds per second: LST {row['lst']:.2f}, baseline {row['baseline']:.2f} "
-          f"-> {row['lst_over_baseline']:.2f}x", flush=True)
+  for size in _SIZES.value:
+    built = models(vocab, size)
+    decoders = {kind: gen.Decoder(m, vocab, p) for kind, (m, p) in built.items()}
+    for batch in (1, 16):
+      row = {kind: speech_per_second(d, vocab, batch, units) for kind, d in decoders.items()}
+      row["lst_over_baseline"] = row["lst"] / row["baseline"]
+      result["throughput"][f"{size}_batch_{batch}"] = row
+      print(f"{size} batch {batch:2d}: speech seconds per second: LST {row['lst']:.2f}, baseline "
+            f"{row['baseline']:.2f} -> {row['lst_over_baseline']:.2f}x", flush=True)
+  model, p = models(vocab, "demo")["lst"]
   long_units = int(_UNCACHED.value * UNIT_RATE)
-  model, p = built["lst"]
-  cached = long_units / UNIT_RATE / speech_per_second(decoders["lst"], vocab, 1, long_units)
+  cached = long_units / UNIT_RATE / speech_per_second(gen.Decoder(model, vocab, p), vocab, 1, long_units)
   uncached = uncached_seconds(model, vocab, p, long_units)
   result["cached_vs_uncached"] = {"speech_seconds": _UNCACHED.value, "cached_s": cached, "uncached_s": uncached,
                                   "speedup": uncached / cached}
-  print(f"LST, {_UNCACHED.value:.0f} s of speech at batch 1: cached {cached:.1f} s, uncached {uncached:.1f} s "
+  print(f"demo LST, {_UNCACHED.value:.0f} s of speech at batch 1: cached {cached:.1f} s, uncached {uncached:.1f} s "
         f"-> {uncached / cached:.1f}x", flush=True)
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   with open(_OUT.value, "w") as f:

@@ -1,0 +1,203 @@
+"""Exports a run's checkpoint as a directory that loads without the run (make-free, one command).
+
+  python -m lst_jax.export --config=experiments/X.py --workdir=runs/X --out=DIR
+      [--step=N] [--format=lst_jax|hf_llama] [--overwrite] [--config.KEY=VALUE ...]
+
+--format=lst_jax (any model; load with `lst_jax.load_pretrained(DIR)`):
+  model.safetensors, config.json (lst_jax.pretrained), tokenizer.model (the dataset's
+  SentencePiece model), units.json (the manifest's unit provenance) and the files it names
+  (codebook, feature statistics), README.md (a model card).
+--format=hf_llama (the baseline only; load with transformers' LlamaForCausalLM):
+  config.json, generation_config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
+  special_tokens_map.json (lst_jax.hf_llama), sentencepiece.model, units.json, lst_vocab.json
+  (our id layout and provenance), README.md.
+The directory is written beside DIR and moved into place whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+from absl import app, flags, logging
+
+from lst_jax import cli
+
+FORMATS = ("lst_jax", "hf_llama")
+UNITS = "units.json"
+SP_MODEL = "tokenizer.model"
+UNIT_FILES = ("codebook", "feature_stats")   # manifest "units" keys that name files of the dataset
+
+def export(config, workdir: str, out: str, step: int | None = None, fmt: str = "lst_jax",
+           overwrite: bool = False, log=print) -> dict:
+  """Writes <out> from <workdir>'s checkpoint `step` (default latest); returns config.json's dict."""
+  import jax
+
+  from lst_jax import config as config_lib
+  from lst_jax import hf_llama, pretrained
+  from lst_jax.config import ConfigError
+  from lst_jax.data.manifest import DataError
+  from lst_jax.eval.evaluate import restore
+
+  if fmt not in FORMATS:
+    raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
+  if fmt == "hf_llama":   # refuse before the (slow) restore
+    hf_llama.check_llama(config_lib.parse(config).model)
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise DataError(f"{out!r} exists and is not a directory")
+  if os.path.isdir(out) and os.listdir(out) and not overwrite:
+    raise DataError(f"{out!r} exists and is not empty; pass --overwrite to replace it")
+  exp, manifest, vocab, _, _, params, step = restore(config, workdir, step)
+  tensors = pretrained.flatten_params(params)
+  if jax.process_index() != 0:   # restoring is collective, writing is the lead process's
+    return {}
+  sp_model = _dataset_file(manifest, manifest.raw["tokenizer"], "path", "sha256")
+  training = {"step": step, "planned_steps": exp.train.steps, "workdir": os.path.abspath(workdir),
+              "data_dir": manifest.dir, "dataset": manifest.name,
+              "speech_hours": round(manifest.splits["train"].speech_hours, 3) if "train" in manifest.splits
+                              else None,
+              "experiment": config_lib.to_dict(exp)}
+  described = {"vocab": pretrained.vocab_layout(vocab),
+               "tokenizer": {**manifest.raw["tokenizer"],
+                             "file": None if not sp_model else SP_MODEL if fmt == "lst_jax" else hf_llama.SP_COPY},
+               "units": {**manifest.raw["units"], "file": UNITS},
+               "patching": {"strategy": exp.data.patching.strategy, "patch_size": exp.data.patching.patch_size,
+                            "max_patch_len": exp.data.patching.max_patch_len,
+                            "inference": f"static: a speech patch every {exp.data.patching.patch_size} units, "
+                                         "every other token a patch of one"},
+               "context": {"max_tokens": exp.data.max_tokens, "max_patches": exp.data.max_patches},
+               "training": training}
+  tmp = out.rstrip("/") + ".export-tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    if fmt == "lst_jax":
+      config_json = pretrained.save_pretrained(tmp, exp.model, tensors, vocab, described)
+    else:
+      hf_llama.save_hf_llama(tmp, exp.model, tensors, vocab, exp.data.max_tokens, sp_model)
+      config_json = {"format": "hf_llama", "model": dataclasses.asdict(exp.model), **described,
+                     "token_names": {"specials": list(hf_llama.SPECIAL_NAMES), "text_mode": hf_llama.TEXT_MODE,
+                                     "speech_mode": hf_llama.SPEECH_MODE, "unit": hf_llama.UNIT_FORMAT.format("u"),
+                                     "text": "the SentencePiece piece of id - text_offset"}}
+      with open(os.path.join(tmp, "lst_vocab.json"), "w") as f:
+        json.dump(config_json, f, indent=2)
+    if sp_model:
+      shutil.copyfile(sp_model, os.path.join(tmp, described["tokenizer"]["file"]))
+    _write_units(tmp, manifest)
+    with open(os.path.join(tmp, "README.md"), "w") as f:
+      f.write(model_card(fmt, exp, vocab, described, sum(t.size for t in tensors.values()), bool(sp_model)))
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  log(f"exported {exp.model.kind} step {step} of {workdir} as {fmt} to {out} "
+      f"({sum(t.size for t in tensors.values()):,} parameters)")
+  return config_json
+
+
+def _dataset_file(manifest, entry: dict, key: str, sha_key: str) -> str | None:
+  """The dataset file `entry[key]` names (checked against its sha256), or None if it has none."""
+  from lst_jax.data.manifest import DataError, sha256_file
+  name = entry.get(key)
+  path = os.path.join(manifest.dir.split(",")[0], name) if name else None
+  if path is None or not os.path.isfile(path):
+    return None
+  if entry.get(sha_key) and sha256_file(path) != entry[sha_key]:
+    raise DataError(f"{path} changed since the dataset was built (its sha256 differs from the manifest's)")
+  return path
+
+
+def _write_units(directory: str, manifest) -> None:
+  """units.json: the manifest's "units" entry as is, plus copies of the files it names."""
+  units = manifest.raw["units"]
+  with open(os.path.join(directory, UNITS), "w") as f:
+    json.dump(units, f, indent=2, sort_keys=True)
+  for key in UNIT_FILES:
+    path = _dataset_file(manifest, units, key, f"{key}_sha256")
+    if path:
+      shutil.copyfile(path, os.path.join(directory, os.path.basename(units[key])))
+
+
+def model_card(fmt: str, exp, vocab, described: dict, num_params: int, has_tokenizer: bool) -> str:
+  """README.md of the export: what it is, how it was trained, how to load it, what ids mean."""
+  m, t, u = exp.model, described["training"], described["units"]
+  what = ("the Latent Speech-Text Transformer (LST), in which a local encoder pools tokens into patches, a "
+          "global transformer runs over the patches and a local decoder predicts the next token"
+          if m.kind == "lst" else "the baseline, one decoder-only transformer over the interleaved "
+          "speech-text tokens (a Llama architecture)")
+  lines = [f"# lst-jax {m.kind} ({num_params / 1e6:.2f}M parameters)", "",
+           f"A speech-text language model trained with lst-jax: {what}.", "",
+           "## Training", "",
+           f"- checkpoint step {t['step']} of {t['planned_steps']} planned, run `{t['workdir']}`",
+           f"- data: `{t['data_dir']}` (dataset {t['dataset']!r}"
+           + (f", {t['speech_hours']} h of speech" if t["speech_hours"] else "") + ")",
+           f"- model: d={m.d_global}, {m.global_layers} layers, {m.global_heads} heads, rope theta {m.rope_theta:g}"
+           + (f"; local d={m.d_local}, {m.encoder_layers} encoder / {m.decoder_layers} decoder layers, "
+              f"patch size {exp.data.patching.patch_size} ({exp.data.patching.strategy} patching)"
+              if m.kind == "lst" else ""),
+           f"- context: {exp.data.max_tokens} tokens per row", "",
+           "## Vocabulary", "",
+           f"{vocab.size} ids: 0 pad, 1 bos, 2 eos; text pieces at 3 + SentencePiece id "
+           f"({vocab.text_size} pieces); {vocab.text_mode} opens a text span, {vocab.speech_mode} a speech "
+           f"span; speech unit u is {vocab.unit_offset} + u ({vocab.num_units} units). A document is "
+           "`bos <mode> tokens... [<mode> tokens...] eos`; text words are encoded one at a time as \"▁word\".",
+           "", f"Units: {u.get('quantizer', u.get('source', '?'))}, {u.get('frame_rate')} Hz, "
+           f"{u.get('num_units')} units; provenance in `{UNITS}`.", ""]
+  if not has_tokenizer:
+    lines += ["The dataset had no SentencePiece model, so none is included: text ids cannot be turned "
+              "into text here.", ""]
+  lines += ["## Loading", ""]
+  if fmt == "lst_jax":
+    lines += ["```python", "import lst_jax", "model = lst_jax.load_pretrained(\"DIR\")   # a flax.nnx module",
+              "from lst_jax.pretrained import read_config", "cfg, vocab, config = read_config(\"DIR\")",
+              "# logits [B, T, V] = model(batch): a packed batch as lst_jax.data.packing builds it, e.g. one",
+              "# document per row with lst_jax.decode.rows.document_row(tokens, vocab, patch_size, T, P)",
+              "```", "",
+              "Weights: `model.safetensors`, fp32, named by parameter path; scanned stacks keep their "
+              "layers on a leading axis (see `config.json` \"weights\")."]
+  else:
+    lines += ["```python", "from transformers import AutoTokenizer, LlamaForCausalLM",
+              "model = LlamaForCausalLM.from_pretrained(\"DIR\")",
+              "tok = AutoTokenizer.from_pretrained(\"DIR\")",
+              "ids = tok(\"<text> in the beginning\", return_tensors=\"pt\").input_ids   # bos added",
+              "out = model.generate(ids, max_new_tokens=20)", "```", "",
+              "Exactly our baseline's weights as a LlamaForCausalLM (fp32; its logits match lst-jax's within "
+              "1e-4). Tokens: `<pad>` `<bos>` `<eos>`, the SentencePiece pieces, `<text>`, `<speech>`, and "
+              "`<unit_0>` ... for the speech units; write speech as `<speech><unit_12><unit_7>...`. The "
+              "original SentencePiece model is `sentencepiece.model`; the id layout is in `lst_vocab.json`.",
+              "It loads wherever a Llama checkpoint does (transformers `generate`, lm-eval-harness's `hf` "
+              "model, vLLM); only transformers is tested by lst-jax. It was trained on documents of at most "
+              "the context above, each `<bos> <text> ...` or `<bos> <speech> ...`: start a text prompt "
+              "with `<text>` (the tokenizer adds `<bos>`)."]
+  return "\n".join(lines) + "\n"
+
+
+def define_flags():
+  """Flags of the command line only (importing this module for `export` defines none)."""
+  config = cli.config_flag()
+  flags.DEFINE_string("workdir", None, "The trained run's directory (checkpoints/).")
+  flags.DEFINE_string("out", None, "The directory to write.")
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+  flags.DEFINE_enum("format", "lst_jax", FORMATS, "lst_jax (any model) or hf_llama (the baseline).")
+  flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")
+  flags.mark_flags_as_required(["workdir", "out"])
+  return config
+
+
+def main(argv, config):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.ERROR)
+  from lst_jax.pretrained import PretrainedError
+  f = flags.FLAGS
+  try:
+    export(config.value, f.workdir, f.out, f.step, f.format, f.overwrite)
+  except PretrainedError as e:
+    cli.fail(str(e))
+
+
+if __name__ == "__main__":
+  _config = define_flags()
+  cli.run(lambda argv: main(argv, _config))
