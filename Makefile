@@ -86,10 +86,10 @@ generate: setup
 	  $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
 test: setup
-	$(PY) -m pytest -q -n 2 --durations=10 tests
+	$(PY) -m pytest -q -n 2 --dist=worksteal --durations=10 tests
 
 test-fast: setup
-	$(PY) -m pytest -q -n 2 --durations=5 -m "not slow" tests
+	$(PY) -m pytest -q -n 2 --dist=worksteal --durations=5 -m "not slow" tests
 
 # Model throughput: FLOP/s vs matmul peak, LST vs baseline per second of speech, reference config.
 bench: setup
