@@ -1,10 +1,13 @@
-"""Test setup: 8 fake CPU devices (set before jax is imported), a small random
+"""Test setup: 8 fake CPU devices and cheap compiles (set before jax is imported), a small random
 dataset in the real on-disk format, and a tiny experiment config."""
 
 import os
 
+# XLA's backend optimizations off: the suite is dominated by compiling small programs, and this
+# takes ~40% off its time (measured on test_train + test_sharding: 200 s -> 123 s); values stay
+# within every tolerance the tests use.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+                           " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent compilation cache for this test run (both xdist workers and the runs
 # tests start as subprocesses inherit it): the same small programs compile once.
