@@ -121,7 +121,7 @@ class Listener:
     results = gen.generate(self.decoder, requests, self.sampling, self.seed, slots=slots)
     log(f"{task}: {len(items)} prompts generated in {time.time() - t0:.1f} s")
     samples, scores = [], {}
-    refs, hyps, ceiling_refs, ceiling_hyps = [], [], [], []
+    refs, hyps, ceiling_hyps = [], [], []   # t2s: the ceiling is scored against the same references
     for i, (it, g) in enumerate(zip(items, results)):
       s = {"id": f"{task}_{i}", "task": task, "source": it["source"], "stop": g.stop, "rate": self.audio_rate,
            "prompt_text": it.get("prompt_text")}
@@ -135,7 +135,6 @@ class Listener:
         if task == "t2s":
           refs.append(it["prompt_text"])
           hyps.append(s["asr"])
-          ceiling_refs.append(it["prompt_text"])
           ceiling_hyps.append(self.recognizer.transcribe(self.voice(it["reference_units"]), self.audio_rate))
       else:
         s["text"] = self.sp.decode([t - vocab_lib.NUM_SPECIAL for t in g.tokens if vocab.is_text(t)])
@@ -145,8 +144,8 @@ class Listener:
       samples.append(s)
     if refs:
       scores[f"{task}_wer"] = asr.wer(refs, hyps)
-    if ceiling_refs:
-      scores["vocoder_ceiling_wer"] = asr.wer(ceiling_refs, ceiling_hyps)
+    if ceiling_hyps:
+      scores["vocoder_ceiling_wer"] = asr.wer(refs, ceiling_hyps)
     return samples, scores
 
 
