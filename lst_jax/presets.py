@@ -13,6 +13,16 @@ defaults (so every key stays settable from the command line). Sizes:
   1b     global 25 x 2048, encoder 1 x 1024, decoder 9 x 1024 (the paper's headline).
   7b     global 32 x 4096, local 2048 (our Llama-7B-like choice).
 
+Every size names the hardware it is meant for (`Size.hardware`: device kind, memory per
+device, device count; the mesh is data = devices / fsdp, fsdp, tensor 1), and
+tests/test_presets.py holds lst_jax.memory's estimate of its train step within 75% of
+that memory, for both members:
+  CPU sizes (demo, tiny, study_*, 20m)  this 2-core CPU machine, 24 GiB, one device.
+  420m  one 8 x H100 80 GB node, fsdp 8 (all-gathers stay on NVLink); 2 micro-batches
+        of 4 rows per device (each of the LST's 12,288-token rows keeps ~8 GiB of activations).
+  1b    four such nodes, 32 H100s, fsdp 8 within each node: 4 rows per device in one pass.
+  7b    64 H100s, fsdp 64 (state, moments and gradients 2.1 GiB per device; 17 at fsdp 8), 2 micro-batches.
+
 Pairings (paper.md sec. 5), LST vs the baseline (the LST's global transformer over tokens):
   compute_matched  the paper's: same steps, rows and global positions per step: the
                    baseline's tokens per row = the LST's patches per row; the LST's
@@ -48,6 +58,20 @@ PAIR_EXPERIMENTS = {"compute_matched": {"lst": "lst_compute_matched", "baseline"
 
 
 @dataclasses.dataclass(frozen=True)
+class Hardware:
+  """What a size is meant to train on: lst_jax.memory sizes the step against it."""
+  device: str
+  memory_bytes: int       # per device
+  devices: int
+  why: str = ""
+
+
+GB = 10 ** 9
+CPU_MACHINE = Hardware("this 2-core CPU machine", 24 * 2 ** 30, 1, "where the tests and demos run")
+H100 = "NVIDIA H100 SXM 80 GB"
+
+
+@dataclasses.dataclass(frozen=True)
 class Size:
   # Global latent transformer (the baseline's whole body).
   d_global: int
@@ -79,6 +103,12 @@ class Size:
   # Accelerator-sized: remat, XLA/cuDNN attention, scanned layers, FSDP.
   accelerator: bool = True
   fsdp: int = 1
+  grad_accum: int = 1                    # micro-batches per step (train.grad_accum_steps)
+  hardware: Hardware = CPU_MACHINE
+
+  def mesh_shape(self) -> tuple[int, int, int]:
+    """(data, fsdp, tensor) on its hardware: every device left over goes to data."""
+    return self.hardware.devices // self.fsdp, self.fsdp, 1
 
 
 # The LST-vs-baseline study (make reproduce) on the study corpus: local width half the global and
@@ -106,11 +136,14 @@ SIZES = {
     "study_m": Size(d_global=192, global_layers=6, global_heads=3, d_local=96, local_heads=3, **_STUDY),
     "study_l": Size(d_global=256, global_layers=8, global_heads=4, d_local=128, local_heads=4, **_STUDY),
     "420m": Size(d_global=1280, global_layers=18, global_heads=10, d_local=768, local_heads=12, encoder_layers=7,
-                 decoder_layers=7, rows=64, positions=4096, steps=200_000, warmup=2000, fsdp=8),
+                 decoder_layers=7, rows=64, positions=4096, steps=200_000, warmup=2000, fsdp=8, grad_accum=2,
+                 hardware=Hardware(H100, 80 * GB, 8, "one node; the LST needs 2 micro-batches of 4 rows")),
     "1b": Size(d_global=2048, global_layers=25, global_heads=16, d_local=1024, local_heads=16, encoder_layers=1,
-               decoder_layers=9, rows=128, positions=4096, steps=200_000, warmup=2000, fsdp=8),
+               decoder_layers=9, rows=128, positions=4096, steps=200_000, warmup=2000, fsdp=8,
+               hardware=Hardware(H100, 80 * GB, 32, "four nodes, fsdp within each: 4 rows per device")),
     "7b": Size(d_global=4096, global_layers=32, global_heads=32, d_local=2048, local_heads=16, encoder_layers=1,
-               decoder_layers=9, rows=256, positions=4096, steps=200_000, warmup=2000, fsdp=64),
+               decoder_layers=9, rows=256, positions=4096, steps=200_000, warmup=2000, fsdp=64, grad_accum=2,
+               hardware=Hardware(H100, 80 * GB, 64, "fsdp over the pod; 2 micro-batches of 2 rows")),
 }
 
 
@@ -148,7 +181,7 @@ def experiment(kind: str, size: str = "1b", pairing: str = "compute_matched") ->
   c.optim.update(learning_rate=s.learning_rate, warmup_steps=s.warmup, final_lr_fraction=s.final_lr_fraction,
                  b1=0.9, b2=0.95, weight_decay=0.1, clip_norm=1.0)
   c.train.update(steps=s.steps, log_every=s.log_every, checkpoint_every=s.checkpoint_every, keep_checkpoints=3,
-                 eval_every=s.eval_every, eval_batches=s.eval_batches, seed=0)
+                 eval_every=s.eval_every, eval_batches=s.eval_batches, seed=0, grad_accum_steps=s.grad_accum)
   c.mesh.update(data=-1, fsdp=s.fsdp, tensor=1)
   return c
 

@@ -75,4 +75,30 @@ def test_cli_reexecs_on_fake_devices():
   assert out.returncode == 0, out.stderr[-2000:]
   assert "train FLOPs per step" in out.stdout
   assert "mesh {'data': 1, 'fsdp': 4, 'tensor': 1}" in out.stdout and "memory per device" in out.stdout
+  # The memory model beside XLA's figure, on the compile mesh, with its share of the preset's device.
+  assert "memory model per device on mesh (data, fsdp, tensor) = (1, 4, 1)" in out.stdout
+  assert "the memory model says" in out.stdout and "of a device of the preset's hardware, this 2-core CPU machine" in out.stdout
   assert "0.00M" not in out.stdout.split("total")[0]   # every module has parameters
+
+
+def test_nocompile_prints_the_memory_model_on_the_presets_hardware():
+  """--nocompile: the analytic memory figure alone, on the preset's hardware (the 1B: 32 H100s,
+  fsdp 8), with its share of a device's memory."""
+  out = subprocess.run(
+      [sys.executable, "-m", "lst_jax.tools.inspect", f"--config={REPO}/experiments/lst_compute_matched.py:1b",
+       "--nocompile"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  line = next(x for x in out.stdout.splitlines() if x.startswith("memory model per device"))
+  assert "(4, 8, 1)" in line and "params 0.70" in line and "4 rows per device per micro-batch x 1" in line
+  assert ("of a device of the preset's hardware, NVIDIA H100 SXM 80 GB (74.5 GiB per device, 32 devices; "
+          "budget 75%)") in out.stdout
+  assert "memory per device:" not in out.stdout   # no compile
+
+
+def test_memory_report_without_a_preset():
+  exp = config_lib.parse(preset("lst_1b"), inspect.DEFAULT_VOCAB.size)
+  from lst_jax import memory
+  text = inspect.memory_report(memory.estimate(exp, (4, 8, 1)), None)
+  assert text.startswith("memory model per device on mesh (data, fsdp, tensor) = (4, 8, 1): ") and "preset" not in text
+  assert inspect.preset_hardware(preset("lst_1b")).devices == 32
+  assert inspect.preset_hardware(config_lib.defaults()) is None

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from lst_jax import config as config_lib
+from lst_jax import memory
 from lst_jax import presets
 from lst_jax.tools import compare
 
@@ -93,3 +94,22 @@ def test_compare_table_reads_the_runs_records():
   assert lst["flops"] == 2e12 and lst["speech_bits_per_second"] == pytest.approx(25 / 0.6931471805599453)
   table = compare.format_table("compute_matched", "tiny", {"lst": lst, "baseline": base})
   assert "2.000e+12" in table and "1.000e+12" in table and "4.328" in table  # 3 nats = 4.328 bits
+
+
+@pytest.mark.parametrize("size", list(presets.SIZES))
+def test_every_size_fits_its_hardware(size):
+  """Each size names its hardware, and lst_jax.memory's estimate of both members' train step on
+  it (the paper's 32,506-entry vocabulary, the preset's remat, attention and micro-batches)
+  stays within 75% of a device's memory."""
+  s = presets.SIZES[size]
+  hw = s.hardware
+  assert hw.device and hw.memory_bytes > 0 and hw.devices >= 1 and hw.devices % s.fsdp == 0
+  if not s.accelerator:
+    assert (hw.device, hw.memory_bytes, hw.devices) == ("this 2-core CPU machine", 24 * 2 ** 30, 1)
+  for kind in ("lst", "baseline"):
+    exp = config_lib.parse(presets.experiment(kind, size), VOCAB)
+    assert exp.train.grad_accum_steps == s.grad_accum
+    rows = exp.data.batch_size // (s.mesh_shape()[0] * s.mesh_shape()[1])
+    assert rows * s.mesh_shape()[0] * s.mesh_shape()[1] == exp.data.batch_size and rows % s.grad_accum == 0
+    est = memory.estimate(exp, s.mesh_shape())
+    assert est.fraction(hw.memory_bytes) <= 0.75, (kind, est.describe())

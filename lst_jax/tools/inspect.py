@@ -6,8 +6,12 @@
 1. Parameters per module, from an abstract model (nnx.eval_shape: nothing allocated).
 2. Forward and train FLOPs per step per module (lst_jax.flops; train = 3 x forward):
    mask-aware, as lst_jax.model executes them, and as a dense implementation would.
-3. Memory per device of the train step, compiled ahead of time on the mesh for
-   abstract sharded arguments (jit(...).lower(...).compile().memory_analysis()).
+3. Memory per device of the train step from the analytic model (lst_jax.memory:
+   parameters, optimizer state, gradients, batch, saved activations under the remat
+   policy, the largest transient), as a fraction of the memory of the hardware the
+   preset is meant for (lst_jax.presets.Size.hardware); then, unless --nocompile, beside
+   XLA's own figure: the train step compiled ahead of time on the mesh for abstract
+   sharded arguments (jit(...).lower(...).compile().memory_analysis()).
 
 --devices=N compiles for N devices: when jax sees another count, the tool re-runs
 itself on N fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=N,
@@ -34,6 +38,8 @@ from flax import nnx
 from lst_jax import cli
 from lst_jax import config as config_lib
 from lst_jax import flops as flops_lib
+from lst_jax import memory as memory_lib
+from lst_jax import presets
 from lst_jax import sharding
 from lst_jax import vocab as vocab_lib
 from lst_jax.config import ModelConfig
@@ -83,7 +89,7 @@ def abstract_batch(rows: int, tokens: int, patches: int, batch_sharding=None) ->
 
 def lower_train_step(exp: config_lib.Experiment, vocab: vocab_lib.Vocab, mesh):
   """The experiment's jitted train step lowered for abstract sharded state and batch."""
-  run = step_lib.setup(exp.model, exp.optim, vocab, mesh, exp.train.seed)
+  run = step_lib.setup(exp.model, exp.optim, vocab, mesh, exp.train.seed, accum_steps=exp.train.grad_accum_steps)
   batch = abstract_batch(exp.data.batch_size, exp.data.max_tokens, exp.data.max_patches,
                          sharding.batch_sharding(mesh))
   return run.train_step.lower(run.abstract, batch)
@@ -142,6 +148,22 @@ def report(exp: config_lib.Experiment, counts: dict[str, int], flops: dict) -> s
   return "\n".join(lines)
 
 
+def preset_hardware(config: ml_collections.ConfigDict) -> presets.Hardware | None:
+  """The hardware the config's preset size is meant for (None for a config without one)."""
+  size = config.get("size", "")
+  return presets.SIZES[size].hardware if size in presets.SIZES else None
+
+
+def memory_report(est: memory_lib.MemoryEstimate, hardware: presets.Hardware | None) -> str:
+  """The memory model's per-device breakdown, and its share of the preset's device memory."""
+  line = f"memory model per device on mesh (data, fsdp, tensor) = {est.mesh}: {est.describe()}"
+  if hardware is not None:
+    line += (f"\n  = {est.fraction(hardware.memory_bytes):.0%} of a device of the preset's hardware, {hardware.device} "
+             f"({hardware.memory_bytes / memory_lib.GiB:.1f} GiB per device, {hardware.devices} devices; "
+             f"budget {memory_lib.DEFAULT_BUDGET:.0%})")
+  return line
+
+
 def _fake_devices_env(n: int) -> dict:
   xla_flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
   return dict(os.environ, XLA_FLAGS=f"{xla_flags} --xla_force_host_platform_device_count={n}".strip(),
@@ -178,11 +200,18 @@ def main(argv):
   d = exp.data
   print(report(exp, param_counts(exp.model), flops_lib.model_flops(exp.model, d.batch_size, d.max_tokens,
                                                                      d.max_patches)))
-  if not _COMPILE.value:
-    return
-  mesh_cfg = exp.mesh
+  mesh_cfg, hardware = exp.mesh, preset_hardware(config)
   data = _DATA.value if _DATA.value is not None else (-1 if _FSDP.value or _TENSOR.value else mesh_cfg.data)
-  mesh = sharding.make_mesh(data, _FSDP.value or mesh_cfg.fsdp, _TENSOR.value or mesh_cfg.tensor)
+  fsdp, tensor = _FSDP.value or mesh_cfg.fsdp, _TENSOR.value or mesh_cfg.tensor
+  if not _COMPILE.value:
+    if data == -1:  # the devices of --devices, else of the preset's hardware, else the ones jax sees
+      devices = n or (hardware.devices if hardware else jax.device_count())
+      data = max(devices // (fsdp * tensor), 1)
+    print(memory_report(memory_lib.estimate(exp, (data, fsdp, tensor)), hardware))
+    return
+  mesh = sharding.make_mesh(data, fsdp, tensor)
+  est = memory_lib.estimate(exp, tuple(mesh.shape[a] for a in sharding.MESH_AXES))
+  print(memory_report(est, hardware))
   t = time.time()
   lowered = lower_train_step(exp, vocab, mesh)
   t_lower = time.time() - t
@@ -192,7 +221,7 @@ def main(argv):
         f"compiled in {time.time() - t - t_lower:.0f} s), memory per device: "
         f"{mem['total'] / 2**30:.2f} GiB = arguments {mem['argument'] / 2**30:.2f} + outputs "
         f"{mem['output'] / 2**30:.2f} - aliased {mem['alias'] / 2**30:.2f} + temporaries "
-        f"{mem['temp'] / 2**30:.2f}")
+        f"{mem['temp'] / 2**30:.2f}; the memory model says {est.total / max(mem['total'], 1):.2f}x that")
 
 
 if __name__ == "__main__":
