@@ -29,6 +29,7 @@ import time
 import numpy as np
 from absl import flags
 
+from data_prep.random_dataset import official_lines
 from lst_jax import cli
 
 REFERENCE_UTT_PER_S = 9300.0
@@ -41,22 +42,6 @@ _UTTERANCES = flags.DEFINE_integer("utterances", 5000, "Official-format utteranc
 _BUILD_UTTERANCES = flags.DEFINE_integer("build_utterances", 100_000,
                                          "Utterances for the data_prep.build timing (0: skip it).")
 _BUILD_WORKERS = flags.DEFINE_integer("build_workers", 2, "data_prep.build --workers for that timing.")
-
-
-def official_lines(n: int, seed: int = 0, num_units: int = 501, first: int = 0) -> list[str]:
-  """Official LST JSONL lines of 3-14 words with silences, built from random word-aligned units
-  (ids u<first>, u<first + 1>, ...)."""
-  from data_prep import random_dataset
-  from data_prep.formats.lst_jsonl import format_interleaved
-  rng = np.random.default_rng(seed)
-  lexicon = [w.strip() for w in "the of and to in that he shall unto for i his a lord they be is him not them it with all thou thy was god which my me said but ye their have will thee from as are when this out were upon man by you israel king son up there hath then people came had house into on her come one we children s before your also day land men shall against".split()]
-  lines = []
-  for i in range(n):
-    rec = random_dataset.random_speech_record(rng, f"u{first + i}", num_units, 10)
-    words = [lexicon[int(k)] for k in rng.integers(0, len(lexicon), rec.num_words)]
-    lines.append(json.dumps({"file_id": f"u{first + i}", "interleaved": format_interleaved(words, rec.units,
-                                                                                  rec.word_spans)}))
-  return lines
 
 
 def time_documents(make, items, patching_cfg) -> tuple[float, float]:

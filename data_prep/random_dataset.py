@@ -39,6 +39,21 @@ def random_text_record(rng: np.random.Generator, id: str, text_vocab: int,
                                   for _ in range(w)])
 
 
+def official_lines(n: int, seed: int = 0, num_units: int = 501, first: int = 0) -> list[str]:
+  """Official LST JSONL lines of 3-14 words with silences, built from random word-aligned units
+  (ids u<first>, u<first + 1>, ...)."""
+  from data_prep.formats.lst_jsonl import format_interleaved
+  rng = np.random.default_rng(seed)
+  lexicon = [w.strip() for w in "the of and to in that he shall unto for i his a lord they be is him not them it with all thou thy was god which my me said but ye their have will thee from as are when this out were upon man by you israel king son up there hath then people came had house into on her come one we children s before your also day land men shall against".split()]
+  lines = []
+  for i in range(n):
+    rec = random_speech_record(rng, f"u{first + i}", num_units, 10)
+    words = [lexicon[int(k)] for k in rng.integers(0, len(lexicon), rec.num_words)]
+    lines.append(json.dumps({"file_id": f"u{first + i}", "interleaved": format_interleaved(words, rec.units,
+                                                                                  rec.word_spans)}))
+  return lines
+
+
 def make_dataset(directory: str, num_speech: int = 64, num_text: int = 64, num_units: int = 50,
                  text_vocab: int = 100, heldout: int = 16, seed: int = 0,
                  listenable: bool = False) -> manifest_lib.Manifest:

@@ -30,6 +30,16 @@ class Linear(nnx.Module):
     return jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
 
 
+def fused_dot(x, *linears: Linear) -> list:
+  """[x @ W for W in linears] as one matmul over the kernels stacked on a new middle axis
+  (one product, and one transposed-operand gradient, instead of several: cheaper on CPU).
+  The parameters stay separate, so layouts, shardings and checkpoints are unchanged."""
+  dt = linears[0].dtype
+  w = jnp.stack([l.kernel[...] for l in linears], axis=1).astype(dt)     # [d_in, n, d_out]
+  y = jnp.einsum("...d,dnf->...nf", x.astype(dt), w)
+  return [y[..., i, :] for i in range(len(linears))]
+
+
 class Embed(nnx.Module):
 
   def __init__(self, vocab: int, dim: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
@@ -60,7 +70,8 @@ class SwiGLU(nnx.Module):
     self.down = Linear(hidden, dim, ("mlp", "embed"), rngs=rngs, dtype=dtype)
 
   def __call__(self, x):
-    return self.down(jax.nn.silu(self.gate(x)) * self.up(x))
+    gate, up = fused_dot(x, self.gate, self.up)
+    return self.down(jax.nn.silu(gate) * up)
 
 
 def rope(x_BTNH, pos_BT, theta: float):

@@ -21,7 +21,7 @@ from flax import nnx
 
 from lst_jax.model import attention as attn
 from lst_jax.config import ModelConfig
-from lst_jax.model.layers import Embed, Linear, RMSNorm
+from lst_jax.model.layers import Embed, Linear, RMSNorm, fused_dot
 from lst_jax.model.transformer import Block, run_block
 
 
@@ -62,8 +62,8 @@ class CrossAttention(nnx.Module):
   def keys_values(self, kv_XD):
     """Keys and values [..., N, H] of source states, projected once before they are gathered
     (each token or patch vector is read by several queries)."""
-    kv = self.kv_norm(kv_XD)
-    return self._split(self.k(kv)), self._split(self.v(kv))
+    k, v = fused_dot(self.kv_norm(kv_XD), self.k, self.v)
+    return self._split(k), self._split(v)
 
   def attend(self, x_XQD, k_XKNH, v_XKNH, mask_XQK):
     """x [..., Q, D] queries over gathered keys/values [..., K, N, H] -> [..., Q, D]."""

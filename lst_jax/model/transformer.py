@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lst_jax.model import attention as attn
-from lst_jax.model.layers import Linear, RMSNorm, SwiGLU, rope
+from lst_jax.model.layers import Linear, RMSNorm, SwiGLU, fused_dot, rope
 from lst_jax.sharding import constrain
 
 # What each block keeps for the backward pass, by config.model.remat (the rest is recomputed).
@@ -38,9 +38,9 @@ class SelfAttention(nnx.Module):
 
   def __call__(self, x_BTD, pos_BT, segment_BT, window: int | None = None):
     split = lambda y: y.reshape(y.shape[:-1] + (self.heads, self.head_dim))
-    q = rope(split(self.q(x_BTD)), pos_BT, self.rope_theta)
-    k = rope(split(self.k(x_BTD)), pos_BT, self.rope_theta)
-    out_BTNH = attn.self_attention(q, k, split(self.v(x_BTD)), segment_BT, window, self.implementation)
+    q, k, v = fused_dot(x_BTD, self.q, self.k, self.v)
+    q, k = rope(split(q), pos_BT, self.rope_theta), rope(split(k), pos_BT, self.rope_theta)
+    out_BTNH = attn.self_attention(q, k, split(v), segment_BT, window, self.implementation)
     return self.o(out_BTNH.reshape(x_BTD.shape))
 
 
