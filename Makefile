@@ -3,7 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Accelerator builds of JAX: `make setup ACCEL=cuda|tpu` (remembered in the venv for later targets).
+ACCEL ?= $(shell cat $(VENV)/.accel 2>/dev/null)
+ifneq ($(filter-out cuda tpu,$(ACCEL)),)
+$(error ACCEL=$(ACCEL): choose cuda or tpu, or leave it empty for the CPU build)
+endif
+comma := ,
+STAMP := $(VENV)/.installed$(if $(ACCEL),-$(ACCEL))
 EXP ?= demo
 WORKDIR ?= runs/$(EXP)$(if $(SIZE),_$(SIZE))
 DATA_DIR ?= data/demo
@@ -19,7 +25,7 @@ DEMO_DATA := $(if $(filter demo demo_baseline,$(EXP))$(filter demo tiny 20m,$(SI
 
 STUDY_DIR ?= data/study
 
-.PHONY: setup train data data-study test test-fast eval generate export bench bench-generate bench-data compare reproduce plot clean help
+.PHONY: accel-check accel-wheels setup train data data-study test test-fast eval generate export bench bench-generate bench-data compare reproduce plot clean help
 
 help:
 	@echo "make train [EXP=demo] [SIZE=demo|tiny|20m|420m|1b|7b] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
@@ -37,12 +43,16 @@ help:
 	@echo "                                            a run as safetensors + config + tokenizer (hf_llama: the baseline for transformers)"
 	@echo "make generate [EXP=demo] [WORKDIR=runs/EXP] [ARGS=...]"
 	@echo "                                            samples to listen to: <workdir>/samples/index.html"
+	@echo "make setup [ACCEL=cuda|tpu]                 the venv: CPU JAX, or JAX with CUDA 13 / libtpu (remembered)"
 	@echo "make test                                   run the whole test suite (what CI runs)"
 	@echo "make test-fast                              the unit tier only (pytest -m 'not slow'), for the edit loop"
 	@echo "make data [DATA_DIR=data/demo]              build the demo corpus only"
 	@echo "make bench                                  model throughput figures (runs/bench.json)"
 	@echo "make bench-data                             loader throughput vs the train step it feeds"
 	@echo "make bench-generate                         decoding speed: LST vs baseline, cached vs uncached"
+	@echo "make accel-check [ACCEL=cuda|tpu] [ARGS=...]  on a GPU/TPU machine: tests, 1B bf16 MFU and memory, decoding"
+	@echo "                                            (runs/accel_check.json; installs only what the machine lacks)"
+	@echo "make accel-wheels PYVER=3.12                the wheels an offline accelerator machine needs (wheels/)"
 
 # System packages from Debian: the KJV text (demo corpus); shellcheck (tests lint the launchers).
 /usr/bin/bible:
@@ -59,7 +69,8 @@ $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) and installing pinned dependencies"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,hf]'
+	$(PY) -m pip install -q -e '.[test,hf$(if $(ACCEL),$(comma)$(ACCEL))]'
+	@echo '$(ACCEL)' > $(VENV)/.accel
 	@touch $@
 
 setup: $(STAMP) /usr/bin/bible /usr/bin/shellcheck
@@ -130,3 +141,12 @@ plot: setup
 
 clean:
 	rm -rf runs
+
+# On an accelerator machine: its own venv (.venv-accel, over the machine's packages, keeping a
+# preinstalled GPU/TPU JAX); at most ~8 min on one GPU; runs/accel_check.json.
+accel-check:
+	ACCEL=$(or $(ACCEL),cuda) bash tools/accel_check.sh $(ARGS)
+
+PYVER ?= 3.11
+accel-wheels:
+	ACCEL=$(or $(ACCEL),cuda) bash tools/accel_check.sh --wheels $(PYVER)

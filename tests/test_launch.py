@@ -139,6 +139,7 @@ def test_shellcheck():
   assert shellcheck is not None, ("shellcheck is not installed, so the launchers cannot be linted: "
                                   "make setup installs it (Debian/Ubuntu: sudo apt-get install -y shellcheck)")
   out = subprocess.run([shellcheck, "--severity=info", "--external-sources", TPU, SLURM,
-                        os.path.join(os.path.dirname(TPU), "common.sh")], cwd=os.path.dirname(os.path.dirname(TPU)),
+                        os.path.join(os.path.dirname(TPU), "common.sh"), os.path.join(REPO, "tools", "accel_check.sh")],
+                       cwd=os.path.dirname(os.path.dirname(TPU)),
                        capture_output=True, text=True, timeout=60)
   assert out.returncode == 0, out.stdout + out.stderr

@@ -29,10 +29,14 @@ from absl import app, flags
 from lst_jax import presets, vocab as vocab_lib
 
 UNIT_RATE = 25.0
-_SIZES = flags.DEFINE_list("sizes", ["demo", "20m"], "Preset sizes to compare (lst_jax.presets).")
-_SECONDS = flags.DEFINE_float("seconds", 10.0, "Speech per row for the throughput comparison.")
-_UNCACHED = flags.DEFINE_float("uncached_seconds", 30.0, "Speech for the cached-vs-uncached comparison.")
-_OUT = flags.DEFINE_string("out", "runs/bench_generate.json", "Result file.")
+
+
+def define_flags():
+  """Flags of the command line only (importing this module, as make accel-check does, defines none)."""
+  flags.DEFINE_list("sizes", ["demo", "20m"], "Preset sizes to compare (lst_jax.presets).")
+  flags.DEFINE_float("seconds", 10.0, "Speech per row for the throughput comparison.")
+  flags.DEFINE_float("uncached_seconds", 30.0, "Speech for the cached-vs-uncached comparison.")
+  flags.DEFINE_string("out", "runs/bench_generate.json", "Result file.")
 
 
 def models(vocab: vocab_lib.Vocab, size: str = "demo"):
@@ -77,10 +81,11 @@ def uncached_seconds(model, vocab, patch_size: int, units: int) -> float:
 def main(argv):
   del argv
   from lst_jax.decode import generate as gen
+  FLAGS = flags.FLAGS
   vocab = vocab_lib.Vocab(text_size=1000, num_units=500)
-  units = int(_SECONDS.value * UNIT_RATE)
-  result = {"seconds": _SECONDS.value, "throughput": {}}
-  for size in _SIZES.value:
+  units = int(FLAGS.seconds * UNIT_RATE)
+  result = {"seconds": FLAGS.seconds, "throughput": {}}
+  for size in FLAGS.sizes:
     built = models(vocab, size)
     decoders = {kind: gen.Decoder(m, vocab, p) for kind, (m, p) in built.items()}
     for batch in (1, 16):
@@ -90,18 +95,20 @@ def main(argv):
       print(f"{size} batch {batch:2d}: speech seconds per second: LST {row['lst']:.2f}, baseline "
             f"{row['baseline']:.2f} -> {row['lst_over_baseline']:.2f}x", flush=True)
   model, p = models(vocab, "demo")["lst"]
-  long_units = int(_UNCACHED.value * UNIT_RATE)
+  long_units = int(FLAGS.uncached_seconds * UNIT_RATE)
   cached = long_units / UNIT_RATE / speech_per_second(gen.Decoder(model, vocab, p), vocab, 1, long_units)
   uncached = uncached_seconds(model, vocab, p, long_units)
-  result["cached_vs_uncached"] = {"speech_seconds": _UNCACHED.value, "cached_s": cached, "uncached_s": uncached,
-                                  "speedup": uncached / cached}
-  print(f"demo LST, {_UNCACHED.value:.0f} s of speech at batch 1: cached {cached:.1f} s, uncached {uncached:.1f} s "
+  result["cached_vs_uncached"] = {"speech_seconds": FLAGS.uncached_seconds, "cached_s": cached,
+                                  "uncached_s": uncached, "speedup": uncached / cached}
+  print(f"demo LST, {FLAGS.uncached_seconds:.0f} s of speech at batch 1: cached {cached:.1f} s, "
+        f"uncached {uncached:.1f} s "
         f"-> {uncached / cached:.1f}x", flush=True)
-  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-  with open(_OUT.value, "w") as f:
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  with open(FLAGS.out, "w") as f:
     json.dump(result, f, indent=2)
-  print(f"wrote {_OUT.value}")
+  print(f"wrote {FLAGS.out}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

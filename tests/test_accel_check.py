@@ -1,0 +1,80 @@
+"""make accel-check's pieces, on CPU: the requirements its bootstrap installs, the peak-FLOP
+table, and the whole script in --smoke mode (the code an accelerator runs, on the tiny preset),
+so that it cannot rot between the sessions that have an accelerator."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from lst_jax.tools import accel_check
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _requirements(*args) -> list[str]:
+  out = subprocess.run([sys.executable, os.path.join(REPO, "tools", "accel_requirements.py"), *args],
+                       cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+  return out.stdout.split()
+
+
+def test_bootstrap_installs_the_pinned_versions():
+  with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+    project = tomllib.load(f)["project"]
+  cuda, tpu = _requirements("--accel=cuda"), _requirements("--accel=tpu")
+  assert cuda[:3] == ["jax[cuda13]==0.10.2", "jax-cuda13-plugin==0.10.2", "jax-cuda13-pjrt==0.10.2"]
+  assert tpu[:2] == ["jax[tpu]==0.10.2", "libtpu==0.0.42.1"]
+  assert _requirements("--accel=cpu")[:2] == ["jax==0.10.2", "jaxlib==0.10.2"]
+  rest = _requirements("--accel=cuda", "--no_jax")
+  assert rest == cuda[3:] == tpu[2:] and not any(r.startswith("jax") for r in rest)
+  assert set(rest) <= set(project["dependencies"] + project["optional-dependencies"]["test"])
+  assert {"flax==0.12.8", "optax==0.2.8", "grain==0.2.18", "pytest==9.2.0"} <= set(rest)
+  # This venv has everything at some version and a CPU-only JAX: only the CUDA JAX is missing.
+  assert _requirements("--accel=cuda", "--missing") == cuda[:3]
+
+
+def test_peak_flops_by_device_kind():
+  assert accel_check.peak_flops("NVIDIA H200") == accel_check.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+  assert accel_check.peak_flops("TPU v5 lite") == 197e12   # v5e, not v5p's 459
+  assert accel_check.peak_flops("TPU v5p") == 459e12
+  assert accel_check.peak_flops("cpu") is None
+
+
+def test_micro_batch_is_the_largest_power_of_two_the_memory_model_fits():
+  """Per-device rows are chosen with the accumulation the check runs (gradients held twice)."""
+  from lst_jax import memory
+  from lst_jax.tools.inspect import DEFAULT_VOCAB as vocab
+  at = lambda rows: memory.estimate(accel_check._experiment("lst", "tiny", rows, 2, 1, vocab), (1, 1, 1)).total
+  assert at(8) > at(4) > at(2) and at(4) > memory.estimate(
+      accel_check._experiment("lst", "tiny", 4, 1, 1, vocab), (1, 1, 1)).total   # accum 2 holds more
+  rows, est = accel_check.fitting_micro_rows("lst", "tiny", 1, vocab, device_bytes=at(4) / 0.75 + 1)
+  assert rows == 4 and est["micro_rows"] == 4 and est["accum_steps"] == 2
+  assert accel_check.fitting_micro_rows("lst", "tiny", 1, vocab, device_bytes=at(8) / 0.75 - 1)[0] == 4
+  assert accel_check.fitting_micro_rows("lst", "tiny", 1, vocab, device_bytes=1.0)[0] == 1   # never below one
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_every_section(tmp_path):
+  out = tmp_path / "accel_check.json"
+  proc = subprocess.run([sys.executable, "-m", "lst_jax.tools.accel_check", "--smoke", f"--out={out}",
+                         "--sections=environment,train,decode"], cwd=REPO, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  result = json.loads(out.read_text())
+  sections = result["sections"]
+  assert list(sections) == ["environment", "train_lst", "train_baseline", "decode"]
+  assert all(s["ok"] for s in sections.values()), sections
+  env = sections["environment"]
+  assert env["backend"] == "cpu" and env["device_count"] == 8 and env["peak_bf16_flops"] is None
+  for kind in ("lst", "baseline"):
+    t = sections[f"train_{kind}"]
+    assert t["kind"] == kind and t["size"] == "tiny" and t["dtype"] == "bfloat16" and t["accum_steps"] == 2
+    assert t["rows"] == t["micro_rows_per_device"] * t["accum_steps"] * t["devices"] == 16
+    assert math.isfinite(t["loss"]) and t["loss"] > 0 and t["step_s"] > 0 and t["real_tokens"] > 0
+    assert t["model_train_flops"] > 0 and t["mfu"] is None   # no peak figure for a CPU
+  assert sections["decode"]["batch_1"]["lst"] > 0 and sections["decode"]["batch_16"]["baseline"] > 0
+  assert "train_lst: " in proc.stdout and f"wrote {out}" in proc.stdout
