@@ -17,8 +17,6 @@ import argparse
 import json
 import tempfile
 
-import numpy as np
-
 FILL_BINS = 1
 
 
@@ -49,25 +47,13 @@ def reference_batches(count: int, rows: int = 4, tokens: int = 768, patches: int
   return [packing.stack([next(packed) for _ in range(rows)]) for _ in range(count)]
 
 
-def save(path: str, batches: list[dict]) -> None:
-  np.savez(path, **{f"{i}/{k}": v for i, b in enumerate(batches) for k, v in b.items()})
-
-
-def load(path: str) -> list[dict]:
-  with np.load(path) as f:
-    out: dict[int, dict] = {}
-    for name in f.files:
-      i, k = name.split("/", 1)
-      out.setdefault(int(i), {})[k] = f[name]
-  return [out[i] for i in sorted(out)]
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True, help="where the batches are written (.npz)")
   parser.add_argument("--count", type=int, default=4, help="batches of 4 rows")
   args = parser.parse_args(argv)
-  save(args.out, reference_batches(args.count))
+  from lst_jax.data import packing
+  packing.save_batches(args.out, reference_batches(args.count))
 
 
 if __name__ == "__main__":

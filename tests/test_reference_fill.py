@@ -3,6 +3,7 @@
 import numpy as np
 
 from data_prep import reference_fill
+from lst_jax.data import packing
 
 
 def test_reference_fill_batches_are_full_rows_filled_like_the_reference(tmp_path):
@@ -15,7 +16,7 @@ def test_reference_fill_batches_are_full_rows_filled_like_the_reference(tmp_path
     assert b["tokens"].max() < 2508 and b["truncated_tokens"].sum() == 0
     assert set(np.unique(b["patch_len"][b["patch_segment"] > 0])) <= {1, 2, 3, 4}
   path = str(tmp_path / "b.npz")
-  reference_fill.save(path, batches)
-  loaded = reference_fill.load(path)
+  packing.save_batches(path, batches)
+  loaded = packing.load_batches(path)
   assert all(np.array_equal(loaded[i][k], batches[i][k]) for i in range(2) for k in batches[i])
 

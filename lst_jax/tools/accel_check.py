@@ -95,13 +95,19 @@ def environment() -> dict:
   return out
 
 
+def _child_env() -> dict:
+  """A section's environment: every platform jax finds (JAX_PLATFORMS unset or empty), unless
+  LST_ACCEL_PLATFORMS or JAX_PLATFORMS names some (the CPU smoke test keeps "cpu")."""
+  return dict(os.environ, JAX_PLATFORMS=os.environ.get("LST_ACCEL_PLATFORMS", os.environ.get("JAX_PLATFORMS", "")))
+
+
 def run_tests(limit_s: float) -> dict:
   """tests/test_accelerator.py on this machine's accelerator, counted from pytest's JUnit XML."""
   import xml.etree.ElementTree as ET
   xml = os.path.join(os.path.dirname(os.path.abspath(FLAGS.out)), "accel_tests.xml")
   if os.path.exists(xml):
     os.remove(xml)
-  env = dict(os.environ, JAX_PLATFORMS=os.environ.get("LST_ACCEL_PLATFORMS", ""))
+  env = _child_env()
   cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}",
          "tests/test_accelerator.py"]
   proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit_s)
@@ -230,7 +236,7 @@ def one_section(name: str, out: dict) -> dict:
 def _subprocess(args: list[str], limit_s: float) -> dict:
   """One section in a fresh process; its last stdout line is the JSON result."""
   cmd = [sys.executable, "-m", "lst_jax.tools.accel_check", *args]
-  env = dict(os.environ, JAX_PLATFORMS=os.environ.get("LST_ACCEL_PLATFORMS", os.environ.get("JAX_PLATFORMS", "")))
+  env = _child_env()
   try:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=limit_s)
   except subprocess.TimeoutExpired:

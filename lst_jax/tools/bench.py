@@ -77,16 +77,12 @@ def reference_fill_batches(count: int = 4) -> list[dict]:
   import subprocess
   import sys
   import tempfile
+  from lst_jax.data import packing
   with tempfile.TemporaryDirectory() as d:
     path = os.path.join(d, "batches.npz")
     subprocess.run([sys.executable, "-m", "data_prep.reference_fill", f"--out={path}", f"--count={count}"],
                    check=True, capture_output=True, text=True)
-    out: dict[int, dict] = {}
-    with np.load(path) as f:
-      for name in f.files:
-        i, key = name.split("/", 1)
-        out.setdefault(int(i), {})[key] = f[name]
-  return [out[i] for i in sorted(out)]
+    return packing.load_batches(path)
 
 
 def time_step(config, batch: dict | list[dict], vocab_size: int, steps: int) -> dict:
