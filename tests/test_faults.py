@@ -152,8 +152,12 @@ def pipeline_manifest(config):
 
 
 @pytest.mark.slow
-def test_gradient_accumulation_gives_the_same_update(dataset, config, accum=4):
+@pytest.mark.parametrize("remat,scan", [("none", False), ("full", True), ("dots", False)])
+def test_gradient_accumulation_gives_the_same_update(dataset, config, remat, scan, accum=4):
+  """Micro-batches under a scan give one big batch's update, also with rematerialized blocks and
+  scanned layers (the 420m/7b presets' setting, which once failed to trace)."""
   config.optim.warmup_steps = 0
+  config.model.remat, config.model.scan_layers = remat, scan
   vocab = pipeline.vocab_of(dataset)
   exp = config_lib.parse(config, vocab.size)
   batch = next(iter(pipeline.train_dataset(dataset, exp.data, 8)))

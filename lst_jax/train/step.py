@@ -67,7 +67,10 @@ def make_loss_fn(graphdef, vocab: vocab_lib.Vocab, mesh: Mesh | None = None, rul
   With a mesh, key activations are pinned to it by their logical axes while tracing."""
   def loss_fn(params, batch):
     with sharding.activation_sharding(mesh, rules) if mesh is not None else contextlib.nullcontext():
-      sums = losses.loss_sums(nnx.merge(graphdef, params)(batch), batch, vocab)
+      # copy=True: fresh Variables at this trace level. Merged in place, the Variables of a
+      # micro-batch scan's closure are of an outer trace, and remat or scanned layers inside
+      # refuse to update them (TraceContextError).
+      sums = losses.loss_sums(nnx.merge(graphdef, params, copy=True)(batch), batch, vocab)
     return losses.mean_losses(sums)["loss"], sums
   return loss_fn
 
