@@ -48,6 +48,7 @@ import dataclasses
 import ml_collections
 
 from lst_jax import config as config_lib
+from lst_jax.tools import targets
 
 PAIRINGS = ("compute_matched", "flop_matched", "data_matched", "same_rows")
 # The experiment files (experiments/NAME.py) of each pairing's members.
@@ -66,9 +67,25 @@ class Hardware:
   why: str = ""
 
 
-GB = 10 ** 9
 CPU_MACHINE = Hardware("this 2-core CPU machine", 24 * 2 ** 30, 1, "where the tests and demos run")
-H100 = "NVIDIA H100 SXM 80 GB"
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+  """One accelerator system a size is compiled for (`make aot`) and trains on
+  (`SIZE=1b@v5p-64`): the target (lst_jax.tools.targets), the mesh's fsdp axis (data takes the
+  devices left over), micro-batches per step, and the attention backend, chosen from what XLA's
+  compiler for that target plans (README, "Compiled for its hardware")."""
+  target: str
+  fsdp: int
+  grad_accum: int = 1
+  attention: str = "xla"
+  why: str = ""
+
+  @property
+  def hardware(self) -> Hardware:
+    t = targets.parse(self.target)
+    return Hardware(f"{t.name} ({t.spec.device_kind})", t.memory_bytes, t.devices, self.why)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,11 +117,32 @@ class Size:
   interleaved_weight: float = 0.33     # the paper's mixture
   text_weight: float = 0.67
   tokens_per_position: float = 3         # the LST's raw-token cap per global position (compute_matched, same_rows)
-  # Accelerator-sized: remat, XLA/cuDNN attention, scanned layers, FSDP.
+  # Accelerator-sized: remat, XLA/cuDNN attention, scanned layers, FSDP; the first deployment is
+  # the default (SIZE=1b), the others are named after an @ (SIZE=1b@v6e-64).
   accelerator: bool = True
-  fsdp: int = 1
-  grad_accum: int = 1                    # micro-batches per step (train.grad_accum_steps)
-  hardware: Hardware = CPU_MACHINE
+  deployments: tuple[Deployment, ...] = ()
+
+  def deployment(self, target: str = "") -> Deployment | None:
+    """The deployment on `target` (default: the first); None for CPU sizes."""
+    if not target:
+      return self.deployments[0] if self.deployments else None
+    for d in self.deployments:
+      if d.target == target:
+        return d
+    known = ", ".join(d.target for d in self.deployments) or "none (a CPU size)"
+    raise config_lib.ConfigError(f"no deployment of this size on {target!r}; it has: {known}")
+
+  @property
+  def hardware(self) -> Hardware:
+    return self.deployments[0].hardware if self.deployments else CPU_MACHINE
+
+  @property
+  def fsdp(self) -> int:
+    return self.deployments[0].fsdp if self.deployments else 1
+
+  @property
+  def grad_accum(self) -> int:
+    return self.deployments[0].grad_accum if self.deployments else 1
 
   def mesh_shape(self) -> tuple[int, int, int]:
     """(data, fsdp, tensor) on its hardware: every device left over goes to data."""
@@ -136,15 +174,29 @@ SIZES = {
     "study_m": Size(d_global=192, global_layers=6, global_heads=3, d_local=96, local_heads=3, **_STUDY),
     "study_l": Size(d_global=256, global_layers=8, global_heads=4, d_local=128, local_heads=4, **_STUDY),
     "420m": Size(d_global=1280, global_layers=18, global_heads=10, d_local=768, local_heads=12, encoder_layers=7,
-                 decoder_layers=7, rows=64, positions=4096, steps=200_000, warmup=2000, fsdp=8, grad_accum=2,
-                 hardware=Hardware(H100, 80 * GB, 8, "one node; the LST needs 2 micro-batches of 4 rows")),
+                 decoder_layers=7, rows=64, positions=4096, steps=200_000, warmup=2000, deployments=(
+                     Deployment("h100-8", fsdp=8, grad_accum=2, why="one node, fsdp over NVLink"),
+                     Deployment("v5p-16", fsdp=8, grad_accum=1, why="the smallest v5p slice with 8 chips"))),
     "1b": Size(d_global=2048, global_layers=25, global_heads=16, d_local=1024, local_heads=16, encoder_layers=1,
-               decoder_layers=9, rows=128, positions=4096, steps=200_000, warmup=2000, fsdp=8,
-               hardware=Hardware(H100, 80 * GB, 32, "four nodes, fsdp within each: 4 rows per device")),
+               decoder_layers=9, rows=128, positions=4096, steps=200_000, warmup=2000, deployments=(
+                   Deployment("h100-32", fsdp=8, grad_accum=1, why="four nodes, fsdp within each"),
+                   Deployment("v5p-64", fsdp=8, grad_accum=1, why="32 chips, 4 rows per chip"),
+                   Deployment("v6e-64", fsdp=16, grad_accum=2, why="64 chips of 32 GiB, 2 rows per chip"))),
     "7b": Size(d_global=4096, global_layers=32, global_heads=32, d_local=2048, local_heads=16, encoder_layers=1,
-               decoder_layers=9, rows=256, positions=4096, steps=200_000, warmup=2000, fsdp=64, grad_accum=2,
-               hardware=Hardware(H100, 80 * GB, 64, "fsdp over the pod; 2 micro-batches of 2 rows")),
+               decoder_layers=9, rows=256, positions=4096, steps=200_000, warmup=2000, deployments=(
+                   Deployment("h100-64", fsdp=64, grad_accum=2, why="eight nodes, fsdp over all"),
+                   Deployment("v5p-128", fsdp=64, grad_accum=2, why="64 chips, fsdp over the slice"),
+                   Deployment("v6e-256", fsdp=64, grad_accum=1, why="256 chips of 32 GiB, one row per chip"))),
 }
+
+
+def hardware_of(size: str) -> Hardware | None:
+  """The hardware a size label ("1b", "1b@v6e-64") is meant for; None for an unknown size."""
+  name, _, target = size.partition("@")
+  if name not in SIZES:
+    return None
+  dep = SIZES[name].deployment(target)
+  return dep.hardware if dep else CPU_MACHINE
 
 
 def row_caps(kind: str, s: Size, pairing: str) -> tuple[int, int]:
@@ -159,20 +211,22 @@ def row_caps(kind: str, s: Size, pairing: str) -> tuple[int, int]:
 
 def experiment(kind: str, size: str = "1b", pairing: str = "compute_matched") -> ml_collections.ConfigDict:
   """The full experiment config of one member (`kind` "lst" or "baseline") of a pair."""
-  if size not in SIZES:
-    raise config_lib.ConfigError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+  size_name, _, target = size.partition("@")
+  if size_name not in SIZES:
+    raise config_lib.ConfigError(f"unknown size {size_name!r}; choose from {', '.join(SIZES)}")
   if pairing not in PAIRINGS:
     raise config_lib.ConfigError(f"unknown pairing {pairing!r}; choose from {', '.join(PAIRINGS)}")
   if kind not in config_lib.MODEL_KINDS:
     raise config_lib.ConfigError(f"unknown model kind {kind!r}; choose from {', '.join(config_lib.MODEL_KINDS)}")
-  s = SIZES[size]
+  s = SIZES[size_name]
+  dep = s.deployment(target)
   max_tokens, max_patches = row_caps(kind, s, pairing)
   c = config_lib.defaults()
   c.size, c.pairing = size, pairing
   c.model.update(kind=kind, d_global=s.d_global, global_layers=s.global_layers, global_heads=s.global_heads,
                  d_local=s.d_local, local_heads=s.local_heads, encoder_layers=s.encoder_layers,
                  decoder_layers=s.decoder_layers, cross_attn_k=2, window=512, dtype="bfloat16",
-                 attention="xla" if s.accelerator else "reference",
+                 attention=dep.attention if dep else "reference",
                  remat="full" if s.accelerator else "none", scan_layers=s.accelerator)
   c.data.update(dir=s.data_dir, batch_size=s.rows, max_tokens=max_tokens, max_patches=max_patches,
                 interleaved_weight=s.interleaved_weight, text_weight=s.text_weight, packing_bins=8, seed=0)
@@ -181,7 +235,8 @@ def experiment(kind: str, size: str = "1b", pairing: str = "compute_matched") ->
   c.optim.update(learning_rate=s.learning_rate, warmup_steps=s.warmup, final_lr_fraction=s.final_lr_fraction,
                  b1=0.9, b2=0.95, weight_decay=0.1, clip_norm=1.0)
   c.train.update(steps=s.steps, log_every=s.log_every, checkpoint_every=s.checkpoint_every, keep_checkpoints=3,
-                 eval_every=s.eval_every, eval_batches=s.eval_batches, seed=0, grad_accum_steps=s.grad_accum)
-  c.mesh.update(data=-1, fsdp=s.fsdp, tensor=1)
+                 eval_every=s.eval_every, eval_batches=s.eval_batches, seed=0,
+                 grad_accum_steps=dep.grad_accum if dep else 1)
+  c.mesh.update(data=-1, fsdp=dep.fsdp if dep else 1, tensor=1)
   return c
 

@@ -15,6 +15,9 @@ Backends:
     (block-sparse: skips fully masked blocks); off TPU it runs in Pallas interpret
     mode (slow; for tests). Cross-attentions use the reference path (their key
     sets are a few gathered vectors per query).
+Every backend takes key sets of at most SMALL_KV (patch pooling, decoder cross-attention: a
+handful of gathered vectors per query) as elementwise products: a fused kernel gains nothing
+there, and cuDNN refuses them (one query over two keys).
 A query whose mask row is empty (padding) returns zeros.
 """
 
@@ -31,7 +34,7 @@ from lst_jax.config import ATTENTION_IMPLEMENTATIONS as IMPLEMENTATIONS
 
 def attention(q_BQNH, k_BSNH, v_BSNH, mask_BQS, implementation: str = "reference"):
   """q [..., Q, N, H], k/v [..., S, N, H], mask bool [..., Q, S] -> [..., Q, N, H]."""
-  if implementation in ("reference", "pallas"):
+  if implementation in ("reference", "pallas") or k_BSNH.shape[-3] <= SMALL_KV:
     return _reference(q_BQNH, k_BSNH, v_BSNH, mask_BQS)
   if implementation in ("xla", "cudnn"):
     lead = q_BQNH.shape[:-3]
@@ -157,13 +160,20 @@ def _splash_kernel(t: int, heads: int, window: int | None, interpret: bool):
                             head_shards=1, q_seq_shards=1, interpret=interpret), sk.SegmentIds
 
 
+def _platform() -> str:
+  """The platform the program is built for: the mesh's devices (compile-only TPU devices on a CPU
+  host get Mosaic kernels, not interpret mode), else JAX's default backend."""
+  ctx = sharding.active_mesh()
+  return ctx[0].devices.flat[0].platform if ctx is not None else jax.default_backend()
+
+
 def _splash_self_attention(q, k, v, segment, window):
   """Splash attention per row (segment ids keep packed documents apart), rows split over the
   batch mesh axes with shard_map inside a sharded program (a Pallas call is not auto-partitioned)."""
   b, t, n, h = q.shape
   pad = (-t) % SPLASH_BLOCK
   widen = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-  kernel, segment_ids = _splash_kernel(t + pad, n, window, jax.default_backend() != "tpu")
+  kernel, segment_ids = _splash_kernel(t + pad, n, window, _platform() != "tpu")
 
   def rows(q, k, v, seg):
     heads_first = lambda x: jnp.swapaxes(widen(x), 1, 2)                 # [B, N, T, H]

@@ -31,7 +31,6 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
 from absl import app, flags
 from flax import nnx
 
@@ -41,13 +40,11 @@ from lst_jax import flops as flops_lib
 from lst_jax import memory as memory_lib
 from lst_jax import presets
 from lst_jax import sharding
-from lst_jax import vocab as vocab_lib
 from lst_jax.config import ModelConfig
-from lst_jax.data import packing
 from lst_jax.model.factory import build_model
-from lst_jax.train import step as step_lib
+from lst_jax.tools.programs import (DEFAULT_VOCAB, abstract_batch, lower_train_step,  # noqa: F401
+                                   memory_per_device, vocab_for)
 
-DEFAULT_VOCAB = vocab_lib.Vocab(text_size=32000, num_units=501)
 
 # Parameter path prefix -> module name of lst_jax.flops (longest prefix wins).
 PARAM_MODULES = {
@@ -78,44 +75,6 @@ def param_counts(model_cfg: ModelConfig) -> dict[str, int]:
     name = param_module(path)
     counts[name] = counts.get(name, 0) + int(var.size)
   return counts
-
-
-def abstract_batch(rows: int, tokens: int, patches: int, batch_sharding=None) -> dict:
-  """ShapeDtypeStructs of a packed batch: lst_jax.data.packing's row schema, [rows, ...]."""
-  row = packing.empty_row(tokens, patches)
-  return {k: jax.ShapeDtypeStruct((rows, *np.shape(v)), np.asarray(v).dtype, sharding=batch_sharding)
-          for k, v in row.items()}
-
-
-def lower_train_step(exp: config_lib.Experiment, vocab: vocab_lib.Vocab, mesh):
-  """The experiment's jitted train step lowered for abstract sharded state and batch."""
-  run = step_lib.setup(exp.model, exp.optim, vocab, mesh, exp.train.seed, accum_steps=exp.train.grad_accum_steps)
-  batch = abstract_batch(exp.data.batch_size, exp.data.max_tokens, exp.data.max_patches,
-                         sharding.batch_sharding(mesh))
-  return run.train_step.lower(run.abstract, batch)
-
-
-def memory_per_device(compiled) -> dict[str, int]:
-  """Bytes per device from XLA's memory analysis; total = arguments + outputs - aliased + temporaries."""
-  m = compiled.memory_analysis()
-  out = {k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "alias", "temp",
-                                                            "generated_code")}
-  out["total"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
-  return out
-
-
-def vocab_for(config: ml_collections.ConfigDict, vocab_size: int) -> vocab_lib.Vocab:
-  """From --vocab_size (501 units, the rest text pieces), else config.data.dir's dataset, else the paper's."""
-  if vocab_size:
-    units = DEFAULT_VOCAB.num_units
-    if vocab_size <= units + vocab_lib.NUM_SPECIAL + 2:
-      raise ValueError(f"--vocab_size={vocab_size} leaves no text pieces beside {units} units")
-    return vocab_lib.Vocab(text_size=vocab_size - units - vocab_lib.NUM_SPECIAL - 2, num_units=units)
-  data_dir = config.get("data", {}).get("dir", "")
-  if data_dir and all(os.path.isfile(os.path.join(d.strip(), "manifest.json")) for d in data_dir.split(",")):
-    from lst_jax.data import datasets, pipeline
-    return pipeline.vocab_of(datasets.open_datasets(data_dir))
-  return DEFAULT_VOCAB
 
 
 def _fmt(n: float) -> str:
@@ -150,8 +109,7 @@ def report(exp: config_lib.Experiment, counts: dict[str, int], flops: dict) -> s
 
 def preset_hardware(config: ml_collections.ConfigDict) -> presets.Hardware | None:
   """The hardware the config's preset size is meant for (None for a config without one)."""
-  size = config.get("size", "")
-  return presets.SIZES[size].hardware if size in presets.SIZES else None
+  return presets.hardware_of(config.get("size", ""))
 
 
 def memory_report(est: memory_lib.MemoryEstimate, hardware: presets.Hardware | None) -> str:

@@ -1,0 +1,337 @@
+"""Compile a preset for the accelerators it is meant for, on this CPU host (nothing runs).
+
+  python -m lst_jax.tools.aot --config=experiments/lst_compute_matched.py:1b --target=v5p-64
+  python -m lst_jax.tools.aot --matrix [--sizes=420m,1b,7b] [--out=runs/aot]     (make aot)
+
+For one experiment and target (lst_jax.tools.targets: v5p-N, v5e-N, v6e-N, h100-N, h200-N) it
+compiles, with XLA's real TPU or GPU compiler on the target's compile-only devices, the programs
+a run executes: the train step (the experiment's micro-batches, remat policy, scanned layers and
+attention backend, its mesh over the target's devices), the eval step, and greedy decoding (one
+device, batch 16). For each: the compiler's memory per device (arguments, outputs, aliased,
+temporaries) beside lst_jax.memory's model and the device's memory, whether it fits in 75% of
+it, and the compile time; on TPU also the compiler's cost analysis of the train step: FLOPs, bytes
+and its estimated step time (`optimal_seconds`), with the MFU that estimate implies, labelled the
+compiler's estimate. Its loops (scanned layers, micro-batches) are counted once by XLA's cost
+analysis, so those figures come from a second compile of one micro-batch with the layers
+unrolled (at two depths, extrapolated to the model's), times the micro-batches (`--cost=false`
+skips it). Nothing here is measured on hardware.
+
+`--matrix` compiles every accelerator preset (lst_jax.presets: its deployments), both members of
+the compute-matched pair, for each of its targets, each in its own process, and writes
+<out>/<size>_<member>_<target>.json and <out>/matrix.md; entries already compiled are kept
+unless --force. An out-of-memory plan or a compile error is one line and a non-zero exit.
+
+The compilers live in their own venvs (.venv-aot-tpu, .venv-aot-cuda, made by `make aot-setup`
+over .venv), so CPU training never loads libtpu or the CUDA plugin; run from .venv, this tool
+re-runs itself there with the environment targets.compile_environment() gives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+from lst_jax import cli
+from lst_jax.tools import programs as programs_lib
+from lst_jax.tools import targets as targets_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHILD = "LST_AOT_CHILD"
+DECODE_BATCH, DECODE_SLOTS = 16, 1024
+
+_CONFIG = cli.config_flag(required=False)
+_TARGET = flags.DEFINE_string("target", "", "What to compile for: v5p-N, v5e-N, v6e-N, h100-N, h200-N.")
+_JSON = flags.DEFINE_string("json", "", "Also write the result here (JSON).")
+_PROGRAMS = flags.DEFINE_list("programs", ["train", "eval", "decode"], "Programs to compile.")
+_COST = flags.DEFINE_boolean("cost", True, "TPU: the cost estimate from an unrolled one-micro-batch compile.")
+_MATRIX = flags.DEFINE_boolean("matrix", False, "Every accelerator preset x member x target.")
+_SIZES = flags.DEFINE_list("sizes", [], "--matrix: only these sizes (default: every accelerator preset).")
+_ONLY_TARGETS = flags.DEFINE_list("targets", [], "--matrix: only these targets.")
+_OUT = flags.DEFINE_string("out", "runs/aot", "--matrix: where each entry's JSON and matrix.md go.")
+_FORCE = flags.DEFINE_boolean("force", False, "--matrix: compile entries whose JSON already exists.")
+_TIMEOUT = flags.DEFINE_integer("timeout_s", 1800, "--matrix: seconds one entry may take.")
+
+
+class AotError(RuntimeError):
+  """A compile that cannot give a plan (unsupported op, compiler out of memory): one line."""
+
+
+# ----------------------------------------------------------------------------- in the compile venv
+
+
+def _compile(lowered) -> tuple:
+  t = time.perf_counter()
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # XlaRuntimeError / NotImplementedError from the compiler: one line
+    raise AotError(_first_line(e)) from e
+  return compiled, time.perf_counter() - t
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0] if text else ''}"[:400]
+
+
+def _cost(compiled) -> dict:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  if not cost:
+    return {}
+  return {k: float(cost[k]) for k in ("flops", "bytes accessed", "transcendentals", "optimal_seconds") if k in cost}
+
+
+PROBE_LAYERS = (2, 4)  # global layers of the two unrolled compiles the cost estimate extrapolates from
+
+
+def cost_estimate(exp, vocab, devices) -> dict:
+  """XLA's cost analysis of the train step, per device: its loops (scanned layers, micro-batches)
+  would be counted once, so one micro-batch is compiled with the global layers unrolled, at
+  PROBE_LAYERS depths, extrapolated linearly to the model's depth, times the micro-batches."""
+  import dataclasses
+  from lst_jax import sharding
+  accum = exp.train.grad_accum_steps
+  mesh = sharding.make_mesh(-1, exp.mesh.fsdp, exp.mesh.tensor, devices=devices)
+  probes, seconds = [], 0.0
+  for layers in PROBE_LAYERS:
+    one = dataclasses.replace(
+        exp, model=dataclasses.replace(exp.model, scan_layers=False, global_layers=layers),
+        data=dataclasses.replace(exp.data, batch_size=exp.data.batch_size // accum),
+        train=dataclasses.replace(exp.train, grad_accum_steps=1))
+    run, batch = programs_lib.train_programs(one, vocab, mesh)
+    compiled, s = _compile(run.train_step.trace(run.abstract, batch).lower())
+    probes.append(_cost(compiled))
+    seconds += s
+  (l1, c1), (l2, c2) = zip(PROBE_LAYERS, probes)
+  at_depth = lambda k: c1[k] + (c2[k] - c1[k]) * (exp.model.global_layers - l1) / (l2 - l1)
+  return {"compile_s": round(seconds, 1), "micro_batches": accum, "probe_layers": list(PROBE_LAYERS),
+          **{k: at_depth(k) * accum for k in c1 if k in c2}}
+
+
+def decode_program(exp, vocab, device):
+  """Greedy generation (lst_jax.decode.generate.Decoder: prompts and new tokens in one program) of
+  DECODE_BATCH rows of DECODE_SLOTS slots, on one device, for abstract fp32 parameters."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+  from lst_jax.decode import cache as cache_lib
+  from lst_jax.decode import generate as generate_lib
+  from lst_jax.decode import sampling as sampling_lib
+  from lst_jax.model.factory import build_model
+  model = nnx.eval_shape(lambda: cache_lib.unstack_layers(build_model(exp.model, 0)))
+  decoder = generate_lib.Decoder(model, vocab, exp.data.patching.patch_size)
+  one = jax.sharding.SingleDeviceSharding(device)
+  place = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one)
+  params = jax.tree.map(place, decoder.params)
+  b, s = DECODE_BATCH, DECODE_SLOTS
+  arg = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=one)
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  return decoder._generate.trace(params, arg((b, s), jnp.int32), arg((b,), jnp.int32), arg((b,), bool),
+                                 arg((b,), jnp.int32), arg((b,), bool), arg((b,), jnp.int32),
+                                 arg(key.shape, key.dtype), sampling=sampling_lib.Sampling()).lower()
+
+
+def _program_report(compiled, seconds: float, device_bytes: int) -> dict:
+  from lst_jax import memory as memory_lib
+  mem = programs_lib.memory_per_device(compiled)
+  return {"compile_s": round(seconds, 1), "memory": mem, "fraction": mem["total"] / device_bytes,
+          "fits": mem["total"] <= memory_lib.DEFAULT_BUDGET * device_bytes}
+
+
+def compile_experiment(exp, vocab, target: targets_lib.Target, programs=("train", "eval", "decode"),
+                       cost: bool = True) -> dict:
+  """Every program of `exp` compiled for `target` (module docstring); a dict for JSON."""
+  from lst_jax import flops as flops_lib
+  from lst_jax import memory as memory_lib
+  from lst_jax import sharding
+  devices = targets_lib.compile_devices(target)
+  mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor, devices=devices)
+  shape = tuple(int(mesh.shape[a]) for a in sharding.MESH_AXES)
+  m, d = exp.model, exp.data
+  est = memory_lib.estimate(exp, shape)
+  out = {"target": target.name, "platform": target.platform, "device_kind": target.spec.device_kind,
+         "devices": target.devices, "device_bytes": target.memory_bytes, "budget": memory_lib.DEFAULT_BUDGET,
+         "mesh": dict(zip(sharding.MESH_AXES, shape)), "kind": m.kind, "rows": d.batch_size,
+         "tokens_per_row": d.max_tokens, "patches_per_row": d.max_patches,
+         "micro_batches": exp.train.grad_accum_steps, "micro_rows_per_device": est.micro_rows,
+         "remat": m.remat, "scan_layers": m.scan_layers, "attention": m.attention, "dtype": m.dtype,
+         "memory_model": est.as_dict(), "programs": {}}
+  run, batch = programs_lib.train_programs(exp, vocab, mesh)
+  if "train" in programs:
+    compiled, seconds = _compile(run.train_step.trace(run.abstract, batch).lower())
+    report = _program_report(compiled, seconds, target.memory_bytes)
+    report["model_over_compiler"] = est.total / max(report["memory"]["total"], 1)
+    out["programs"]["train"] = report
+  if "eval" in programs:
+    compiled, seconds = _compile(run.eval_step.trace(run.abstract.params, batch).lower())
+    out["programs"]["eval"] = _program_report(compiled, seconds, target.memory_bytes)
+  if "decode" in programs:
+    compiled, seconds = _compile(decode_program(exp, vocab, devices[0]))
+    out["programs"]["decode"] = {**_program_report(compiled, seconds, target.memory_bytes),
+                                 "batch": DECODE_BATCH, "slots": DECODE_SLOTS}
+  out["fits"] = all(p["fits"] for p in out["programs"].values())
+  if cost and target.platform == "tpu" and "train" in programs:
+    estimate = cost_estimate(exp, vocab, devices)
+    model = flops_lib.model_flops(m, d.batch_size, d.max_tokens, d.max_patches)["train"]
+    step_s = estimate.get("optimal_seconds")
+    estimate["model_train_flops"] = model
+    estimate["mfu"] = model / step_s / target.devices / target.spec.peak_bf16 if step_s else None
+    out["compiler_estimate"] = estimate
+  return out
+
+
+# ----------------------------------------------------------------------------- any venv
+
+
+def describe(r: dict) -> str:
+  """One entry as lines of text."""
+  g = lambda n: f"{n / 2 ** 30:.1f}"
+  lines = [f"{r.get('name', r['kind'])} on {r['target']} ({r['devices']} x {r['device_kind']}, "
+           f"{g(r['device_bytes'])} GiB each), mesh {r['mesh']}, {r['micro_batches']} micro-batch(es) of "
+           f"{r['micro_rows_per_device']} rows per device, remat {r['remat']}, attention {r['attention']}"]
+  for name, p in r["programs"].items():
+    mem = p["memory"]
+    line = (f"  {name:<6} {g(mem['total'])} GiB per device = arguments {g(mem['argument'])} + outputs "
+            f"{g(mem['output'])} - aliased {g(mem['alias'])} + temporaries {g(mem['temp'])}: "
+            f"{p['fraction']:.0%} of the device, {'fits' if p['fits'] else 'DOES NOT FIT'} in "
+            f"{r['budget']:.0%}; compiled in {p['compile_s']:.0f} s")
+    if name == "train":
+      line += f"; memory model {g(r['memory_model']['total'])} GiB ({p['model_over_compiler']:.2f}x the compiler's)"
+    lines.append(line)
+  c = r.get("compiler_estimate")
+  if c and c.get("optimal_seconds"):
+    lines.append(f"  compiler's estimate (not measured): {c['flops'] / 1e12:.1f} TFLOP per device, step "
+                 f"{c['optimal_seconds']:.2f} s, MFU {c['mfu']:.0%} (model FLOPs {c['model_train_flops'] / 1e15:.2f} PFLOP "
+                 f"per step)")
+  return "\n".join(lines)
+
+
+def _venv_python(platform: str) -> str:
+  return os.path.join(REPO, targets_lib.AOT_VENVS[platform], "bin", "python")
+
+
+def _child_command(platform: str) -> list[str]:
+  """How to run this tool where the platform's compiler is (this Python, or its venv)."""
+  if targets_lib.has_compiler(platform):
+    return [sys.executable]
+  python = _venv_python(platform)
+  if not os.path.exists(python):
+    raise AotError(f"the {platform.upper()} compiler is not installed: run `make aot-setup` "
+                   f"(creates {targets_lib.AOT_VENVS[platform]} over .venv)")
+  return [python]
+
+
+def _rerun_in_compile_venv(target: targets_lib.Target, argv: list[str]) -> int:
+  env = {**os.environ, **targets_lib.compile_environment(target.platform), CHILD: "1"}
+  return subprocess.call(_child_command(target.platform) + ["-m", "lst_jax.tools.aot", *argv[1:]], env=env)
+
+
+def _compile_here(config, target: targets_lib.Target) -> dict:
+  from lst_jax import config as config_lib
+  vocab = programs_lib.vocab_for(config, 0)
+  exp = config_lib.parse(config, vocab_size=vocab.size)
+  result = compile_experiment(exp, vocab, target, tuple(_PROGRAMS.value), _COST.value)
+  result["name"] = f"{config.get('size', '')} {exp.model.kind}".strip()
+  return result
+
+
+def main(argv):
+  if _MATRIX.value:
+    return run_matrix()
+  if not _TARGET.value or _CONFIG.value is None:
+    raise app.UsageError("give --config=... and --target=... (or --matrix)")
+  try:
+    target = targets_lib.parse(_TARGET.value)
+    if os.environ.get(CHILD) != "1":
+      sys.exit(_rerun_in_compile_venv(target, sys.argv))
+    result = _compile_here(_CONFIG.value, target)
+  except (AotError, targets_lib.TargetError, ValueError) as e:
+    sys.exit(f"error: {e}")
+  print(describe(result))
+  if _JSON.value:
+    cli.write_results(_JSON.value, result)
+  if not result["fits"]:
+    sys.exit(f"error: {result['name']} does not fit on {target.name} in {result['budget']:.0%} of device memory")
+
+
+def matrix_entries(sizes=(), only_targets=()) -> list[tuple[str, str, str]]:
+  """(size, member experiment, target) of every accelerator preset's compute-matched pair."""
+  from lst_jax import presets
+  entries = []
+  for size, s in presets.SIZES.items():
+    if not s.deployments or (sizes and size not in sizes):
+      continue
+    for dep in s.deployments:
+      if only_targets and dep.target not in only_targets:
+        continue
+      for member in presets.PAIR_EXPERIMENTS["compute_matched"].values():
+        entries.append((size, member, dep.target))
+  return entries
+
+
+def entry_path(out: str, size: str, member: str, target: str) -> str:
+  return os.path.join(out, f"{size}_{member}_{target}.json")
+
+
+def run_matrix() -> None:
+  """Each entry in its own process (a compiler crash or out-of-memory loses nothing else)."""
+  entries = matrix_entries(tuple(_SIZES.value), tuple(_ONLY_TARGETS.value))
+  failed = []
+  for i, (size, member, target) in enumerate(entries):
+    path = entry_path(_OUT.value, size, member, target)
+    if os.path.exists(path) and not _FORCE.value:
+      print(f"[{i + 1}/{len(entries)}] {size} {member} on {target}: kept {path}", flush=True)
+      continue
+    print(f"[{i + 1}/{len(entries)}] {size} {member} on {target}: compiling ...", flush=True)
+    argv = [sys.argv[0], f"--config=experiments/{member}.py:{size}@{target}", f"--target={target}",
+            f"--json={path}", f"--cost={str(_COST.value).lower()}"]
+    t = time.time()
+    try:
+      rc = subprocess.run([sys.executable, "-m", "lst_jax.tools.aot", *argv[1:]], timeout=_TIMEOUT.value,
+                          cwd=REPO).returncode
+    except subprocess.TimeoutExpired:
+      rc = "timeout"
+    if rc != 0:
+      failed.append(f"{size} {member} on {target} ({rc}, {time.time() - t:.0f} s)")
+  table = matrix_table(_OUT.value, entries)
+  with open(os.path.join(_OUT.value, "matrix.md"), "w") as f:
+    f.write(table + "\n")
+  print(table)
+  if failed:
+    sys.exit("error: " + "; ".join(failed))
+
+
+def matrix_table(out: str, entries) -> str:
+  """The matrix as a Markdown table (one row per entry; a missing JSON is "not compiled")."""
+  head = ("| size | member | target | mesh (data x fsdp) | micro-batches x rows/device | remat, attention "
+          "| train GiB/device (compiler) | model | fits 75% | eval GiB | decode GiB | compile s "
+          "| compiler's step estimate, MFU |")
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  for size, member, target in entries:
+    path = entry_path(out, size, member, target)
+    if not os.path.exists(path):
+      lines.append(f"| {size} | {member} | {target} | not compiled |" + " |" * (head.count("|") - 5))
+      continue
+    with open(path) as f:
+      r = json.load(f)
+    p = r["programs"]
+    g = lambda name: f"{p[name]['memory']['total'] / 2 ** 30:.1f}" if name in p else "-"
+    c = r.get("compiler_estimate") or {}
+    est = (f"{c['optimal_seconds']:.2f} s, {c['mfu']:.0%}" if c.get("optimal_seconds") else
+           ("no cost model (GPU)" if r["platform"] == "cuda" else "-"))
+    compile_s = sum(x["compile_s"] for x in p.values())
+    lines.append(f"| {size} | {member} | {target} | {r['mesh']['data']} x {r['mesh']['fsdp']} | "
+                 f"{r['micro_batches']} x {r['micro_rows_per_device']} | {r['remat']}, {r['attention']} | "
+                 f"{g('train')} ({p['train']['fraction']:.0%}) | {r['memory_model']['total'] / 2 ** 30:.1f} "
+                 f"({p['train']['model_over_compiler']:.2f}x) | {'yes' if r['fits'] else 'NO'} | {g('eval')} | "
+                 f"{g('decode')} | {compile_s:.0f} | {est} |")
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  cli.run(main)
