@@ -25,7 +25,7 @@ DEMO_DATA := $(if $(filter demo demo_baseline,$(EXP))$(filter demo tiny 20m,$(SI
 
 STUDY_DIR ?= data/study
 
-.PHONY: accel-check accel-wheels setup train data data-study test test-fast eval generate export bench bench-generate bench-data compare reproduce plot clean help
+.PHONY: accel-check accel-wheels aot aot-setup setup train data data-study test test-fast eval generate export bench bench-generate bench-data compare reproduce plot clean help
 
 help:
 	@echo "make train [EXP=demo] [SIZE=demo|tiny|20m|420m|1b|7b] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
@@ -43,6 +43,11 @@ help:
 	@echo "                                            a run as safetensors + config + tokenizer (hf_llama: the baseline for transformers)"
 	@echo "make generate [EXP=demo] [WORKDIR=runs/EXP] [ARGS=...]"
 	@echo "                                            samples to listen to: <workdir>/samples/index.html"
+	@echo "make aot [SIZES=1b,7b] [TARGETS=v5p-64] [ARGS=...]"
+	@echo "                                            compile every accelerator preset for its TPU and GPU targets"
+	@echo "                                            on this CPU host: memory per device, fits, compile time, the"
+	@echo "                                            TPU compiler's step estimate (runs/aot/matrix.md)"
+	@echo "make aot-setup                              the compile-only venvs: .venv-aot-tpu (libtpu), .venv-aot-cuda (~4 GB)"
 	@echo "make setup [ACCEL=cuda|tpu]                 the venv: CPU JAX, or JAX with CUDA 13 / libtpu (remembered)"
 	@echo "make test                                   run the whole test suite (what CI runs)"
 	@echo "make test-fast                              the unit tier only (pytest -m 'not slow'), for the edit loop"
@@ -96,10 +101,23 @@ generate: setup
 	$(PY) -m lst_jax.generate --config=$(CONFIG) --workdir=$(WORKDIR) \
 	  $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
-test: setup
+# The accelerators' compilers, each in its own venv over .venv (CPU runs never load them):
+# libtpu (~0.3 GB) and the CUDA 13 plugin with ptxas, nvvm and cuDNN (~3.7 GB).
+AOT_VENVS := .venv-aot-tpu/.installed .venv-aot-cuda/.installed
+.venv-aot-%/.installed: $(STAMP)
+	bash tools/aot_venv.sh $*
+
+aot-setup: setup $(AOT_VENVS)
+
+# Every accelerator preset x member x target compiled on this host (lst_jax/tools/aot.py):
+# runs/aot/<size>_<member>_<target>.json and runs/aot/matrix.md (kept entries are reused; ARGS=--force).
+aot: aot-setup
+	$(PY) -m lst_jax.tools.aot --matrix $(if $(SIZES),--sizes=$(SIZES)) $(if $(TARGETS),--targets=$(TARGETS)) $(ARGS)
+
+test: setup $(AOT_VENVS)
 	$(PY) -m pytest -q -n 2 --dist=worksteal --durations=10 tests
 
-test-fast: setup
+test-fast: setup $(AOT_VENVS)
 	$(PY) -m pytest -q -n 2 --dist=worksteal --durations=5 -m "not slow" tests
 
 # Model throughput: FLOP/s vs matmul peak, LST vs baseline per second of speech, reference config.

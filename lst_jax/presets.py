@@ -175,18 +175,18 @@ SIZES = {
     "study_l": Size(d_global=256, global_layers=8, global_heads=4, d_local=128, local_heads=4, **_STUDY),
     "420m": Size(d_global=1280, global_layers=18, global_heads=10, d_local=768, local_heads=12, encoder_layers=7,
                  decoder_layers=7, rows=64, positions=4096, steps=200_000, warmup=2000, deployments=(
-                     Deployment("h100-8", fsdp=8, grad_accum=2, why="one node, fsdp over NVLink"),
-                     Deployment("v5p-16", fsdp=8, grad_accum=1, why="the smallest v5p slice with 8 chips"))),
+                     Deployment("h100-8", fsdp=8, grad_accum=2, attention="cudnn", why="one node, fsdp over NVLink"),
+                     Deployment("v5p-16", fsdp=8, grad_accum=1, attention="pallas", why="the smallest v5p slice with 8 chips"))),
     "1b": Size(d_global=2048, global_layers=25, global_heads=16, d_local=1024, local_heads=16, encoder_layers=1,
                decoder_layers=9, rows=128, positions=4096, steps=200_000, warmup=2000, deployments=(
-                   Deployment("h100-32", fsdp=8, grad_accum=1, why="four nodes, fsdp within each"),
-                   Deployment("v5p-64", fsdp=8, grad_accum=1, why="32 chips, 4 rows per chip"),
-                   Deployment("v6e-64", fsdp=16, grad_accum=2, why="64 chips of 32 GiB, 2 rows per chip"))),
+                   Deployment("h100-32", fsdp=8, grad_accum=1, attention="cudnn", why="four nodes, fsdp within each"),
+                   Deployment("v5p-64", fsdp=8, grad_accum=1, attention="pallas", why="32 chips, 4 rows per chip"),
+                   Deployment("v6e-64", fsdp=16, grad_accum=2, attention="pallas", why="64 chips of 32 GiB, 2 rows per chip"))),
     "7b": Size(d_global=4096, global_layers=32, global_heads=32, d_local=2048, local_heads=16, encoder_layers=1,
                decoder_layers=9, rows=256, positions=4096, steps=200_000, warmup=2000, deployments=(
-                   Deployment("h100-64", fsdp=64, grad_accum=2, why="eight nodes, fsdp over all"),
-                   Deployment("v5p-128", fsdp=64, grad_accum=2, why="64 chips, fsdp over the slice"),
-                   Deployment("v6e-256", fsdp=64, grad_accum=1, why="256 chips of 32 GiB, one row per chip"))),
+                   Deployment("h100-64", fsdp=64, grad_accum=2, attention="cudnn", why="eight nodes, fsdp over all"),
+                   Deployment("v5p-128", fsdp=64, grad_accum=2, attention="pallas", why="64 chips, fsdp over the slice"),
+                   Deployment("v6e-256", fsdp=64, grad_accum=1, attention="pallas", why="256 chips of 32 GiB, one row per chip"))),
 }
 
 

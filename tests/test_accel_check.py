@@ -44,17 +44,24 @@ def test_peak_flops_by_device_kind():
   assert accel_check.peak_flops("cpu") is None
 
 
-def test_micro_batch_is_the_largest_power_of_two_the_memory_model_fits():
-  """Per-device rows are chosen with the accumulation the check runs (gradients held twice)."""
-  from lst_jax import memory
-  from lst_jax.tools.inspect import DEFAULT_VOCAB as vocab
-  at = lambda rows: memory.estimate(accel_check._experiment("lst", "tiny", rows, 2, 1, vocab), (1, 1, 1)).total
-  assert at(8) > at(4) > at(2) and at(4) > memory.estimate(
-      accel_check._experiment("lst", "tiny", 4, 1, 1, vocab), (1, 1, 1)).total   # accum 2 holds more
-  rows, est = accel_check.fitting_micro_rows("lst", "tiny", 1, vocab, device_bytes=at(4) / 0.75 + 1)
-  assert rows == 4 and est["micro_rows"] == 4 and est["accum_steps"] == 2
-  assert accel_check.fitting_micro_rows("lst", "tiny", 1, vocab, device_bytes=at(8) / 0.75 - 1)[0] == 4
-  assert accel_check.fitting_micro_rows("lst", "tiny", 1, vocab, device_bytes=1.0)[0] == 1   # never below one
+def test_the_train_section_runs_the_program_aot_compiles_for_the_device():
+  """On an H100 the 1b check runs the h100-32 deployment's per-device program (1 micro-batch of
+  4 rows, cuDNN, fsdp 8 on 8 GPUs); on a v6e its v6e-64 program; on one device fsdp 1."""
+  from lst_jax import presets
+  from lst_jax.tools import aot
+  c, target = aot.device_experiment("lst", "1b", "NVIDIA H100 80GB HBM3", 8)
+  dep = presets.SIZES["1b"].deployment("h100-32")
+  assert target == "h100-32" and c.model.attention == "cudnn" and c.model.remat == "full" and c.model.scan_layers
+  assert c.train.grad_accum_steps == dep.grad_accum and c.mesh.fsdp == dep.fsdp
+  assert c.data.batch_size == 8 * dep.grad_accum * (128 // 32 // dep.grad_accum)
+  c, target = aot.device_experiment("baseline", "1b", "TPU v6 lite", 1)
+  dep = presets.SIZES["1b"].deployment("v6e-64")
+  assert target == "v6e-64" and c.model.attention == "pallas" and c.mesh.fsdp == 1
+  assert c.data.batch_size == dep.grad_accum * (128 // 64 // dep.grad_accum)
+  c, target = aot.device_experiment("lst", "1b", "NVIDIA H200", 1, micro_rows=1)   # no h200 deployment
+  assert target == "h100-32" and c.data.batch_size == presets.SIZES["1b"].deployment().grad_accum
+  c, target = aot.device_experiment("lst", "tiny", "cpu", 8)
+  assert target == "" and c.train.grad_accum_steps == 2 and c.data.batch_size == 16
 
 
 @pytest.mark.slow

@@ -10,13 +10,14 @@ else; peak memory is per process), each written to the JSON as soon as it ends:
                platform has (cuDNN on GPU, Pallas splash on TPU) against the reference
                on packed, padded batches, values and gradients; one train step on a mesh
                of the local devices against the same step on the host CPU.
-  train        bf16 train steps of the LST and the baseline at the preset's global shape
-               (config.model of --size, its rows' token and patch caps), with the
-               per-device batch that lst_jax.memory says fits in 75% of the device
-               (gradient accumulation for the rest; halved once on an out-of-memory):
-               step time, tokens/s, MFU (model FLOPs of the real tokens, lst_jax.flops,
-               against the device's dense bf16 peak), XLA's executed FLOPs, peak device
-               memory from the device's own statistics beside the memory model's figure.
+  train        bf16 train steps of the LST and the baseline: the very program `make aot`
+               compiles for the --size preset's deployment on this kind of device
+               (lst_jax.tools.aot.device_experiment: its micro-batches, rows per device,
+               remat, attention backend and row shapes; the global batch scaled to the local
+               devices; rows halved once on an out-of-memory): step time, tokens/s, MFU
+               (model FLOPs of the real tokens, lst_jax.flops, against the device's dense
+               bf16 peak), XLA's executed FLOPs, the device compiler's memory plan and the
+               peak from the device's own statistics beside the memory model's figure.
   decode       greedy speech decoding of the --size LST and baseline (random weights):
                speech seconds per second at batch 1 and 16 (lst_jax.tools.bench_generate).
 A section that the remaining budget cannot hold is recorded as not run, with why.
@@ -44,9 +45,6 @@ PEAK_BF16 = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e
 # Seconds a section is allowed at most (its process is stopped after that); the budget decides what runs.
 SECTION_LIMIT_S = {"environment": 60, "tests": 150, "train": 200, "decode": 120}
 
-# Micro-batches per train step: the check exercises gradient accumulation as real runs do.
-ACCUM_STEPS = 2
-
 FLAGS = flags.FLAGS
 
 
@@ -61,7 +59,7 @@ def define_flags():
   # Internal: one section in this process, its result as JSON on stdout's last line.
   flags.DEFINE_string("one", "", "Run one section in this process (used by the orchestrator).")
   flags.DEFINE_string("kind", "lst", "Model kind of a train section.")
-  flags.DEFINE_integer("micro_rows", 0, "Rows per device per micro-batch (0: from lst_jax.memory).")
+  flags.DEFINE_integer("micro_rows", 0, "Rows per device per micro-batch (0: the preset's deployment's).")
 
 
 def peak_flops(device_kind: str) -> float | None:
@@ -125,57 +123,27 @@ def run_tests(limit_s: float) -> dict:
           "pytest_rc": proc.returncode, "tail": proc.stdout[-1500:]}
 
 
-# The platform's fused attention (the preset's own choice elsewhere).
-FUSED_ATTENTION = {"gpu": "cudnn", "tpu": "pallas"}
-
-
-def _experiment(kind: str, size: str, micro_rows: int, accum: int, devices: int, vocab):
-  import jax
-  from lst_jax import config as config_lib, presets
-  c = presets.experiment(kind, size, "compute_matched")
-  c.model.dtype = "bfloat16"
-  c.model.attention = FUSED_ATTENTION.get(jax.default_backend(), c.model.attention)
-  c.data.batch_size = micro_rows * accum * devices
-  c.train.grad_accum_steps = accum
-  c.mesh.update(data=-1, fsdp=1, tensor=1)
-  return config_lib.parse(c, vocab_size=vocab.size)
-
-
-def fitting_micro_rows(kind: str, size: str, devices: int, vocab, device_bytes: float,
-                       accum: int = ACCUM_STEPS) -> tuple[int, dict | None]:
-  """The most rows per device per micro-batch (a power of two, at least 1) whose step, with
-  `accum` micro-batches, lst_jax.memory fits in 75% of the device; and that estimate."""
-  from lst_jax import memory
-  best, estimate = 1, None
-  for rows in (1, 2, 4, 8, 16, 32, 64):
-    exp = _experiment(kind, size, rows, accum, devices, vocab)
-    est = memory.estimate(exp, {"data": devices, "fsdp": 1, "tensor": 1})
-    if rows > 1 and not est.total <= memory.DEFAULT_BUDGET * device_bytes:
-      break
-    best, estimate = rows, est
-  return best, memory.as_dict(estimate)
-
-
 def train_throughput(kind: str, size: str, steps: int, micro_rows: int, out: dict) -> dict:
-  """bf16 train steps at the preset's global shape on the local devices (see the module doc);
-  fills `out` as it goes, so that a failure still reports the batch it tried."""
+  """bf16 train steps of the program `make aot` compiles for the size's deployment on this kind of
+  device (lst_jax.tools.aot.device_experiment: its micro-batches and rows per device, remat,
+  attention), on the local devices (see the module doc); fills `out` as it goes, so that a
+  failure still reports the batch it tried."""
   import jax
-  from lst_jax import flops as flops_lib, sharding
-  from lst_jax.tools import bench
-  from lst_jax.tools.inspect import DEFAULT_VOCAB as vocab
+  from lst_jax import config as config_lib, flops as flops_lib, memory, sharding
+  from lst_jax.tools import aot, bench, programs
   from lst_jax.train import step as step_lib
+  vocab = programs.DEFAULT_VOCAB
   devices = jax.local_device_count()
   limit = device_memory().get("bytes_limit", 0)
-  estimate = None
-  if not micro_rows:
-    micro_rows, estimate = (fitting_micro_rows(kind, size, devices, vocab, limit) if limit else (1, None))
-  accum = ACCUM_STEPS
-  out.update(kind=kind, size=size, devices=devices, micro_rows_per_device=micro_rows, accum_steps=accum,
-             memory_model=estimate)
-  exp = _experiment(kind, size, micro_rows, accum, devices, vocab)
+  config, target = aot.device_experiment(kind, size, jax.devices()[0].device_kind, devices, micro_rows)
+  exp = config_lib.parse(config, vocab_size=vocab.size)
+  accum = exp.train.grad_accum_steps
+  out.update(kind=kind, size=size, devices=devices, aot_target=target, accum_steps=accum,
+             micro_rows_per_device=exp.data.batch_size // devices // accum,
+             memory_model=memory.estimate(exp, (devices // exp.mesh.fsdp, exp.mesh.fsdp, 1)).as_dict())
   out.update(attention=exp.model.attention, remat=exp.model.remat, dtype=exp.model.dtype)
   d = exp.data
-  mesh = sharding.make_mesh(-1, 1, 1)
+  mesh = sharding.make_mesh(-1, exp.mesh.fsdp, 1)
   run = step_lib.setup(exp.model, exp.optim, vocab, mesh, accum_steps=accum)
   state = run.init()
   batch = bench.speech_batch(d.batch_size, d.max_tokens, d.max_patches, vocab.size, vocab.num_units)
@@ -183,6 +151,7 @@ def train_throughput(kind: str, size: str, steps: int, micro_rows: int, out: dic
   t0 = time.perf_counter()
   compiled = run.train_step.lower(state, gbatch).compile()
   out["compile_s"] = time.perf_counter() - t0
+  out["compiler_memory"] = programs.memory_per_device(compiled)   # the device's own compiler's plan
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   state, m = compiled(state, gbatch)
@@ -290,7 +259,7 @@ def orchestrate() -> dict:
         r = _subprocess(args + common, limit)
         micro = r.get("micro_rows_per_device", 0)
         if base == "train" and _out_of_memory(r) and micro > 1 and left() > 60:
-          first = r   # the memory model was too optimistic: half the rows, once
+          first = r   # the deployment's rows did not fit this device: half of them, once
           r = _subprocess(args + common + [f"--micro_rows={micro // 2}"], min(SECTION_LIMIT_S[base], left()))
           r["first_try"] = {k: first.get(k) for k in ("micro_rows_per_device", "error", "memory_model")}
       r["seconds"] = round(time.monotonic() - t0, 1)

@@ -49,6 +49,7 @@ _TARGET = flags.DEFINE_string("target", "", "What to compile for: v5p-N, v5e-N, 
 _JSON = flags.DEFINE_string("json", "", "Also write the result here (JSON).")
 _PROGRAMS = flags.DEFINE_list("programs", ["train", "eval", "decode"], "Programs to compile.")
 _COST = flags.DEFINE_boolean("cost", True, "TPU: the cost estimate from an unrolled one-micro-batch compile.")
+_SEARCH = flags.DEFINE_boolean("search", False, "Also find the fewest micro-batches that fit, by compiling.")
 _MATRIX = flags.DEFINE_boolean("matrix", False, "Every accelerator preset x member x target.")
 _SIZES = flags.DEFINE_list("sizes", [], "--matrix: only these sizes (default: every accelerator preset).")
 _ONLY_TARGETS = flags.DEFINE_list("targets", [], "--matrix: only these targets.")
@@ -136,6 +137,40 @@ def decode_program(exp, vocab, device):
                                  arg(key.shape, key.dtype), sampling=sampling_lib.Sampling()).lower()
 
 
+def _train_memory(exp, vocab, mesh, accum: int) -> int:
+  """Bytes per device XLA plans for the train step with `accum` micro-batches."""
+  import dataclasses
+  exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, grad_accum_steps=accum))
+  run, batch = programs_lib.train_programs(exp, vocab, mesh)
+  compiled, _ = _compile(run.train_step.trace(run.abstract, batch).lower())
+  return programs_lib.memory_per_device(compiled)["total"]
+
+
+def fewest_micro_batches(exp, vocab, mesh, device_bytes: int, planned: dict[int, int]) -> dict:
+  """The fewest micro-batches (a divisor of the rows per device: the most rows per micro-batch)
+  whose train step XLA plans within the 75% budget, searched by compiling from the experiment's
+  own count up or down, as MaxText's estimator searches; `planned` {micro-batches: bytes} holds
+  what is compiled already. {"fewest": n or None, "planned": {n: bytes}}."""
+  from lst_jax import memory as memory_lib
+  from lst_jax import sharding
+  rows = exp.data.batch_size // (mesh.shape["data"] * mesh.shape[sharding.BATCH_AXES[1]])
+  counts = [a for a in range(1, rows + 1) if rows % a == 0]
+
+  def fits(accum: int) -> bool:
+    if accum not in planned:
+      planned[accum] = _train_memory(exp, vocab, mesh, accum)
+    return planned[accum] <= memory_lib.DEFAULT_BUDGET * device_bytes
+
+  i = counts.index(exp.train.grad_accum_steps)
+  if fits(counts[i]):
+    while i > 0 and fits(counts[i - 1]):
+      i -= 1
+    best = counts[i]
+  else:
+    best = next((a for a in counts[i + 1:] if fits(a)), None)
+  return {"fewest": best, "rows_per_device": rows, "planned": {str(a): b for a, b in sorted(planned.items())}}
+
+
 def _program_report(compiled, seconds: float, device_bytes: int) -> dict:
   from lst_jax import memory as memory_lib
   mem = programs_lib.memory_per_device(compiled)
@@ -144,7 +179,7 @@ def _program_report(compiled, seconds: float, device_bytes: int) -> dict:
 
 
 def compile_experiment(exp, vocab, target: targets_lib.Target, programs=("train", "eval", "decode"),
-                       cost: bool = True) -> dict:
+                       cost: bool = True, search: bool = False) -> dict:
   """Every program of `exp` compiled for `target` (module docstring); a dict for JSON."""
   from lst_jax import flops as flops_lib
   from lst_jax import memory as memory_lib
@@ -167,6 +202,9 @@ def compile_experiment(exp, vocab, target: targets_lib.Target, programs=("train"
     report = _program_report(compiled, seconds, target.memory_bytes)
     report["model_over_compiler"] = est.total / max(report["memory"]["total"], 1)
     out["programs"]["train"] = report
+    if search:
+      out["micro_batch_search"] = fewest_micro_batches(
+          exp, vocab, mesh, target.memory_bytes, {exp.train.grad_accum_steps: report["memory"]["total"]})
   if "eval" in programs:
     compiled, seconds = _compile(run.eval_step.trace(run.abstract.params, batch).lower())
     out["programs"]["eval"] = _program_report(compiled, seconds, target.memory_bytes)
@@ -188,6 +226,34 @@ def compile_experiment(exp, vocab, target: targets_lib.Target, programs=("train"
 # ----------------------------------------------------------------------------- any venv
 
 
+ACCUM_WITHOUT_DEPLOYMENT = 2   # micro-batches of a size with no deployment (CPU sizes: accel-check --smoke)
+
+
+def device_experiment(kind: str, size: str, device_kind: str, devices: int, micro_rows: int = 0):
+  """The program `make aot` compiles for `size`'s deployment on this kind of device, at the devices
+  at hand (`make accel-check` runs it): the deployment's micro-batches, rows per device per
+  micro-batch, remat, scan and attention, bf16, the global batch scaled to `devices`. The
+  deployment is the first on the device's generation, else on its platform; `micro_rows`
+  overrides the rows (an out-of-memory retry). Returns (config, the deployment's target or "")."""
+  from lst_jax import presets
+  s = presets.SIZES[size]
+  gen = targets_lib.generation_of(device_kind)
+  platform = targets_lib.GENERATIONS[gen].platform if gen else None
+  same = [d for d in s.deployments if targets_lib.parse(d.target).generation == gen]
+  near = [d for d in s.deployments if targets_lib.parse(d.target).platform == platform]
+  dep = (same or near or list(s.deployments) or [None])[0]
+  c = presets.experiment(kind, f"{size}@{dep.target}" if dep else size)
+  accum = dep.grad_accum if dep else ACCUM_WITHOUT_DEPLOYMENT
+  per_device = max(1, s.rows // targets_lib.parse(dep.target).devices // accum) if dep else 1
+  rows = micro_rows or per_device
+  fsdp = dep.fsdp if dep and devices % dep.fsdp == 0 else 1
+  c.model.dtype = "bfloat16"
+  c.data.batch_size = rows * accum * devices
+  c.train.grad_accum_steps = accum
+  c.mesh.update(data=-1, fsdp=fsdp, tensor=1)
+  return c, (dep.target if dep else "")
+
+
 def describe(r: dict) -> str:
   """One entry as lines of text."""
   g = lambda n: f"{n / 2 ** 30:.1f}"
@@ -203,6 +269,11 @@ def describe(r: dict) -> str:
     if name == "train":
       line += f"; memory model {g(r['memory_model']['total'])} GiB ({p['model_over_compiler']:.2f}x the compiler's)"
     lines.append(line)
+  search = r.get("micro_batch_search")
+  if search:
+    planned = ", ".join(f"{a}: {b / 2 ** 30:.1f}" for a, b in search["planned"].items())
+    lines.append(f"  fewest micro-batches that fit: {search['fewest'] or 'none'} of {search['rows_per_device']} rows "
+                 f"per device (GiB planned by micro-batches: {planned})")
   c = r.get("compiler_estimate")
   if c and c.get("optimal_seconds"):
     lines.append(f"  compiler's estimate (not measured): {c['flops'] / 1e12:.1f} TFLOP per device, step "
@@ -235,7 +306,7 @@ def _compile_here(config, target: targets_lib.Target) -> dict:
   from lst_jax import config as config_lib
   vocab = programs_lib.vocab_for(config, 0)
   exp = config_lib.parse(config, vocab_size=vocab.size)
-  result = compile_experiment(exp, vocab, target, tuple(_PROGRAMS.value), _COST.value)
+  result = compile_experiment(exp, vocab, target, tuple(_PROGRAMS.value), _COST.value, _SEARCH.value)
   result["name"] = f"{config.get('size', '')} {exp.model.kind}".strip()
   return result
 
@@ -289,7 +360,7 @@ def run_matrix() -> None:
       continue
     print(f"[{i + 1}/{len(entries)}] {size} {member} on {target}: compiling ...", flush=True)
     argv = [sys.argv[0], f"--config=experiments/{member}.py:{size}@{target}", f"--target={target}",
-            f"--json={path}", f"--cost={str(_COST.value).lower()}"]
+            f"--json={path}", f"--cost={str(_COST.value).lower()}", f"--search={str(_SEARCH.value).lower()}"]
     t = time.time()
     try:
       rc = subprocess.run([sys.executable, "-m", "lst_jax.tools.aot", *argv[1:]], timeout=_TIMEOUT.value,

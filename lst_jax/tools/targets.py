@@ -113,6 +113,15 @@ def parse(name: str) -> Target:
   return Target(name.lower(), gen, count, f"1x{count // 8}x8")
 
 
+def generation_of(device_kind: str) -> str | None:
+  """The generation ("h100", "v5p", ...) of a jax device_kind; None for others (CPUs among them)."""
+  kind = device_kind.lower()
+  for name, spec in sorted(GENERATIONS.items(), key=lambda g: -len(g[1].device_kind)):
+    if kind.startswith(spec.device_kind.lower()) or name in kind:
+      return name
+  return None
+
+
 def compile_environment(platform: str) -> dict:
   """Environment variables a compile-only process needs, set before JAX starts: the CPU as
   JAX's only runtime platform, and libtpu told not to ask a metadata server for its slice."""

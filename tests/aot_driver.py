@@ -1,0 +1,48 @@
+"""Run by tests/test_aot.py inside a compile-only venv (.venv-aot-tpu / .venv-aot-cuda): compiles
+small presets for a compile-only target and prints one JSON line of what the compiler planned.
+
+  python tests/aot_driver.py TARGET SIZE:KIND[:ATTENTION] ...
+"""
+
+import dataclasses
+import json
+import sys
+
+from lst_jax import config as config_lib
+from lst_jax import presets
+from lst_jax import sharding
+from lst_jax.tools import aot
+from lst_jax.tools import programs
+from lst_jax.tools import targets
+
+FUSED_CALLS = {"pallas": "tpu_custom_call", "cudnn": "__cudnn$fmha"}
+
+
+def one(target, spec: str) -> dict:
+  size, kind, *attention = spec.split(":")
+  c = presets.experiment(kind, size)
+  # What the 420m and 7b presets run, at a size a test can compile: micro-batches, remat, scan, bf16.
+  c.train.grad_accum_steps, c.model.remat, c.model.scan_layers, c.model.dtype = 2, "full", True, "bfloat16"
+  c.mesh.update(data=-1, fsdp=target.devices, tensor=1)
+  c.data.batch_size = 2 * 2 * target.devices
+  if attention:
+    c.model.attention = attention[0]
+  exp = config_lib.parse(c, programs.DEFAULT_VOCAB.size)
+  result = aot.compile_experiment(exp, programs.DEFAULT_VOCAB, target, cost=not attention)
+  if attention and attention[0] in FUSED_CALLS:   # the fused kernel is in the program, not a fallback
+    devices = targets.compile_devices(target)
+    mesh = sharding.make_mesh(-1, target.devices, 1, devices=devices)
+    run, batch = programs.train_programs(exp, programs.DEFAULT_VOCAB, mesh)
+    text = run.train_step.trace(run.abstract, batch).lower().as_text()
+    result["fused_calls"] = text.count(FUSED_CALLS[attention[0]])
+  result["spec"], result["model_cfg"] = spec, dataclasses.asdict(exp.model)
+  return result
+
+
+def main(argv):
+  target = targets.parse(argv[1])
+  print(json.dumps([one(target, spec) for spec in argv[2:]]))
+
+
+if __name__ == "__main__":
+  main(sys.argv)
