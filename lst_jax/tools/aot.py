@@ -349,13 +349,18 @@ def entry_path(out: str, size: str, member: str, target: str) -> str:
   return os.path.join(out, f"{size}_{member}_{target}.json")
 
 
+def _has_search(path: str) -> bool:
+  with open(path) as f:
+    return "micro_batch_search" in json.load(f)
+
+
 def run_matrix() -> None:
   """Each entry in its own process (a compiler crash or out-of-memory loses nothing else)."""
   entries = matrix_entries(tuple(_SIZES.value), tuple(_ONLY_TARGETS.value))
   failed = []
   for i, (size, member, target) in enumerate(entries):
     path = entry_path(_OUT.value, size, member, target)
-    if os.path.exists(path) and not _FORCE.value:
+    if os.path.exists(path) and not _FORCE.value and not (_SEARCH.value and not _has_search(path)):
       print(f"[{i + 1}/{len(entries)}] {size} {member} on {target}: kept {path}", flush=True)
       continue
     print(f"[{i + 1}/{len(entries)}] {size} {member} on {target}: compiling ...", flush=True)

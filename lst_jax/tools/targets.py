@@ -151,12 +151,20 @@ def gpu_target_config(target: Target) -> str:
 def compile_devices(target: Target) -> list:
   """The target's compile-only devices (a process set up by compile_environment)."""
   from jax.experimental import topologies
-  if target.platform == "tpu":
-    topo = topologies.get_topology_desc(platform="tpu", topology_name=target.topology)
-  else:
-    _tell_cudnn_the_target(target)
-    topo = topologies.get_topology_desc(platform="cuda", topology=target.topology,
-                                        target_config=gpu_target_config(target))
+  try:
+    if target.platform == "tpu":
+      extra = {}
+      if target.devices < 4:   # a slice smaller than one host (4 chips): the host is the slice
+        shape = [int(n) for n in target.topology.split(":")[1].split("x")]
+        extra["chips_per_host_bounds"] = (shape + [1, 1])[:3]
+      topo = topologies.get_topology_desc(platform="tpu", topology_name=target.topology, **extra)
+    else:
+      _tell_cudnn_the_target(target)
+      topo = topologies.get_topology_desc(platform="cuda", topology=target.topology,
+                                          target_config=gpu_target_config(target))
+  except Exception as e:  # the compiler's own refusal, as one line
+    raise TargetError(f"target {target.name}: the {target.platform} compiler has no topology "
+                      f"{target.topology}: {str(e).strip().splitlines()[0]}") from e
   devices = list(topo.devices)
   if len(devices) != target.devices:
     raise TargetError(f"target {target.name}: the compiler's topology {target.topology} has {len(devices)} "
