@@ -90,8 +90,8 @@ def test_nocompile_prints_the_memory_model_on_the_presets_hardware():
   assert out.returncode == 0, out.stderr[-2000:]
   line = next(x for x in out.stdout.splitlines() if x.startswith("memory model per device"))
   assert "(4, 8, 1)" in line and "params 0.70" in line and "4 rows per device per micro-batch x 1" in line
-  assert ("of a device of the preset's hardware, NVIDIA H100 SXM 80 GB (74.5 GiB per device, 32 devices; "
-          "budget 75%)") in out.stdout
+  assert ("of a device of the preset's hardware, h100-32 (NVIDIA H100 80GB HBM3) (79.1 GiB per device, "
+          "32 devices; budget 75%)") in out.stdout
   assert "memory per device:" not in out.stdout   # no compile
 
 

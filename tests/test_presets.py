@@ -115,22 +115,25 @@ def test_every_size_fits_its_hardware(size):
     assert est.fraction(hw.memory_bytes) <= 0.75, (kind, est.describe())
 
 
-@pytest.mark.parametrize("size", [s for s, v in presets.SIZES.items() if v.accelerator or s in ("demo", "tiny")])
+_TRACED = [s for s in ("demo", "tiny")] + [f"{s}@{d.target}" for s, v in presets.SIZES.items() for d in v.deployments]
+
+
+@pytest.mark.parametrize("size", _TRACED)
 @pytest.mark.parametrize("kind", ["lst", "baseline"])
 def test_every_preset_train_step_traces_and_lowers_with_its_own_settings(size, kind):
-  """The preset's own accumulation, remat policy, scanned layers and attention backend, traced and
-  lowered on this machine's 8 CPU devices (no compile): accumulation under remat and scan once
-  failed here, before any device was reached."""
+  """Every deployment's own accumulation, remat policy, scanned layers and mesh, traced and lowered
+  on this machine's 8 CPU devices (no compile): accumulation under remat and scan once failed
+  here, before any device was reached. cuDNN cannot be traced without a GPU's cuDNN, so the GPU
+  deployments trace with `xla` here (tests/test_aot.py compiles cuDNN for H100s)."""
   import jax
   from lst_jax import sharding
-  from lst_jax.tools import inspect as inspect_tool
-  from lst_jax.train import step as step_lib
-  exp = config_lib.parse(presets.experiment(kind, size), VOCAB)
+  from lst_jax.tools import programs
+  c = presets.experiment(kind, size)
+  if c.model.attention == "cudnn":
+    c.model.attention = "xla"
+  exp = config_lib.parse(c, VOCAB)
   mesh = sharding.make_mesh(-1, min(exp.mesh.fsdp, len(jax.devices())), 1)
-  run = step_lib.setup(exp.model, exp.optim, inspect_tool.DEFAULT_VOCAB, mesh, 0,
-                       accum_steps=exp.train.grad_accum_steps)
-  batch = inspect_tool.abstract_batch(exp.data.batch_size, exp.data.max_tokens, exp.data.max_patches,
-                                      sharding.batch_sharding(mesh))
+  run, batch = programs.train_programs(exp, programs.DEFAULT_VOCAB, mesh)
   lowered = run.train_step.trace(run.abstract, batch).lower()
   assert "stablehlo" in lowered.as_text()[:20000]
   if exp.train.grad_accum_steps > 1:
