@@ -48,7 +48,7 @@ import dataclasses
 import ml_collections
 
 from lst_jax import config as config_lib
-from lst_jax.tools import targets
+from lst_jax import targets
 
 PAIRINGS = ("compute_matched", "flop_matched", "data_matched", "same_rows")
 # The experiment files (experiments/NAME.py) of each pairing's members.
@@ -73,7 +73,7 @@ CPU_MACHINE = Hardware("this 2-core CPU machine", 24 * 2 ** 30, 1, "where the te
 @dataclasses.dataclass(frozen=True)
 class Deployment:
   """One accelerator system a size is compiled for (`make aot`) and trains on
-  (`SIZE=1b@v5p-64`): the target (lst_jax.tools.targets), the mesh's fsdp axis (data takes the
+  (`SIZE=1b@v5p-64`): the target (lst_jax.targets), the mesh's fsdp axis (data takes the
   devices left over), micro-batches per step, and the attention backend, chosen from what XLA's
   compiler for that target plans (README, "Compiled for its hardware")."""
   target: str

@@ -13,7 +13,7 @@ from lst_jax import presets
 from lst_jax import sharding
 from lst_jax.tools import aot
 from lst_jax.tools import programs
-from lst_jax.tools import targets
+from lst_jax import targets
 
 FUSED_CALLS = {"pallas": "tpu_custom_call", "cudnn": "__cudnn$fmha"}
 

@@ -12,7 +12,7 @@ import pytest
 
 from lst_jax import presets
 from lst_jax.tools import aot
-from lst_jax.tools import targets
+from lst_jax import targets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

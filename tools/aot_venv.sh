@@ -17,5 +17,5 @@ base_site=$("$base/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "import site; site.addsitedir('$(realpath "$base_site")')" > "$site/lst_jax_base.pth"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[$platform]"
-JAX_PLATFORMS=cpu "$venv/bin/python" -c "from lst_jax.tools import targets; assert targets.has_compiler('$platform')"
+JAX_PLATFORMS=cpu "$venv/bin/python" -c "from lst_jax import targets; assert targets.has_compiler('$platform')"
 touch "$venv/.installed"

@@ -3,7 +3,7 @@
   python -m lst_jax.tools.aot --config=experiments/lst_compute_matched.py:1b --target=v5p-64
   python -m lst_jax.tools.aot --matrix [--sizes=420m,1b,7b] [--out=runs/aot]     (make aot)
 
-For one experiment and target (lst_jax.tools.targets: v5p-N, v5e-N, v6e-N, h100-N, h200-N) it
+For one experiment and target (lst_jax.targets: v5p-N, v5e-N, v6e-N, h100-N, h200-N) it
 compiles, with XLA's real TPU or GPU compiler on the target's compile-only devices, the programs
 a run executes: the train step (the experiment's micro-batches, remat policy, scanned layers and
 attention backend, its mesh over the target's devices), the eval step, and greedy decoding (one
@@ -38,7 +38,7 @@ from absl import app, flags
 
 from lst_jax import cli
 from lst_jax.tools import programs as programs_lib
-from lst_jax.tools import targets as targets_lib
+from lst_jax import targets as targets_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHILD = "LST_AOT_CHILD"
