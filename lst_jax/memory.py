@@ -26,6 +26,12 @@ residuals: tests/test_memory.py checks them against it per block and policy, and
 whole step against XLA's compiled memory_analysis on CPU); XLA's fusion then drops or
 merges some of them (masks, dtype casts), so the figure is an upper guide, not a plan.
 
+Decisions use the compilers, not this model: XLA's TPU and GPU compilers plan these steps from
+0.95x to over 2x below it (README, "Compiled for its hardware"), mostly in the LST's local
+modules, whose gathered cross-attention keys XLA fuses away. `lst_jax.tools.aot` compiles each
+deployment and searches the fewest micro-batches that fit; this model is kept for its breakdown
+(what holds the memory) and for answers in milliseconds.
+
 Attention backends: "reference" and "xla" (jax.nn.dot_product_attention's XLA path)
 materialize fp32 [queries x keys] scores per head and keep them for the backward pass;
 "cudnn" and "pallas" (flash-style kernels) keep only the output and a log-sum-exp row.
@@ -297,36 +303,3 @@ def fits(exp: config_lib.Experiment, mesh_shape, device_bytes: float, budget: fl
          accum_steps: int | None = None) -> bool:
   """Whether the step's estimate stays within `budget` of the device's memory."""
   return estimate(exp, mesh_shape, accum_steps).total <= budget * device_bytes
-
-
-def fitting_accum_steps(exp: config_lib.Experiment, mesh_shape, device_bytes: float,
-                        budget: float = DEFAULT_BUDGET) -> int | None:
-  """The smallest grad_accum_steps (a divisor of the rows per device, so every micro-batch is
-  whole) whose estimate fits in `budget` of the device's memory; None if even one row per
-  micro-batch does not fit."""
-  rows = rows_per_device(exp, mesh_shape)
-  for accum in (a for a in range(1, rows + 1) if rows % a == 0):
-    if fits(exp, mesh_shape, device_bytes, budget, accum):
-      return accum
-  return None
-
-
-def largest_micro_rows(exp: config_lib.Experiment, mesh_shape, device_bytes: float,
-                       budget: float = DEFAULT_BUDGET) -> int:
-  """The most rows per device one micro-batch may hold within `budget` (0: not even one): to
-  pick a per-device batch for a device, e.g. data.batch_size = this x data x fsdp."""
-  data, fsdp, _ = mesh_shape_of(mesh_shape)
-  best, lo, hi = 0, 1, 1
-  grow = lambda rows: dataclasses.replace(exp, data=dataclasses.replace(exp.data, batch_size=rows * data * fsdp),
-                                          train=dataclasses.replace(exp.train, grad_accum_steps=1))
-  while fits(grow(hi), mesh_shape, device_bytes, budget):
-    best, lo, hi = hi, hi, hi * 2
-    if hi > 1 << 20:
-      return best
-  while lo + 1 < hi:
-    mid = (lo + hi) // 2
-    if fits(grow(mid), mesh_shape, device_bytes, budget):
-      best, lo = mid, mid
-    else:
-      hi = mid
-  return best
