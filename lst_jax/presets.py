@@ -13,15 +13,14 @@ defaults (so every key stays settable from the command line). Sizes:
   1b     global 25 x 2048, encoder 1 x 1024, decoder 9 x 1024 (the paper's headline).
   7b     global 32 x 4096, local 2048 (our Llama-7B-like choice).
 
-Every size names the hardware it is meant for (`Size.hardware`: device kind, memory per
-device, device count; the mesh is data = devices / fsdp, fsdp, tensor 1), and
-tests/test_presets.py holds lst_jax.memory's estimate of its train step within 75% of
-that memory, for both members:
-  CPU sizes (demo, tiny, study_*, 20m)  this 2-core CPU machine, 24 GiB, one device.
-  420m  one 8 x H100 80 GB node, fsdp 8 (all-gathers stay on NVLink); 2 micro-batches
-        of 4 rows per device (each of the LST's 12,288-token rows keeps ~8 GiB of activations).
-  1b    four such nodes, 32 H100s, fsdp 8 within each node: 4 rows per device in one pass.
-  7b    64 H100s, fsdp 64 (state, moments and gradients 2.1 GiB per device; 17 at fsdp 8), 2 micro-batches.
+CPU sizes (demo, tiny, study_*, 20m) are meant for this 2-core CPU machine (24 GiB, one
+device); tests/test_presets.py holds lst_jax.memory's estimate of both members within 75% of it.
+Accelerator sizes (420m, 1b, 7b) name their deployments: a TPU slice and a GPU system each
+(lst_jax.targets), with the mesh's fsdp axis, the micro-batches per step and the attention
+backend; the first is the default (SIZE=1b), the others are picked with an @ (SIZE=1b@v6e-64).
+Their micro-batches are the fewest that XLA's own compiler for the target plans within 75% of
+a device (`make aot ARGS=--search`: lst_jax.tools.aot; the matrix is in the README), not the
+memory model's guess, which sits 1.2-2.2x above the compilers.
 
 Pairings (paper.md sec. 5), LST vs the baseline (the LST's global transformer over tokens):
   compute_matched  the paper's: same steps, rows and global positions per step: the

@@ -96,16 +96,15 @@ def test_compare_table_reads_the_runs_records():
   assert "2.000e+12" in table and "1.000e+12" in table and "4.328" in table  # 3 nats = 4.328 bits
 
 
-@pytest.mark.parametrize("size", list(presets.SIZES))
-def test_every_size_fits_its_hardware(size):
-  """Each size names its hardware, and lst_jax.memory's estimate of both members' train step on
-  it (the paper's 32,506-entry vocabulary, the preset's remat, attention and micro-batches)
-  stays within 75% of a device's memory."""
+@pytest.mark.parametrize("size", [s for s, v in presets.SIZES.items() if not v.accelerator])
+def test_every_cpu_size_fits_its_hardware(size):
+  """Each CPU size names this machine, and lst_jax.memory's estimate of both members' train step
+  on it (the paper's 32,506-entry vocabulary, the preset's remat, attention and micro-batches)
+  stays within 75% of its memory. (Accelerator deployments are held to it by XLA's own plans:
+  make aot, tests/test_aot.py.)"""
   s = presets.SIZES[size]
   hw = s.hardware
-  assert hw.device and hw.memory_bytes > 0 and hw.devices >= 1 and hw.devices % s.fsdp == 0
-  if not s.accelerator:
-    assert (hw.device, hw.memory_bytes, hw.devices) == ("this 2-core CPU machine", 24 * 2 ** 30, 1)
+  assert (hw.device, hw.memory_bytes, hw.devices) == ("this 2-core CPU machine", 24 * 2 ** 30, 1)
   for kind in ("lst", "baseline"):
     exp = config_lib.parse(presets.experiment(kind, size), VOCAB)
     assert exp.train.grad_accum_steps == s.grad_accum
