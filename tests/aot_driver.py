@@ -1,7 +1,7 @@
 """Run by tests/test_aot.py inside a compile-only venv (.venv-aot-tpu / .venv-aot-cuda): compiles
 small presets for a compile-only target and prints one JSON line of what the compiler planned.
 
-  python tests/aot_driver.py TARGET SIZE:KIND[:ATTENTION] ...
+  python tests/aot_driver.py TARGET SIZE:KIND[:ATTENTION[:CROSS_WINDOW]] ...
 """
 
 import dataclasses
@@ -20,6 +20,7 @@ FUSED_CALLS = {"pallas": "tpu_custom_call", "cudnn": "__cudnn$fmha"}
 
 def one(target, spec: str) -> dict:
   size, kind, *attention = spec.split(":")
+  attention, window = attention[:1], int(attention[1]) if len(attention) > 1 else 1
   c = presets.experiment(kind, size)
   # What the 420m and 7b presets run, at a size a test can compile: micro-batches, remat, scan, bf16.
   c.train.grad_accum_steps, c.model.remat, c.model.scan_layers, c.model.dtype = 2, "full", True, "bfloat16"
@@ -27,9 +28,13 @@ def one(target, spec: str) -> dict:
   c.data.batch_size = 2 * 2 * target.devices
   if attention:
     c.model.attention = attention[0]
+  c.model.encoder_window = c.model.decoder_window = window
   exp = config_lib.parse(c, programs.DEFAULT_VOCAB.size)
   # The compiler's cost estimate (two more compiles) for the demo pair only: the suite's budget.
-  result = aot.compile_experiment(exp, programs.DEFAULT_VOCAB, target, cost=size == "demo" and not attention)
+  # Decoding supports windows of one patch only (lst_jax.decode.lst_step.check_supported).
+  result = aot.compile_experiment(exp, programs.DEFAULT_VOCAB, target,
+                                  ("train", "eval", "decode") if window == 1 else ("train", "eval"),
+                                  cost=size == "demo" and not attention)
   if attention and attention[0] in FUSED_CALLS:   # the fused kernel is in the program, not a fallback
     devices = targets.compile_devices(target)
     mesh = sharding.make_mesh(-1, target.devices, 1, devices=devices)
