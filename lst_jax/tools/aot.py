@@ -415,7 +415,7 @@ def matrix_table(out: str, entries) -> str:
     lines.append(f"| {size} | {member} | {target} | {r['mesh']['data']} x {r['mesh']['fsdp']} | "
                  f"{r['micro_batches']} x {r['micro_rows_per_device']} | {r['remat']}, {r['attention']} | "
                  f"{g('train')} ({p['train']['fraction']:.0%}) | {r['memory_model']['total'] / 2 ** 30:.1f} "
-                 f"({p['train']['model_over_compiler']:.2f}x) | {'yes' if r['fits'] else 'NO'} | {g('eval')} | "
+                 f"({p['train']['model_over_compiler']:.2f}x) | {'yes' if all(p[n]['fits'] for n in ('train', 'eval') if n in p) else 'NO'} | {g('eval')} | "
                  f"{g('decode')} | {compile_s:.0f} | {est} |")
   return "\n".join(lines)
 
