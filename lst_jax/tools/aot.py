@@ -392,31 +392,50 @@ def run_matrix() -> None:
     sys.exit("error: " + "; ".join(failed))
 
 
+MATRIX_HEAD = ("| size | member | target | mesh data x fsdp | micro-batches x rows/device | attention | train GiB "
+               "per device (share) | model GiB (x compiler) | fits 75% | fewest micro-batches that fit (GiB) "
+               "| eval GiB | decode GiB (1 device) | compile s | compiler's step estimate, MFU |")
+
+
+def _gib(n: float) -> str:
+  return f"{n / 2 ** 30:.1f}"
+
+
+def matrix_row(size: str, member: str, target: str, r: dict | None) -> str:
+  """One entry of the matrix table ("not compiled" without its JSON)."""
+  columns = MATRIX_HEAD.count("|") - 1
+  if r is None:
+    return f"| {size} | {member} | {target} | not compiled |" + " |" * (columns - 4)
+  p = r["programs"]
+  program = lambda name: (_gib(p[name]["memory"]["total"]) + ("" if p[name]["fits"] else " (over 75%)")
+                          if name in p else "-")
+  train = p["train"]
+  search = r.get("micro_batch_search") or {}
+  fewest = search.get("fewest")
+  fewest = (f"{fewest} ({_gib(search['planned'][str(fewest)])})" if fewest else "none") if search else "-"
+  c = r.get("compiler_estimate") or {}
+  estimate = (f"{c['optimal_seconds']:.2f} s, {c['mfu']:.0%}" if c.get("optimal_seconds") else
+              "none (GPU: no cost model)" if r["platform"] == "cuda" else "-")
+  fits = all(p[n]["fits"] for n in ("train", "eval") if n in p)
+  compile_s = sum(x["compile_s"] for x in p.values()) + c.get("compile_s", 0)
+  cells = [size, member, target, f"{r['mesh']['data']} x {r['mesh']['fsdp']}",
+           f"{r['micro_batches']} x {r['micro_rows_per_device']}", r["attention"],
+           f"{_gib(train['memory']['total'])} ({train['fraction']:.0%})",
+           f"{_gib(r['memory_model']['total'])} ({train['model_over_compiler']:.2f}x)", "yes" if fits else "NO",
+           fewest, program("eval"), program("decode"), f"{compile_s:.0f}", estimate]
+  return "| " + " | ".join(cells) + " |"
+
+
 def matrix_table(out: str, entries) -> str:
-  """The matrix as a Markdown table (one row per entry; a missing JSON is "not compiled")."""
-  head = ("| size | member | target | mesh (data x fsdp) | micro-batches x rows/device | remat, attention "
-          "| train GiB/device (compiler) | model | fits 75% | eval GiB | decode GiB | compile s "
-          "| compiler's step estimate, MFU |")
-  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  """The matrix as a Markdown table, one row per entry."""
+  lines = [MATRIX_HEAD, "|" + "---|" * (MATRIX_HEAD.count("|") - 1)]
   for size, member, target in entries:
     path = entry_path(out, size, member, target)
-    if not os.path.exists(path):
-      lines.append(f"| {size} | {member} | {target} | not compiled |" + " |" * (head.count("|") - 5))
-      continue
-    with open(path) as f:
-      r = json.load(f)
-    p = r["programs"]
-    g = lambda name: (f"{p[name]['memory']['total'] / 2 ** 30:.1f}" + ("" if p[name]["fits"] else " (over 75%)")
-                      if name in p else "-")
-    c = r.get("compiler_estimate") or {}
-    est = (f"{c['optimal_seconds']:.2f} s, {c['mfu']:.0%}" if c.get("optimal_seconds") else
-           ("no cost model (GPU)" if r["platform"] == "cuda" else "-"))
-    compile_s = sum(x["compile_s"] for x in p.values())
-    lines.append(f"| {size} | {member} | {target} | {r['mesh']['data']} x {r['mesh']['fsdp']} | "
-                 f"{r['micro_batches']} x {r['micro_rows_per_device']} | {r['remat']}, {r['attention']} | "
-                 f"{g('train')} ({p['train']['fraction']:.0%}) | {r['memory_model']['total'] / 2 ** 30:.1f} "
-                 f"({p['train']['model_over_compiler']:.2f}x) | {'yes' if all(p[n]['fits'] for n in ('train', 'eval') if n in p) else 'NO'} | {g('eval')} | "
-                 f"{g('decode')} | {compile_s:.0f} | {est} |")
+    r = None
+    if os.path.exists(path):
+      with open(path) as f:
+        r = json.load(f)
+    lines.append(matrix_row(size, member, target, r))
   return "\n".join(lines)
 
 
