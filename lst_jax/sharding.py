@@ -89,8 +89,13 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence 
   if need < len(devices):
     logging.warning("mesh uses %d of the %d devices", need, len(devices))
     devices = devices[:need]
-  return jax.make_mesh((data, fsdp, tensor), MESH_AXES, axis_types=(AxisType.Auto,) * 3,
-                       devices=devices)
+  try:
+    return jax.make_mesh((data, fsdp, tensor), MESH_AXES, axis_types=(AxisType.Auto,) * 3,
+                         devices=devices)
+  except NotImplementedError as e:   # a TPU torus whose axes the mesh's sizes cannot be made of
+    raise ConfigError(f"config.mesh data={data} x fsdp={fsdp} x tensor={tensor} does not map onto the "
+                      f"devices' torus ({str(e).splitlines()[0][:160]}); choose axis sizes that are "
+                      f"products of the slice's dimensions (e.g. fsdp 8 on a v6e-64's 8x8)") from e
 
 
 def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules=DEFAULT_RULES) -> PartitionSpec:
