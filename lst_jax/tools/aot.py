@@ -137,12 +137,18 @@ def decode_program(exp, vocab, device):
                                  arg(key.shape, key.dtype), sampling=sampling_lib.Sampling()).lower()
 
 
-def _train_memory(exp, vocab, mesh, accum: int) -> int:
-  """Bytes per device XLA plans for the train step with `accum` micro-batches."""
+def _train_memory(exp, vocab, mesh, accum: int) -> int | None:
+  """Bytes per device XLA plans for the train step with `accum` micro-batches (None: the
+  compiler refused a plan larger than the device)."""
   import dataclasses
   exp = dataclasses.replace(exp, train=dataclasses.replace(exp.train, grad_accum_steps=accum))
   run, batch = programs_lib.train_programs(exp, vocab, mesh)
-  compiled, _ = _compile(run.train_step.trace(run.abstract, batch).lower())
+  try:
+    compiled, _ = _compile(run.train_step.trace(run.abstract, batch).lower())
+  except AotError as e:
+    if not _out_of_memory(e):
+      raise
+    return None
   return programs_lib.memory_per_device(compiled)["total"]
 
 
@@ -150,7 +156,7 @@ def fewest_micro_batches(exp, vocab, mesh, device_bytes: int, planned: dict[int,
   """The fewest micro-batches (a divisor of the rows per device: the most rows per micro-batch)
   whose train step XLA plans within the 75% budget, searched by compiling from the experiment's
   own count up or down, as MaxText's estimator searches; `planned` {micro-batches: bytes} holds
-  what is compiled already. {"fewest": n or None, "planned": {n: bytes}}."""
+  what is compiled already (None: over the device). {"fewest": n or None, "planned": {n: bytes}}."""
   from lst_jax import memory as memory_lib
   from lst_jax import sharding
   rows = exp.data.batch_size // (mesh.shape["data"] * mesh.shape[sharding.BATCH_AXES[1]])
@@ -159,7 +165,7 @@ def fewest_micro_batches(exp, vocab, mesh, device_bytes: int, planned: dict[int,
   def fits(accum: int) -> bool:
     if accum not in planned:
       planned[accum] = _train_memory(exp, vocab, mesh, accum)
-    return planned[accum] <= memory_lib.DEFAULT_BUDGET * device_bytes
+    return planned[accum] is not None and planned[accum] <= memory_lib.DEFAULT_BUDGET * device_bytes
 
   i = counts.index(exp.train.grad_accum_steps)
   if fits(counts[i]):
@@ -171,8 +177,22 @@ def fewest_micro_batches(exp, vocab, mesh, device_bytes: int, planned: dict[int,
   return {"fewest": best, "rows_per_device": rows, "planned": {str(a): b for a, b in sorted(planned.items())}}
 
 
-def _program_report(compiled, seconds: float, device_bytes: int) -> dict:
+def _out_of_memory(e: AotError) -> bool:
+  """The TPU compiler refuses a plan larger than the device (RESOURCE_EXHAUSTED) itself."""
+  return "RESOURCE_EXHAUSTED" in str(e)
+
+
+def _program_report(lowered, device_bytes: int) -> dict:
+  """A program compiled: its memory plan, its share of the device, whether it fits the budget,
+  its compile time; a plan the compiler refuses as larger than the device is reported as not
+  fitting, with the compiler's words (any other compile error is raised)."""
   from lst_jax import memory as memory_lib
+  try:
+    compiled, seconds = _compile(lowered)
+  except AotError as e:
+    if not _out_of_memory(e):
+      raise
+    return {"fits": False, "error": str(e)}
   mem = programs_lib.memory_per_device(compiled)
   return {"compile_s": round(seconds, 1), "memory": mem, "fraction": mem["total"] / device_bytes,
           "fits": mem["total"] <= memory_lib.DEFAULT_BUDGET * device_bytes}
@@ -198,16 +218,17 @@ def compile_experiment(exp, vocab, target: targets_lib.Target, programs=("train"
          "memory_model": est.as_dict(), "programs": {}}
   run, batch = programs_lib.train_programs(exp, vocab, mesh)
   if "train" in programs:
-    compiled, seconds = _compile(run.train_step.trace(run.abstract, batch).lower())
-    report = _program_report(compiled, seconds, target.memory_bytes)
-    report["model_over_compiler"] = est.total / max(report["memory"]["total"], 1)
+    report = _program_report(run.train_step.trace(run.abstract, batch).lower(), target.memory_bytes)
+    if "memory" in report:
+      report["model_over_compiler"] = est.total / max(report["memory"]["total"], 1)
     out["programs"]["train"] = report
     if search:
       out["micro_batch_search"] = fewest_micro_batches(
-          exp, vocab, mesh, target.memory_bytes, {exp.train.grad_accum_steps: report["memory"]["total"]})
+          exp, vocab, mesh, target.memory_bytes,
+          {exp.train.grad_accum_steps: report["memory"]["total"] if "memory" in report else None})
   if "eval" in programs:
-    compiled, seconds = _compile(run.eval_step.trace(run.abstract.params, batch).lower())
-    out["programs"]["eval"] = _program_report(compiled, seconds, target.memory_bytes)
+    out["programs"]["eval"] = _program_report(run.eval_step.trace(run.abstract.params, batch).lower(),
+                                              target.memory_bytes)
   if "decode" in programs:
     from lst_jax.config import ConfigError
     try:
@@ -215,14 +236,17 @@ def compile_experiment(exp, vocab, target: targets_lib.Target, programs=("train"
     except ConfigError as e:   # a model decoding does not support (cross-attention windows > 1)
       out["decode_skipped"] = str(e)
     else:
-      compiled, seconds = _compile(lowered)
-      out["programs"]["decode"] = {**_program_report(compiled, seconds, target.memory_bytes),
+      out["programs"]["decode"] = {**_program_report(lowered, target.memory_bytes),
                                    "batch": DECODE_BATCH, "slots": DECODE_SLOTS}
   # What a deployment is for: its train and eval steps. Decoding (one device, fp32 parameters)
   # is reported beside them: a 7b does not decode on one 32 GiB chip, whatever the slice.
   out["fits"] = all(p["fits"] for name, p in out["programs"].items() if name != "decode")
   if cost and target.platform == "tpu" and "train" in programs:
-    estimate = cost_estimate(exp, vocab, devices)
+    try:
+      estimate = cost_estimate(exp, vocab, devices)
+    except AotError as e:   # its one-micro-batch probes did not compile: say so, keep the plans
+      out["compiler_estimate"] = {"error": str(e)}
+      return out
     model = flops_lib.model_flops(m, d.batch_size, d.max_tokens, d.max_patches)["train"]
     step_s = estimate.get("optimal_seconds")
     estimate["model_train_flops"] = model
@@ -262,6 +286,10 @@ def device_experiment(kind: str, size: str, device_kind: str, devices: int, micr
   return c, (dep.target if dep else "")
 
 
+def _gib(n: float | None) -> str:
+  return "over the device" if n is None else f"{n / 2 ** 30:.1f}"
+
+
 def describe(r: dict) -> str:
   """One entry as lines of text."""
   g = lambda n: f"{n / 2 ** 30:.1f}"
@@ -269,6 +297,9 @@ def describe(r: dict) -> str:
            f"{g(r['device_bytes'])} GiB each), mesh {r['mesh']}, {r['micro_batches']} micro-batch(es) of "
            f"{r['micro_rows_per_device']} rows per device, remat {r['remat']}, attention {r['attention']}"]
   for name, p in r["programs"].items():
+    if "memory" not in p:
+      lines.append(f"  {name:<6} DOES NOT FIT: the compiler refused it ({p['error']})")
+      continue
     mem = p["memory"]
     line = (f"  {name:<6} {g(mem['total'])} GiB per device = arguments {g(mem['argument'])} + outputs "
             f"{g(mem['output'])} - aliased {g(mem['alias'])} + temporaries {g(mem['temp'])}: "
@@ -281,7 +312,7 @@ def describe(r: dict) -> str:
     lines.append(f"  decode not compiled: {r['decode_skipped']}")
   search = r.get("micro_batch_search")
   if search:
-    planned = ", ".join(f"{a}: {b / 2 ** 30:.1f}" for a, b in search["planned"].items())
+    planned = ", ".join(f"{a}: {_gib(b)}" for a, b in search["planned"].items())
     lines.append(f"  fewest micro-batches that fit: {search['fewest'] or 'none'} of {search['rows_per_device']} rows "
                  f"per device (GiB planned by micro-batches: {planned})")
   c = r.get("compiler_estimate")
@@ -397,8 +428,6 @@ MATRIX_HEAD = ("| size | member | target | mesh data x fsdp | micro-batches x ro
                "| eval GiB | decode GiB (1 device) | compile s | compiler's step estimate, MFU |")
 
 
-def _gib(n: float) -> str:
-  return f"{n / 2 ** 30:.1f}"
 
 
 def matrix_row(size: str, member: str, target: str, r: dict | None) -> str:
@@ -407,7 +436,8 @@ def matrix_row(size: str, member: str, target: str, r: dict | None) -> str:
   if r is None:
     return f"| {size} | {member} | {target} | not compiled |" + " |" * (columns - 4)
   p = r["programs"]
-  program = lambda name: (_gib(p[name]["memory"]["total"]) + ("" if p[name]["fits"] else " (over 75%)")
+  total = lambda name: p[name]["memory"]["total"] if "memory" in p[name] else None
+  program = lambda name: (_gib(total(name)) + ("" if p[name]["fits"] or total(name) is None else " (over 75%)")
                           if name in p else "-")
   train = p["train"]
   search = r.get("micro_batch_search") or {}
@@ -417,11 +447,12 @@ def matrix_row(size: str, member: str, target: str, r: dict | None) -> str:
   estimate = (f"{c['optimal_seconds']:.2f} s, {c['mfu']:.0%}" if c.get("optimal_seconds") else
               "none (GPU: no cost model)" if r["platform"] == "cuda" else "-")
   fits = all(p[n]["fits"] for n in ("train", "eval") if n in p)
-  compile_s = sum(x["compile_s"] for x in p.values()) + c.get("compile_s", 0)
+  compile_s = sum(x.get("compile_s", 0) for x in p.values()) + c.get("compile_s", 0)
   cells = [size, member, target, f"{r['mesh']['data']} x {r['mesh']['fsdp']}",
            f"{r['micro_batches']} x {r['micro_rows_per_device']}", r["attention"],
-           f"{_gib(train['memory']['total'])} ({train['fraction']:.0%})",
-           f"{_gib(r['memory_model']['total'])} ({train['model_over_compiler']:.2f}x)", "yes" if fits else "NO",
+           program("train") + (f" ({train['fraction']:.0%})" if "fraction" in train else ""),
+           _gib(r["memory_model"]["total"]) + (f" ({train['model_over_compiler']:.2f}x)" if "memory" in train else ""),
+           "yes" if fits else "NO",
            fewest, program("eval"), program("decode"), f"{compile_s:.0f}", estimate]
   return "| " + " | ".join(cells) + " |"
 
