@@ -181,7 +181,7 @@ SIZES = {
                decoder_layers=9, rows=128, positions=4096, steps=200_000, warmup=2000, deployments=(
                    Deployment("h100-32", fsdp=8, grad_accum=1, attention="cudnn", why="four nodes, fsdp within each"),
                    Deployment("v5p-64", fsdp=8, grad_accum=1, attention="pallas", why="32 chips, 4 rows per chip"),
-                   Deployment("v6e-64", fsdp=8, grad_accum=2, attention="pallas",
+                   Deployment("v6e-64", fsdp=8, grad_accum=1, attention="pallas",
                               why="64 chips of 32 GiB (8x8: fsdp along one axis), 2 rows per chip"))),
     "7b": Size(d_global=4096, global_layers=32, global_heads=32, d_local=2048, local_heads=16, encoder_layers=1,
                decoder_layers=9, rows=256, positions=4096, steps=200_000, warmup=2000, deployments=(

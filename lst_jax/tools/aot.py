@@ -110,8 +110,12 @@ def cost_estimate(exp, vocab, devices) -> dict:
     seconds += s
   (l1, c1), (l2, c2) = zip(PROBE_LAYERS, probes)
   at_depth = lambda k: c1[k] + (c2[k] - c1[k]) * (exp.model.global_layers - l1) / (l2 - l1)
-  return {"compile_s": round(seconds, 1), "micro_batches": accum, "probe_layers": list(PROBE_LAYERS),
-          **{k: at_depth(k) * accum for k in c1 if k in c2}}
+  out = {"compile_s": round(seconds, 1), "micro_batches": accum, "probe_layers": list(PROBE_LAYERS),
+         "probes": probes}
+  for k in c1:
+    if k in c2 and c2[k] > c1[k] > 0:   # more layers, more work: otherwise the figure means nothing
+      out[k] = at_depth(k) * accum
+  return out
 
 
 def decode_program(exp, vocab, device):
@@ -251,6 +255,8 @@ def compile_experiment(exp, vocab, target: targets_lib.Target, programs=("train"
     step_s = estimate.get("optimal_seconds")
     estimate["model_train_flops"] = model
     estimate["mfu"] = model / step_s / target.devices / target.spec.peak_bf16 if step_s else None
+    if not step_s:
+      estimate["note"] = "the probes' step times do not grow with depth: no estimate"
     out["compiler_estimate"] = estimate
   return out
 
@@ -316,7 +322,7 @@ def describe(r: dict) -> str:
     lines.append(f"  fewest micro-batches that fit: {search['fewest'] or 'none'} of {search['rows_per_device']} rows "
                  f"per device (GiB planned by micro-batches: {planned})")
   c = r.get("compiler_estimate")
-  if c and c.get("optimal_seconds"):
+  if c and (c.get("optimal_seconds") or 0) > 0:
     lines.append(f"  compiler's estimate (not measured): {c['flops'] / 1e12:.1f} TFLOP per device, step "
                  f"{c['optimal_seconds']:.2f} s, MFU {c['mfu']:.0%} (model FLOPs {c['model_train_flops'] / 1e15:.2f} PFLOP "
                  f"per step)")
@@ -444,8 +450,10 @@ def matrix_row(size: str, member: str, target: str, r: dict | None) -> str:
   fewest = search.get("fewest")
   fewest = (f"{fewest} ({_gib(search['planned'][str(fewest)])})" if fewest else "none") if search else "-"
   c = r.get("compiler_estimate") or {}
-  estimate = (f"{c['optimal_seconds']:.2f} s, {c['mfu']:.0%}" if c.get("optimal_seconds") else
-              "none (GPU: no cost model)" if r["platform"] == "cuda" else "-")
+  flops = f"{c['flops'] / 1e12:.0f} TFLOP/device" if c.get("flops") else ""
+  estimate = ("none (GPU: no cost model)" if r["platform"] == "cuda" else
+              f"{c['optimal_seconds']:.2f} s, {c['mfu']:.0%}; {flops}" if (c.get("optimal_seconds") or 0) > 0 else
+              f"no step time (the probes' do not grow with depth); {flops}" if flops else "-")
   fits = all(p[n]["fits"] for n in ("train", "eval") if n in p)
   compile_s = sum(x.get("compile_s", 0) for x in p.values()) + c.get("compile_s", 0)
   cells = [size, member, target, f"{r['mesh']['data']} x {r['mesh']['fsdp']}",
