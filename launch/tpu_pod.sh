@@ -18,6 +18,8 @@
 #   --project=PROJECT       gcloud project (default: gcloud's configured one)
 #   --spot                  create a Spot slice
 #   --exp=EXP               experiment in experiments/ (default demo)
+#   --size=SIZE             the experiment's size and deployment, e.g. 1b@v5p-64 (make aot lists them;
+#                           a size alone takes its first deployment, which may be a GPU one)
 #   --workdir=DIR           run directory, the same path on every worker (default runs/EXP);
 #                           for multi-host runs put it on storage all workers share
 #   --pre='CMD'             shell command run on every worker before training (e.g. fetch data)
@@ -34,7 +36,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 action=all name='' zone='' accelerator=v4-8 version=tpu-ubuntu2204-base project='' spot=0
-exp=demo workdir='' pre='' python=python3.11 follow=0 dry_run=0
+exp=demo size='' workdir='' pre='' python=python3.11 follow=0 dry_run=0
 case "${1:-}" in all|up|run|logs|delete) action=$1; shift ;; esac
 main_args=()
 while [ $# -gt 0 ]; do
@@ -48,6 +50,7 @@ while [ $# -gt 0 ]; do
     --project=*) project=${arg#*=} ;;
     --spot) spot=1 ;;
     --exp=*) exp=${arg#*=} ;;
+    --size=*) size=${arg#*=} ;;
     --workdir=*) workdir=${arg#*=} ;;
     --pre=*) pre=${arg#*=} ;;
     --python=*) python=${arg#*=} ;;
@@ -104,7 +107,7 @@ start() {
   local train cmd args=''
   # make pastes ARGS into its shell command: each flag quoted once for that shell, once for this one.
   [ ${#main_args[@]} = 0 ] || args=$(printf '%q ' "${main_args[@]}")
-  train="make train EXP=$(printf '%q' "$exp") WORKDIR=$(printf '%q' "$workdir") ARGS=$(printf '%q' "${args% }")"
+  train="make train EXP=$(printf '%q' "$exp")${size:+ SIZE=$(printf '%q' "$size")} WORKDIR=$(printf '%q' "$workdir") ARGS=$(printf '%q' "${args% }")"
   cmd="cd $remote_dir && mkdir -p logs"
   [ -z "$pre" ] || cmd+=" && ($pre)"
   cmd+=" && (setsid nohup $train > logs/train.log 2>&1 < /dev/null &)"

@@ -256,7 +256,8 @@ def compile_experiment(exp, vocab, target: targets_lib.Target, programs=("train"
     estimate["model_train_flops"] = model
     estimate["mfu"] = model / step_s / target.devices / target.spec.peak_bf16 if step_s else None
     if not step_s:
-      estimate["note"] = "the probes' step times do not grow with depth: no estimate"
+      estimate["note"] = ("the compiler's step times of the probes are not positive and growing with depth "
+                          "(v6e's are negative): no step estimate")
     out["compiler_estimate"] = estimate
   return out
 
@@ -453,12 +454,12 @@ def matrix_row(size: str, member: str, target: str, r: dict | None) -> str:
   flops = f"{c['flops'] / 1e12:.0f} TFLOP/device" if c.get("flops") else ""
   estimate = ("none (GPU: no cost model)" if r["platform"] == "cuda" else
               f"{c['optimal_seconds']:.2f} s, {c['mfu']:.0%}; {flops}" if (c.get("optimal_seconds") or 0) > 0 else
-              f"no step time (the probes' do not grow with depth); {flops}" if flops else "-")
+              f"no step time (the compiler's is negative); {flops}" if flops else "-")
   fits = all(p[n]["fits"] for n in ("train", "eval") if n in p)
   compile_s = sum(x.get("compile_s", 0) for x in p.values()) + c.get("compile_s", 0)
   cells = [size, member, target, f"{r['mesh']['data']} x {r['mesh']['fsdp']}",
            f"{r['micro_batches']} x {r['micro_rows_per_device']}", r["attention"],
-           program("train") + (f" ({train['fraction']:.0%})" if "fraction" in train else ""),
+           _gib(total("train")) + (f" ({train['fraction']:.0%})" if "fraction" in train else ""),
            _gib(r["memory_model"]["total"]) + (f" ({train['model_over_compiler']:.2f}x)" if "memory" in train else ""),
            "yes" if fits else "NO",
            fewest, program("eval"), program("decode"), f"{compile_s:.0f}", estimate]

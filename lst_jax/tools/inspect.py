@@ -9,7 +9,7 @@
 3. Memory per device of the train step from the analytic model (lst_jax.memory:
    parameters, optimizer state, gradients, batch, saved activations under the remat
    policy, the largest transient), as a fraction of the memory of the hardware the
-   preset is meant for (lst_jax.presets.Size.hardware); then, unless --nocompile, beside
+   preset is meant for (lst_jax.presets.hardware_of); then, unless --nocompile, beside
    XLA's own figure: the train step compiled ahead of time on the mesh for abstract
    sharded arguments (jit(...).lower(...).compile().memory_analysis()).
 
