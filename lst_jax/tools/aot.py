@@ -44,18 +44,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CHILD = "LST_AOT_CHILD"
 DECODE_BATCH, DECODE_SLOTS = 16, 1024
 
-_CONFIG = cli.config_flag(required=False)
-_TARGET = flags.DEFINE_string("target", "", "What to compile for: v5p-N, v5e-N, v6e-N, h100-N, h200-N.")
-_JSON = flags.DEFINE_string("json", "", "Also write the result here (JSON).")
-_PROGRAMS = flags.DEFINE_list("programs", ["train", "eval", "decode"], "Programs to compile.")
-_COST = flags.DEFINE_boolean("cost", True, "TPU: the cost estimate from an unrolled one-micro-batch compile.")
-_SEARCH = flags.DEFINE_boolean("search", False, "Also find the fewest micro-batches that fit, by compiling.")
-_MATRIX = flags.DEFINE_boolean("matrix", False, "Every accelerator preset x member x target.")
-_SIZES = flags.DEFINE_list("sizes", [], "--matrix: only these sizes (default: every accelerator preset).")
-_ONLY_TARGETS = flags.DEFINE_list("targets", [], "--matrix: only these targets.")
-_OUT = flags.DEFINE_string("out", "runs/aot", "--matrix: where each entry's JSON and matrix.md go.")
-_FORCE = flags.DEFINE_boolean("force", False, "--matrix: compile entries whose JSON already exists.")
-_TIMEOUT = flags.DEFINE_integer("timeout_s", 1800, "--matrix: seconds one entry may take.")
+FLAGS = flags.FLAGS
+_CONFIG = None   # the --config holder, made by define_flags()
+
+
+def define_flags():
+  """Flags of the command line only (importing this module defines none: accel_check and the
+  tests import it beside tools with flags of their own)."""
+  global _CONFIG
+  _CONFIG = cli.config_flag(required=False)
+  flags.DEFINE_string("target", "", "What to compile for: v5p-N, v5e-N, v6e-N, h100-N, h200-N.")
+  flags.DEFINE_string("json", "", "Also write the result here (JSON).")
+  flags.DEFINE_list("programs", ["train", "eval", "decode"], "Programs to compile.")
+  flags.DEFINE_boolean("cost", True, "TPU: the cost estimate from unrolled one-micro-batch compiles.")
+  flags.DEFINE_boolean("search", False, "Also find the fewest micro-batches that fit, by compiling.")
+  flags.DEFINE_boolean("matrix", False, "Every accelerator preset x member x target.")
+  flags.DEFINE_list("sizes", [], "--matrix: only these sizes (default: every accelerator preset).")
+  flags.DEFINE_list("targets", [], "--matrix: only these targets.")
+  flags.DEFINE_string("out", "runs/aot", "--matrix: where each entry's JSON and matrix.md go.")
+  flags.DEFINE_boolean("force", False, "--matrix: compile entries whose JSON already exists.")
+  flags.DEFINE_integer("timeout_s", 1800, "--matrix: seconds one entry may take.")
 
 
 class AotError(RuntimeError):
@@ -354,26 +362,26 @@ def _compile_here(config, target: targets_lib.Target) -> dict:
   from lst_jax import config as config_lib
   vocab = programs_lib.vocab_for(config, 0)
   exp = config_lib.parse(config, vocab_size=vocab.size)
-  result = compile_experiment(exp, vocab, target, tuple(_PROGRAMS.value), _COST.value, _SEARCH.value)
+  result = compile_experiment(exp, vocab, target, tuple(FLAGS.programs), FLAGS.cost, FLAGS.search)
   result["name"] = f"{config.get('size', '')} {exp.model.kind}".strip()
   return result
 
 
 def main(argv):
-  if _MATRIX.value:
+  if FLAGS.matrix:
     return run_matrix()
-  if not _TARGET.value or _CONFIG.value is None:
+  if not FLAGS.target or _CONFIG.value is None:
     raise app.UsageError("give --config=... and --target=... (or --matrix)")
   try:
-    target = targets_lib.parse(_TARGET.value)
+    target = targets_lib.parse(FLAGS.target)
     if os.environ.get(CHILD) != "1":
       sys.exit(_rerun_in_compile_venv(target, sys.argv))
     result = _compile_here(_CONFIG.value, target)
   except (AotError, targets_lib.TargetError, ValueError) as e:
     sys.exit(f"error: {e}")
   print(describe(result))
-  if _JSON.value:
-    cli.write_results(_JSON.value, result)
+  if FLAGS.json:
+    cli.write_results(FLAGS.json, result)
   if not result["fits"]:
     sys.exit(f"error: {result['name']} does not fit on {target.name} in {result['budget']:.0%} of device memory")
 
@@ -404,26 +412,26 @@ def _has_search(path: str) -> bool:
 
 def run_matrix() -> None:
   """Each entry in its own process (a compiler crash or out-of-memory loses nothing else)."""
-  entries = matrix_entries(tuple(_SIZES.value), tuple(_ONLY_TARGETS.value))
+  entries = matrix_entries(tuple(FLAGS.sizes), tuple(FLAGS.targets))
   failed = []
   for i, (size, member, target) in enumerate(entries):
-    path = entry_path(_OUT.value, size, member, target)
-    if os.path.exists(path) and not _FORCE.value and not (_SEARCH.value and not _has_search(path)):
+    path = entry_path(FLAGS.out, size, member, target)
+    if os.path.exists(path) and not FLAGS.force and not (FLAGS.search and not _has_search(path)):
       print(f"[{i + 1}/{len(entries)}] {size} {member} on {target}: kept {path}", flush=True)
       continue
     print(f"[{i + 1}/{len(entries)}] {size} {member} on {target}: compiling ...", flush=True)
     argv = [sys.argv[0], f"--config=experiments/{member}.py:{size}@{target}", f"--target={target}",
-            f"--json={path}", f"--cost={str(_COST.value).lower()}", f"--search={str(_SEARCH.value).lower()}"]
+            f"--json={path}", f"--cost={str(FLAGS.cost).lower()}", f"--search={str(FLAGS.search).lower()}"]
     t = time.time()
     try:
-      rc = subprocess.run([sys.executable, "-m", "lst_jax.tools.aot", *argv[1:]], timeout=_TIMEOUT.value,
+      rc = subprocess.run([sys.executable, "-m", "lst_jax.tools.aot", *argv[1:]], timeout=FLAGS.timeout_s,
                           cwd=REPO).returncode
     except subprocess.TimeoutExpired:
       rc = "timeout"
     if rc != 0:
       failed.append(f"{size} {member} on {target} ({rc}, {time.time() - t:.0f} s)")
-  table = matrix_table(_OUT.value, entries)
-  with open(os.path.join(_OUT.value, "matrix.md"), "w") as f:
+  table = matrix_table(FLAGS.out, entries)
+  with open(os.path.join(FLAGS.out, "matrix.md"), "w") as f:
     f.write(table + "\n")
   print(table)
   if failed:
@@ -480,4 +488,5 @@ def matrix_table(out: str, entries) -> str:
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -24,6 +24,7 @@ and the two mode tokens: 32,506).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -168,6 +169,9 @@ def main(argv):
     print(memory_report(memory_lib.estimate(exp, (data, fsdp, tensor)), hardware))
     return
   mesh = sharding.make_mesh(data, fsdp, tensor)
+  if exp.model.attention == "cudnn" and jax.default_backend() != "gpu":
+    exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, attention="xla"))
+    print("(cuDNN attention needs a GPU: this plan uses xla attention; `make aot` compiles cuDNN for H100s)")
   est = memory_lib.estimate(exp, tuple(mesh.shape[a] for a in sharding.MESH_AXES))
   print(memory_report(est, hardware))
   t = time.time()
