@@ -26,9 +26,9 @@ residuals: tests/test_memory.py checks them against it per block and policy, and
 whole step against XLA's compiled memory_analysis on CPU); XLA's fusion then drops or
 merges some of them (masks, dtype casts), so the figure is an upper guide, not a plan.
 
-Decisions use the compilers, not this model: XLA's TPU and GPU compilers plan these steps from
-0.95x to over 2x below it (README, "Compiled for its hardware"), mostly in the LST's local
-modules, whose gathered cross-attention keys XLA fuses away. `lst_jax.tools.aot` compiles each
+Decisions use the compilers, not this model: it is 0.79-2.22x what XLA's TPU and GPU compilers
+plan for the presets (README, "Compiled for its hardware"); the LSTs on GPU are furthest off
+(1.8-2.2x), the baselines within 1.3x on both compilers. `lst_jax.tools.aot` compiles each
 deployment and searches the fewest micro-batches that fit; this model is kept for its breakdown
 (what holds the memory) and for answers in milliseconds.
 

@@ -20,7 +20,7 @@ Accelerator sizes (420m, 1b, 7b) name their deployments: a TPU slice and a GPU s
 backend; the first is the default (SIZE=1b), the others are picked with an @ (SIZE=1b@v6e-64).
 Their micro-batches are the fewest that XLA's own compiler for the target plans within 75% of
 a device (`make aot ARGS=--search`: lst_jax.tools.aot; the matrix is in the README), not the
-memory model's guess, which sits 1.2-2.2x above the compilers.
+memory model's guess, which is 0.8-2.2x the compilers' plans.
 
 Pairings (paper.md sec. 5), LST vs the baseline (the LST's global transformer over tokens):
   compute_matched  the paper's: same steps, rows and global positions per step: the
