@@ -82,3 +82,12 @@ def test_choices_are_what_the_code_implements():
   assert tuple(factory.MODELS) == config_lib.MODEL_KINDS
   assert tuple(transformer.REMAT_POLICIES) == config_lib.REMAT_POLICIES
   assert attention.IMPLEMENTATIONS == config_lib.ATTENTION_IMPLEMENTATIONS
+
+
+def test_a_cudnn_deployment_off_gpus_stops_before_compiling(tmp_path, dataset):
+  """The 1b's default deployment is an H100 system; started on other devices it names the fix."""
+  r = _main(tmp_path, "--config.model.attention=cudnn", f"--config.data.dir={dataset.dir}")
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: config.model.attention=cudnn needs NVIDIA GPUs, and this run's devices are cpu")
+  assert "SIZE=1b@v5p-64" in last and not os.path.exists(f"{tmp_path}/run/checkpoints")

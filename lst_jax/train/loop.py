@@ -112,6 +112,12 @@ def _prepare(config, workdir: str) -> _Run:
   exp = config_lib.parse(config, vocab_size=vocab.size)
   lead = jax.process_index() == 0
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
+  platform = mesh.devices.flat[0].platform
+  if exp.model.attention == "cudnn" and platform != "gpu":
+    raise config_lib.ConfigError(
+        f"config.model.attention=cudnn needs NVIDIA GPUs, and this run's devices are {platform}: pick a "
+        f"deployment of this device (e.g. SIZE=1b@v5p-64 on a TPU slice; `make aot` lists them) or set "
+        f"--config.model.attention=xla (or pallas on TPU)")
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   accum = exp.train.grad_accum_steps
   if exp.data.batch_size % (shards * accum) or exp.data.batch_size % jax.process_count():
