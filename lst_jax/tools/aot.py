@@ -170,8 +170,7 @@ def fewest_micro_batches(exp, vocab, mesh, device_bytes: int, planned: dict[int,
   own count up or down, as MaxText's estimator searches; `planned` {micro-batches: bytes} holds
   what is compiled already (None: over the device). {"fewest": n or None, "planned": {n: bytes}}."""
   from lst_jax import memory as memory_lib
-  from lst_jax import sharding
-  rows = exp.data.batch_size // (mesh.shape["data"] * mesh.shape[sharding.BATCH_AXES[1]])
+  rows = memory_lib.rows_per_device(exp, mesh)
   counts = [a for a in range(1, rows + 1) if rows % a == 0]
 
   def fits(accum: int) -> bool:
