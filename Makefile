@@ -25,7 +25,7 @@ DEMO_DATA := $(if $(filter demo demo_baseline,$(EXP))$(filter demo tiny 20m,$(SI
 
 STUDY_DIR ?= data/study
 
-.PHONY: accel-check accel-wheels aot aot-setup setup train data data-study test test-fast eval generate export bench bench-generate bench-data compare reproduce plot clean help
+.PHONY: accel-check accel-wheels aot aot-setup setup train data data-study test test-fast eval generate export bench bench-generate bench-data bench-storage compare reproduce plot clean help
 
 help:
 	@echo "make train [EXP=demo] [SIZE=demo|tiny|20m|420m|1b|7b] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
@@ -54,6 +54,7 @@ help:
 	@echo "make data [DATA_DIR=data/demo]              build the demo corpus only"
 	@echo "make bench                                  model throughput figures (runs/bench.json)"
 	@echo "make bench-data                             loader throughput vs the train step it feeds"
+	@echo "make bench-storage                          the loader on gs:// (a local emulator) beside local disk"
 	@echo "make bench-generate                         decoding speed: LST vs baseline, cached vs uncached"
 	@echo "make accel-check [ACCEL=cuda|tpu] [ARGS=...]  on a GPU/TPU machine: tests, 1B bf16 MFU and memory, decoding"
 	@echo "                                            (runs/accel_check.json; installs only what the machine lacks)"
@@ -139,6 +140,11 @@ bench-generate: setup
 bench-data: setup
 	$(PY) -m data_prep.demo --output=$(DATA_DIR)
 	$(PY) -m data_prep.bench_loader --config=experiments/demo.py --config.data.dir=$(DATA_DIR) $(ARGS)
+
+# The loader on a dataset in Cloud Storage (a local fake-gcs-server) beside local disk (runs/bench_storage.json).
+bench-storage: setup
+	$(PY) -m data_prep.demo --output=$(DATA_DIR)
+	$(PY) -m lst_jax.tools.bench_storage --config=experiments/demo.py --config.data.dir=$(DATA_DIR) $(ARGS)
 
 # The study corpus (~20 h of speech, 8 voices) and its built-in benchmarks, built once and reused.
 data-study: setup

@@ -21,7 +21,9 @@ Checked before the manifest is written (data_prep/dataset_checks.py): record ids
 are unique within the dataset, an input already in the split is refused, and a
 record also in another split (by id or content) is refused unless --allow_overlap.
 The manifest's "shards" holds every shard's records, bytes and sha256
-(`python -m data_prep.verify DIR` checks them). Exit 2: bad input (FILE:LINE named);
+(`python -m data_prep.verify DIR` checks them). --output=gs://bucket/path builds in a
+local staging folder (under $TMPDIR; a dataset already there is downloaded first),
+then uploads the shards and, last, the manifest. Exit 2: bad input (FILE:LINE named);
 exit 1: a worker process died (the shard it held named; a rerun reuses the rest).
 """
 
@@ -34,12 +36,14 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from typing import Callable
 
 from data_prep import build_manifest, build_vocab, dataset_checks, journal, shard_job, workers
 from data_prep.formats import READERS, lst_jsonl, manifest_jsonl
 from data_prep.formats.items import TEXT, Options
+from lst_jax import storage
 from lst_jax.data import provenance as prov
 from lst_jax.data import tokenizer
 from lst_jax.data.manifest import MANIFEST, DataError
@@ -105,11 +109,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
   args = parse_args(argv)
   try:
-    print(build(args))
+    print(build_to_object_storage(args) if storage.is_url(args.output) else build(args))
   except workers.WorkerDied as e:  # a fault, not bad input
     print(f"error: {e}", file=sys.stderr)
     return 1
-  except DataError as e:
+  except (DataError, storage.StorageError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except OSError as e:  # e.g. --output is a file, or not writable
@@ -154,6 +158,27 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = _log) -> str:
   return build_manifest.finish(args, plan, new, results, start, overlap)
 
 
+def build_to_object_storage(args: argparse.Namespace, log: Callable[[str], None] = _log) -> str:
+  """`build` into a local staging folder, then uploaded to the gs:// --output: shards and
+  vocabularies first, manifest.json last (a reader never sees a manifest naming missing shards).
+  A dataset already at --output is downloaded first, so the build adds to it as locally."""
+  target = args.output
+  storage.check_reachable(target, "--output")
+  with tempfile.TemporaryDirectory(prefix="lst_jax_build_") as tmp:
+    stage = os.path.join(tmp, target.rstrip("/").rsplit("/", 1)[-1])  # the dataset's name, as locally
+    os.makedirs(stage)
+    if storage.exists(storage.join(target, MANIFEST)):
+      log(f"{target}: downloading the dataset there to add to it")
+      storage.download_tree(target, stage)
+    summary = build(argparse.Namespace(**{**vars(args), "output": stage}), log)
+    manifest = storage.read_bytes(os.path.join(stage, MANIFEST))
+    os.remove(os.path.join(stage, MANIFEST))
+    log(f"uploading to {target}")
+    storage.upload_tree(stage, target)
+    storage.write_bytes(storage.join(target, MANIFEST), manifest)
+  return summary.replace(stage, target)
+
+
 # -- plan --------------------------------------------------------------------------------------
 
 def make_plan(args, reader, sources: list) -> Plan:
@@ -178,7 +203,7 @@ def _options(args, sources) -> Options:
 
 def build_tag(format: str, input: str) -> str:
   """Names this input's shards: the same input gives the same names, another input new ones."""
-  return hashlib.sha256(f"{format}\0{os.path.abspath(input)}".encode()).hexdigest()[:8]
+  return hashlib.sha256(f"{format}\0{storage.absolute(input)}".encode()).hexdigest()[:8]
 
 
 # -- tokenizer and units -----------------------------------------------------------------------

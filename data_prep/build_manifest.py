@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from data_prep import journal, shard_job
 from data_prep import shards as shards_lib
 from data_prep.formats.items import SPEECH, TEXT
+from lst_jax import storage
 from lst_jax.data import provenance as prov
 from lst_jax.data.manifest import MANIFEST, DataError, write_manifest
 
@@ -53,7 +54,7 @@ def finish(args, plan: Plan, new: dict, results: list[shard_job.Result], start: 
             for k in ("records", "words", "text_tokens", "units", "silence_units", "seconds")}
   shards = [r.name for r in results if r.stats.get("records", 0) > 0]
   entry = {"tag": plan.tag, "split": args.split, "format": args.format, "kind": plan.kind,
-           "input": os.path.abspath(args.input), "entries": len(plan.sources), "skipped": len(errors),
+           "input": storage.absolute(args.input), "entries": len(plan.sources), "skipped": len(errors),
            "shards": shards, **totals, "seconds": round(totals["seconds"], 3),
            **({"overlap": overlap} if overlap else {})}
   old = plan.existing or {}
@@ -64,7 +65,7 @@ def finish(args, plan: Plan, new: dict, results: list[shard_job.Result], start: 
   files = {r.name: r.shard for r in results if r.shard}
   write_manifest(args.output, {
       **{k: v for k, v in old.items() if k != "schema"},
-      "name": old.get("name", os.path.basename(os.path.abspath(args.output))),
+      "name": old.get("name", os.path.basename(storage.absolute(args.output))),
       "tokenizer": new["tokenizer"], "units": units, "builds": builds, "splits": splits,
       "shards": shards_lib.manifest_entries(args.output, splits, {**old.get("shards", {}), **files})})
   _remove_stale(args.output, args.split, plan.kind, plan.tag, results)

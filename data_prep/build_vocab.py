@@ -24,6 +24,7 @@ import numpy as np
 from data_prep import codebook_training, shard_job, tokenizer_training, workers
 from data_prep.formats import lst_jsonl, manifest_jsonl
 from data_prep.formats.items import TEXT
+from lst_jax import storage
 from lst_jax.data import codebook as codebook_lib
 from lst_jax.data import hubert as hubert_lib
 from lst_jax.data import provenance as prov
@@ -56,7 +57,7 @@ def resolve_tokenizer(args, plan: Plan, settings: shard_job.Settings, pool, log)
         + (f"; --vocab_size={args.vocab_size} ignored" if args.vocab_size else ""))
     return entry
   if args.tokenizer:
-    entry = _tokenizer_entry(args.tokenizer, os.path.abspath(args.tokenizer))
+    entry = _tokenizer_entry(args.tokenizer, storage.absolute(args.tokenizer))
     _copy_atomic(args.tokenizer, path)
     log(f"tokenizer: yours, {args.tokenizer} ({entry['vocab_size']} pieces)")
     return {**entry, "path": tokenizer.MODEL}
@@ -86,7 +87,7 @@ def _tokenizer_entry(path: str, source: str) -> dict:
 
 
 def _copy_atomic(src: str, dst: str) -> None:
-  if os.path.abspath(src) == os.path.abspath(dst):
+  if storage.absolute(src) == storage.absolute(dst):
     return
   shutil.copyfile(src, dst + ".tmp")
   os.replace(dst + ".tmp", dst)
@@ -126,11 +127,11 @@ def resolve_units(args, plan: Plan, settings, pool, log) -> tuple[dict, str | No
     return units, args.output
   if args.codebook or args.kmeans:
     codebook = _user_codebook(args)
-    fit = {"from": os.path.abspath(args.codebook or args.kmeans)}
+    fit = {"from": storage.absolute(args.codebook or args.kmeans)}
     log(f"units: your {codebook.num_units}-unit codebook {args.codebook or args.kmeans}")
   else:
     codebook, frames = fit_codebook(args, plan, settings, pool, log)
-    fit = {"input": os.path.abspath(args.input), "frames": frames, "seed": args.seed}
+    fit = {"input": storage.absolute(args.input), "frames": frames, "seed": args.seed}
   codebook_training.save(codebook, args.output)
   return {**_codebook_provenance(codebook), "kmeans_joblib": codebook_training.KMEANS_JOBLIB, "fit": fit}, args.output
 
@@ -152,7 +153,7 @@ def hubert_units(args, plan: Plan, log) -> dict:
       centroids = codebook_training.read_centroids(args.kmeans)
     except codebook_lib.QuantizerError as e:
       raise DataError(str(e)) from None
-    fit = {"from": os.path.abspath(args.kmeans), "file_sha256": sha256_file(args.kmeans)}
+    fit = {"from": storage.absolute(args.kmeans), "file_sha256": sha256_file(args.kmeans)}
   else:
     centroids = np.load(os.path.join(args.output, existing["kmeans"]))
     fit = existing.get("fit", {})
@@ -171,7 +172,7 @@ def hubert_units(args, plan: Plan, log) -> dict:
   units = {"source": prov.QUANTIZER, "quantizer": quantizers.HUBERT_KMEANS, "num_units": len(centroids),
            "frame_rate": hubert_lib.frame_rate(config), "hubert_sha256": sha, "layer": int(layer),
            "kmeans_sha256": _npy_sha256(centroids), "kmeans": quantizers.KMEANS_FILE,
-           "hubert": {"path": os.path.abspath(directory), "files": files, "hop": hop, "receptive_field": field,
+           "hubert": {"path": storage.absolute(directory), "files": files, "hop": hop, "receptive_field": field,
                       "normalize": hubert_lib.normalizes(config), "hidden_size": int(config["hidden_size"])},
            "fit": fit}
   if plan.existing and prov.has_units(plan.existing):

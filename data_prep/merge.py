@@ -16,6 +16,7 @@ import shutil
 import sys
 
 from data_prep import shards
+from lst_jax import storage
 from lst_jax.data import provenance as prov
 from lst_jax.data.manifest import MANIFEST, DataError, load_manifest, write_manifest
 
@@ -77,9 +78,9 @@ def merge(inputs: list[str], output: str) -> str:
   splits = merge_splits(raws)
   files = {renamed(s, i): info for i, raw in enumerate(raws) for s, info in raw.get("shards", {}).items()}
   write_manifest(output, {
-      "name": os.path.basename(os.path.abspath(output)), "tokenizer": first["tokenizer"], "units": units,
+      "name": os.path.basename(storage.absolute(output)), "tokenizer": first["tokenizer"], "units": units,
       "splits": splits, "builds": builds, "shards": shards.manifest_entries(output, splits, files),
-      "merged_from": [{"dir": os.path.abspath(d), "name": r.get("name")} for d, r in zip(inputs, raws)]})
+      "merged_from": [{"dir": storage.absolute(d), "name": r.get("name")} for d, r in zip(inputs, raws)]})
   counts = ", ".join(f"{k}: {s.get('num_speech', 0)} utterances + {s.get('num_text', 0)} documents"
                      for k, s in sorted(splits.items()))
   return f"merged {len(inputs)} datasets into {output}: {copied} shards; {counts}"

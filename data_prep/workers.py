@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import time
 from typing import Callable, Iterator, Sequence
 
 from data_prep import shard_job
+from lst_jax import process
 from lst_jax.data.manifest import DataError
 
 WATCH_S = 1.0  # how often the parent checks that its workers are alive
@@ -98,21 +98,9 @@ def dead_workers(pool) -> list[tuple[int, int]]:
     return []
   with held.get_lock():
     slots = [(held[i], held[i + 1]) for i in range(0, len(held), 2)]
-  return [(pid, job) for pid, job in slots if pid and not _alive(pid)]
+  return [(pid, job) for pid, job in slots if pid and not process.alive(pid)]
 
 
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  try:
-    with open(f"/proc/{pid}/stat") as f:
-      return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, not yet reaped
-  except (OSError, IndexError):
-    return True
 
 
 def chunks(items: list, size: int) -> list[list]:

@@ -19,6 +19,26 @@ quote() {
   fi
 }
 
+# Checks, before anything starts, that this machine's credentials reach the bucket of each
+# gs:// path given (local paths are skipped); with --dry_run prints the check.
+check_buckets() {
+  local path bucket seen=' '
+  for path in "$@"; do
+    [[ $path == gs://* ]] || continue
+    bucket=${path#gs://}
+    bucket=gs://${bucket%%/*}
+    [[ $seen == *" $bucket "* ]] && continue
+    seen+="$bucket "
+    # shellcheck disable=SC2154  # dry_run is the sourcing launcher's flag
+    if [ "$dry_run" = 1 ]; then
+      run gcloud storage buckets describe "$bucket" --format='value(name)'
+    else
+      gcloud storage buckets describe "$bucket" --format='value(name)' >/dev/null \
+        || die "cannot reach $bucket (for $path): check the bucket name and your credentials"
+    fi
+  done
+}
+
 # Runs a command, or prints it (shell-quoted, runnable) with --dry_run (the caller's dry_run=1).
 run() {
   # shellcheck disable=SC2154  # dry_run is the sourcing launcher's flag

@@ -12,7 +12,11 @@
 #   --partition=P --account=A --time=HH:MM:SS --qos=Q   passed to sbatch when given
 #   --sbatch_args='...'    any other sbatch options (split on spaces)
 #   --exp=EXP              experiment in experiments/ (default demo)
-#   --workdir=DIR          run directory on the shared filesystem (default runs/EXP)
+#   --workdir=DIR          run directory on the shared filesystem, or gs://BUCKET/PATH (default runs/EXP)
+#   --data=DIR             the prepared dataset (--config.data.dir): a shared path or gs://BUCKET/PATH
+#   --credentials=FILE     a service-account key on the shared filesystem for gs:// paths (exported
+#                          as GOOGLE_APPLICATION_CREDENTIALS to every task); default: the
+#                          application-default credentials (`gcloud auth application-default login`)
 #   --port=PORT            coordinator port (default 61440 + job id % 4096)
 #   --venv=DIR             virtualenv on the shared filesystem (default .venv; created with
 #                          the pinned dependencies and jax[cuda12] when missing)
@@ -31,7 +35,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 stage=submit nodes=1 gpus=8 per=gpu partition='' account='' time_limit='' qos='' sbatch_args=''
-exp=demo workdir='' port='' venv=.venv dry_run=0
+exp=demo workdir='' data='' credentials='' port='' venv=.venv dry_run=0
 main_args=()
 while [ $# -gt 0 ]; do
   arg=$1; shift
@@ -48,6 +52,8 @@ while [ $# -gt 0 ]; do
     --sbatch_args=*) sbatch_args=${arg#*=} ;;
     --exp=*) exp=${arg#*=} ;;
     --workdir=*) workdir=${arg#*=} ;;
+    --data=*) data=${arg#*=} ;;
+    --credentials=*) credentials=${arg#*=} ;;
     --port=*) port=${arg#*=} ;;
     --venv=*) venv=${arg#*=} ;;
     --dry_run) dry_run=1 ;;
@@ -61,6 +67,8 @@ done
 [[ -z $port || $port =~ ^[1-9][0-9]*$ ]] || die "--port must be a number, got $port"
 [[ $stage == submit || $stage == batch || $stage == task ]] || die "--stage must be submit, batch or task"
 [ -n "$workdir" ] || workdir=runs/$exp
+[ -z "$data" ] || main_args=(--config.data.dir="$data" "${main_args[@]}")
+[ -z "$credentials" ] || [ -f "$credentials" ] || [ "$dry_run" = 1 ] || die "--credentials=$credentials: no such file"
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -70,6 +78,7 @@ self=launch/slurm.sh
 forward=(--nodes="$nodes" --gpus_per_node="$gpus" --per="$per" --exp="$exp" --workdir="$workdir"
          --venv="$venv")
 [ -z "$port" ] || forward+=(--port="$port")
+[ -z "$credentials" ] || forward+=(--credentials="$credentials")
 forward_main=(-- "${main_args[@]}")
 
 
@@ -95,6 +104,7 @@ submit() {
     read -r -a extra <<< "$sbatch_args"
     sbatch+=("${extra[@]}")
   fi
+  [ "$stage" != submit ] || check_buckets "$workdir" "$data"
   run mkdir -p logs
   run "${sbatch[@]}" "$self" --stage=batch "${forward[@]}" "${forward_main[@]}"
   if [ "$dry_run" = 1 ]; then  # show what the next stages run, with SLURM's values as variables
@@ -121,6 +131,7 @@ batch() {
     port=${port:-$((61440 + SLURM_JOB_ID % 4096))}
   fi
   local env=(env "LST_COORDINATOR=$head:$port")
+  [ -z "$credentials" ] || env+=("GOOGLE_APPLICATION_CREDENTIALS=$credentials")
   run "${env[@]}" srun --label --kill-on-bad-exit=1 "$self" --stage=task "${forward[@]}" "${forward_main[@]}"
 }
 

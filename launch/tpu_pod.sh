@@ -21,7 +21,13 @@
 #   --size=SIZE             the experiment's size and deployment, e.g. 1b@v5p-64 (make aot lists them;
 #                           a size alone takes its first deployment, which may be a GPU one)
 #   --workdir=DIR           run directory, the same path on every worker (default runs/EXP);
-#                           for multi-host runs put it on storage all workers share
+#                           pod workers share no disk and a preempted VM loses its own: use
+#                           gs://BUCKET/PATH (checkpoints, metrics, events, evaluations go there)
+#   --data=DIR              the prepared dataset (--config.data.dir), e.g. gs://BUCKET/data; array_record
+#                           reads gs:// shards itself (one GET per record: see README, Training at scale)
+#   --service_account=EMAIL the slice's service account for `up` (default: the project's default
+#                           compute account); the VM gets the cloud-platform scope, so the workers
+#                           reach Cloud Storage as that account, with no key files
 #   --pre='CMD'             shell command run on every worker before training (e.g. fetch data)
 #   --python=PYTHON         Python >= 3.11 on the workers (default python3.11, installed via apt)
 #   --follow=WORKER         whose log to stream: a worker index or `all` (default 0)
@@ -36,7 +42,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 action=all name='' zone='' accelerator=v4-8 version=tpu-ubuntu2204-base project='' spot=0
-exp=demo size='' workdir='' pre='' python=python3.11 follow=0 dry_run=0
+exp=demo size='' workdir='' data='' service_account='' pre='' python=python3.11 follow=0 dry_run=0
 case "${1:-}" in all|up|run|logs|delete) action=$1; shift ;; esac
 main_args=()
 while [ $# -gt 0 ]; do
@@ -52,6 +58,8 @@ while [ $# -gt 0 ]; do
     --exp=*) exp=${arg#*=} ;;
     --size=*) size=${arg#*=} ;;
     --workdir=*) workdir=${arg#*=} ;;
+    --data=*) data=${arg#*=} ;;
+    --service_account=*) service_account=${arg#*=} ;;
     --pre=*) pre=${arg#*=} ;;
     --python=*) python=${arg#*=} ;;
     --follow=*) follow=${arg#*=} ;;
@@ -63,6 +71,9 @@ done
 [ -n "$name" ] || die "--name=NAME is required"
 [ -n "$zone" ] || die "--zone=ZONE is required"
 [ -n "$workdir" ] || workdir=runs/$exp
+[ -z "$data" ] || main_args=(--config.data.dir="$data" "${main_args[@]}")
+[[ $workdir == gs://* ]] || echo "note: --workdir=$workdir is on each worker's own disk (lost with a preempted" \
+  "VM; multi-host runs need one shared path): use --workdir=gs://BUCKET/PATH" >&2
 [[ $follow == all || $follow =~ ^[0-9]+$ ]] || die "--follow must be a worker index or all, got $follow"
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -84,6 +95,8 @@ up() {
   local create=("${gcloud_tpu[@]}" create "$name" "${where[@]}" --accelerator-type="$accelerator"
                 --version="$version")
   [ "$spot" = 0 ] || create+=(--spot)
+  [ -z "$service_account" ] || create+=(--service-account="$service_account")
+  create+=(--scopes=https://www.googleapis.com/auth/cloud-platform)  # Cloud Storage as the VM's account
   if [ "$dry_run" = 1 ]; then
     echo "# create the slice unless this finds it:"
     run "${gcloud_tpu[@]}" describe "$name" "${where[@]}"
@@ -105,6 +118,7 @@ up() {
 
 start() {
   local train cmd args=''
+  check_buckets "$workdir" "$data"
   # make pastes ARGS into its shell command: each flag quoted once for that shell, once for this one.
   [ ${#main_args[@]} = 0 ] || args=$(printf '%q ' "${main_args[@]}")
   train="make train EXP=$(printf '%q' "$exp")${size:+ SIZE=$(printf '%q' "$size")} WORKDIR=$(printf '%q' "$workdir") ARGS=$(printf '%q' "${args% }")"

@@ -23,6 +23,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from lst_jax import config as config_lib
+from lst_jax import storage
 from lst_jax.config import ConfigError
 from lst_jax.data.manifest import DataError
 
@@ -97,7 +98,7 @@ def run(main) -> None:
   def guarded(argv):
     try:
       return main(argv)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, storage.StorageError) as e:
       fail(str(e))
 
   app.run(guarded)

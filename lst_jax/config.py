@@ -166,6 +166,8 @@ class TrainConfig:
       "auto", "a workdir holding a run: auto = resume it if its checkpoints fit this config, else refuse; "
       "with_changes = resume it although settings changed (its parameters must fit); "
       "archive_and_restart = move it to <workdir>/previous/<time>/ and start anew", choices=RESUME_MODES)
+  lock_stale_s: float = setting(
+      300.0, "a gs:// workdir's run lock not heartbeated for this many seconds may be taken over", positive=True)
 
 
 @dataclasses.dataclass(frozen=True)

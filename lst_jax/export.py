@@ -20,10 +20,11 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 
 from absl import app, flags, logging
 
-from lst_jax import cli
+from lst_jax import cli, storage
 
 FORMATS = ("lst_jax", "hf_llama")
 UNITS = "units.json"
@@ -45,16 +46,16 @@ def export(config, workdir: str, out: str, step: int | None = None, fmt: str = "
     raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
   if fmt == "hf_llama":   # refuse before the (slow) restore
     hf_llama.check_llama(config_lib.parse(config).model)
-  if os.path.exists(out) and not os.path.isdir(out):
+  if storage.isfile(out):
     raise DataError(f"{out!r} exists and is not a directory")
-  if os.path.isdir(out) and os.listdir(out) and not overwrite:
+  if storage.isdir(out) and storage.listdir(out) and not overwrite:
     raise DataError(f"{out!r} exists and is not empty; pass --overwrite to replace it")
   exp, manifest, vocab, _, _, params, step = restore(config, workdir, step)
   tensors = pretrained.flatten_params(params)
   if jax.process_index() != 0:   # restoring is collective, writing is the lead process's
     return {}
   sp_model = _dataset_file(manifest, manifest.raw["tokenizer"], "path", "sha256")
-  training = {"step": step, "planned_steps": exp.train.steps, "workdir": os.path.abspath(workdir),
+  training = {"step": step, "planned_steps": exp.train.steps, "workdir": storage.absolute(workdir),
               "data_dir": manifest.dir, "dataset": manifest.name,
               "speech_hours": round(manifest.splits["train"].speech_hours, 3) if "train" in manifest.splits
                               else None,
@@ -69,9 +70,15 @@ def export(config, workdir: str, out: str, step: int | None = None, fmt: str = "
                                          "every other token a patch of one"},
                "context": {"max_tokens": exp.data.max_tokens, "max_patches": exp.data.max_patches},
                "training": training}
-  tmp = out.rstrip("/") + ".export-tmp"
+  # Written into a local folder first: beside <out> (one rename at the end), or a temporary one
+  # uploaded to a gs:// <out>.
+  tmp = tempfile.mkdtemp(prefix="lst_jax_export_") if storage.is_url(out) else out.rstrip("/") + ".export-tmp"
   shutil.rmtree(tmp, ignore_errors=True)
   try:
+    os.makedirs(tmp)
+    if sp_model:
+      storage.copy_file(sp_model, os.path.join(tmp, described["tokenizer"]["file"]))
+      sp_model = os.path.join(tmp, described["tokenizer"]["file"])
     if fmt == "lst_jax":
       config_json = pretrained.save_pretrained(tmp, exp.model, tensors, vocab, described)
     else:
@@ -82,14 +89,10 @@ def export(config, workdir: str, out: str, step: int | None = None, fmt: str = "
                                      "text": "the SentencePiece piece of id - text_offset"}}
       with open(os.path.join(tmp, "lst_vocab.json"), "w") as f:
         json.dump(config_json, f, indent=2)
-    if sp_model:
-      shutil.copyfile(sp_model, os.path.join(tmp, described["tokenizer"]["file"]))
     _write_units(tmp, manifest)
     with open(os.path.join(tmp, "README.md"), "w") as f:
       f.write(model_card(fmt, exp, vocab, described, sum(t.size for t in tensors.values()), bool(sp_model)))
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
+    storage.publish_dir(tmp, out)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   log(f"exported {exp.model.kind} step {step} of {workdir} as {fmt} to {out} "
@@ -101,8 +104,8 @@ def _dataset_file(manifest, entry: dict, key: str, sha_key: str) -> str | None:
   """The dataset file `entry[key]` names (checked against its sha256), or None if it has none."""
   from lst_jax.data.manifest import DataError, sha256_file
   name = entry.get(key)
-  path = os.path.join(manifest.dir.split(",")[0], name) if name else None
-  if path is None or not os.path.isfile(path):
+  path = storage.join(manifest.dir.split(",")[0], name) if name else None
+  if path is None or not storage.isfile(path):
     return None
   if entry.get(sha_key) and sha256_file(path) != entry[sha_key]:
     raise DataError(f"{path} changed since the dataset was built (its sha256 differs from the manifest's)")
@@ -117,7 +120,7 @@ def _write_units(directory: str, manifest) -> None:
   for key in UNIT_FILES:
     path = _dataset_file(manifest, units, key, f"{key}_sha256")
     if path:
-      shutil.copyfile(path, os.path.join(directory, os.path.basename(units[key])))
+      storage.copy_file(path, os.path.join(directory, os.path.basename(units[key])))
 
 
 def model_card(fmt: str, exp, vocab, described: dict, num_params: int, has_tokenizer: bool) -> str:

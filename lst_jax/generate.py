@@ -10,11 +10,9 @@ Writes <out>/: WAVs, unit and text files, samples.jsonl and index.html.
 
 from __future__ import annotations
 
-import os
-
 from absl import app, flags, logging
 
-from lst_jax import cli
+from lst_jax import cli, storage
 from lst_jax.eval.listening import TASKS, Limits, default_sampling
 
 _CONFIG = cli.config_flag()
@@ -62,7 +60,7 @@ def main(argv):
     scores.update(task_scores)
   summary = (f"{exp.model.kind} at step {step} of {_WORKDIR.value}; sampling {sampling}; " +
              ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-  out = _OUT.value or os.path.join(_WORKDIR.value, "samples")
+  out = _OUT.value or storage.join(_WORKDIR.value, "samples")
   path = samples_lib.write(out, samples, f"lst-jax samples: {_WORKDIR.value}", summary)
   print(summary)
   print(f"wrote {len(samples)} samples to {out} (open {path})")

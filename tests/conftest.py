@@ -47,3 +47,23 @@ def tiny_config(data_dir: str, kind: str = "lst") -> ml_collections.ConfigDict:
 @pytest.fixture
 def config(dataset):
   return tiny_config(dataset.dir)
+
+
+@pytest.fixture(scope="session")
+def gcs():
+  """A local Cloud Storage emulator with bucket gs://lst-test, its environment set in this
+  process (and given to subprocesses as `gcs.env`)."""
+  from lst_jax.tools.gcs_emulator import Emulator
+  emulator = Emulator()
+  env = emulator.start()
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  emulator.env = env
+  emulator.url = emulator.bucket("lst-test")
+  yield emulator
+  emulator.stop()
+  for k, v in saved.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v

@@ -143,3 +143,34 @@ def test_shellcheck():
                        cwd=os.path.dirname(os.path.dirname(TPU)),
                        capture_output=True, text=True, timeout=60)
   assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_gcs_paths_and_credentials_in_both_launchers():
+  """A pod's workdir and data on gs://: each bucket checked once from the launching machine before
+  anything starts, the slice given the cloud-platform scope (its service account reaches Cloud
+  Storage, no key files), the paths passed as they are; SLURM tasks get a key file when named."""
+  out = _run(TPU, "all", "--name=p", "--zone=z", "--service_account=trainer@proj.iam.gserviceaccount.com",
+             "--workdir=gs://my-runs/lst/demo", "--data=gs://my-data/demo", "--dry_run", "--", "--config.train.steps=9")
+  cmds = _commands(out.stdout)
+  create = next(c for c in cmds if "create" in c)
+  assert {"--service-account=trainer@proj.iam.gserviceaccount.com",
+          "--scopes=https://www.googleapis.com/auth/cloud-platform"} <= set(create)
+  checks = [c for c in cmds if c[:4] == ["gcloud", "storage", "buckets", "describe"]]
+  assert [c[4] for c in checks] == ["gs://my-runs", "gs://my-data"]
+  start = _option(next(c for c in cmds if "--worker=all" in c and "setsid" in " ".join(c)), "--command")
+  assert cmds.index(checks[-1]) < cmds.index(next(c for c in cmds if "setsid" in " ".join(c)))
+  assert "WORKDIR=gs://my-runs/lst/demo" in start
+  make_args = next(w for w in shlex.split(start) if w.startswith("ARGS="))[len("ARGS="):]
+  assert shlex.split(make_args) == ["--config.data.dir=gs://my-data/demo", "--config.train.steps=9"]
+  assert "note:" not in out.stderr
+  local = _run(TPU, "run", "--name=p", "--zone=z", "--workdir=runs/x", "--dry_run")
+  assert "note: --workdir=runs/x is on each worker's own disk" in local.stderr
+
+  out = _run(SLURM, "--nodes=2", "--workdir=gs://b-runs/r", "--data=gs://b-runs/data",
+             "--credentials=/shared/key.json", "--dry_run")
+  cmds = _commands(out.stdout)
+  assert [c[4] for c in cmds if c[:4] == ["gcloud", "storage", "buckets", "describe"]] == ["gs://b-runs"]
+  srun = next(c for c in cmds if "srun" in c)
+  assert "GOOGLE_APPLICATION_CREDENTIALS=/shared/key.json" in srun
+  task = cmds[-1]
+  assert "--workdir=gs://b-runs/r" in task and "--config.data.dir=gs://b-runs/data" in task

@@ -10,10 +10,13 @@ because evaluation reads benchmark audio the same way the corpus builder does.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
 import numpy as np
+
+from lst_jax import storage
 
 TARGET_RATE = 16000
 MIN_RATE = 8000      # below this speech loses too much (telephone audio is 8 kHz)
@@ -38,14 +41,15 @@ def load_audio(path: str) -> np.ndarray:
   """Reads a WAV or FLAC file as float32 mono at TARGET_RATE; raises AudioError naming the path."""
   import soundfile  # imported here so `import lst_jax.data.audio` stays cheap
   path = os.fspath(path)
-  if not os.path.exists(path):
+  if not storage.exists(path):
     raise AudioError(f"{path}: no such file")
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise AudioError(f"{path}: not a regular file")
-  if os.path.getsize(path) == 0:
+  if storage.getsize(path) == 0:
     raise AudioError(f"{path}: empty file (0 bytes)")
   try:
-    data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    source = io.BytesIO(storage.read_bytes(path)) if storage.is_url(path) else path
+    data, rate = soundfile.read(source, dtype="float32", always_2d=True)
   except (RuntimeError, TypeError, ValueError) as e:  # LibsndfileError is a RuntimeError
     raise AudioError(f"{path}: unreadable or not a WAV/FLAC audio file ({e})") from None
   if not MIN_RATE <= rate <= MAX_RATE:

@@ -9,9 +9,11 @@ evaluation quantizes benchmark audio with the dataset's codebook; fitting one
 from __future__ import annotations
 
 import dataclasses
-import os
+import io
 
 import numpy as np
+
+from lst_jax import storage
 
 CODEBOOK = "codebook.npy"        # float32 [K, D] centroids of normalized features
 FEATURE_STATS = "feature_stats.npy"  # float32 [2, D]: mean, std of training features
@@ -57,6 +59,6 @@ def quantize(features: np.ndarray, codebook: Codebook) -> np.ndarray:
 
 
 def load(directory: str) -> Codebook:
-  centroids = np.load(os.path.join(directory, CODEBOOK))
-  mean, std = np.load(os.path.join(directory, FEATURE_STATS))
+  centroids = np.load(io.BytesIO(storage.read_bytes(storage.join(directory, CODEBOOK))))
+  mean, std = np.load(io.BytesIO(storage.read_bytes(storage.join(directory, FEATURE_STATS))))
   return Codebook(centroids=centroids, mean=mean, std=std)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
+from lst_jax import storage
 from lst_jax.data import provenance
 from lst_jax.data.manifest import DataError, Manifest, Split, load_manifest
 
@@ -42,18 +42,14 @@ def open_datasets(spec: str) -> Manifest:
 def check_run_provenance(workdir: str, manifest: Manifest, record: bool = True) -> None:
   """Records the data's tokenizer and units on a run's first start (if `record`: the lead
   process); refuses other data later."""
-  path = os.path.join(workdir, PROVENANCE_FILE)
+  path = storage.join(workdir, PROVENANCE_FILE)
   current = {"dir": manifest.dir, "tokenizer": manifest.raw.get("tokenizer", {}),
              "units": manifest.raw.get("units", {})}
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+  if storage.exists(path):
+    saved = json.loads(storage.read_text(path))
     provenance.check_compatible(saved, current, f"the data this run started with ({saved.get('dir')})",
                                 manifest.dir)
     return
   if not record:
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(current, f, indent=2, sort_keys=True)
-  os.replace(path + ".tmp", path)
+  storage.write_text(path, json.dumps(current, indent=2, sort_keys=True))

@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
+
+from lst_jax import storage
 
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -66,7 +67,7 @@ class Manifest:
 
 def sha256_file(path: str) -> str:
   h = hashlib.sha256()
-  with open(path, "rb") as f:
+  with storage.open_file(path, "rb") as f:
     for chunk in iter(lambda: f.read(1 << 20), b""):
       h.update(chunk)
   return h.hexdigest()
@@ -74,18 +75,14 @@ def sha256_file(path: str) -> str:
 
 def write_manifest(directory: str, manifest: dict) -> str:
   """Writes manifest.json atomically (a reader never sees half a manifest)."""
-  path = os.path.join(directory, MANIFEST)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump({"schema": MANIFEST_SCHEMA, **manifest}, f, indent=2, sort_keys=True)
-  os.replace(tmp, path)
+  path = storage.join(directory, MANIFEST)
+  storage.write_text(path, json.dumps({"schema": MANIFEST_SCHEMA, **manifest}, indent=2, sort_keys=True))
   return path
 
 
-def _check_size(shard: str, info: dict | None, directory: str) -> None:
+def _check_size(shard: str, size: int, info: dict | None, directory: str) -> None:
   if info is None or "bytes" not in info:
     return
-  size = os.path.getsize(shard)
   if size != int(info["bytes"]):
     raise DataError(f"{shard}: {size} bytes, the manifest says {info['bytes']}: the shard changed after the "
                     f"build; check it with `python -m data_prep.verify {directory}` and rebuild it")
@@ -93,16 +90,19 @@ def _check_size(shard: str, info: dict | None, directory: str) -> None:
 
 def load_manifest(directory: str) -> Manifest:
   """Reads and checks <directory>/manifest.json; raises DataError saying what is wrong."""
-  if not os.path.isdir(directory):
+  try:
+    storage.check_reachable(directory, "data directory")
+  except storage.StorageError as e:
+    raise DataError(str(e)) from None
+  if not storage.isdir(directory):
     raise DataError(f"data directory {directory!r} does not exist; build it first "
                     f"(the demo: `make data`, or `python -m data_prep.demo --output={directory}`)")
-  path = os.path.join(directory, MANIFEST)
-  if not os.path.isfile(path):
+  path = storage.join(directory, MANIFEST)
+  if not storage.isfile(path):
     raise DataError(f"{directory!r} has no {MANIFEST}: it is not a prepared dataset "
                     f"(or its preparation did not finish)")
   try:
-    with open(path) as f:
-      raw = json.load(f)
+    raw = json.loads(storage.read_text(path))
   except json.JSONDecodeError as e:
     raise DataError(f"{path}: not valid JSON ({e})") from e
   try:
@@ -110,21 +110,24 @@ def load_manifest(directory: str) -> Manifest:
       raise DataError(f"{path}: schema {raw.get('schema')!r}, this version reads {MANIFEST_SCHEMA}")
     tok, units = raw["tokenizer"], raw["units"]
     splits = {}
+    listed = [storage.join(directory, p) for s in raw["splits"].values() for k in ("speech", "text")
+              for p in s.get(k, [])]
+    on_disk = storage.file_sizes(listed, directory)  # one listing on object storage
     for name, s in raw["splits"].items():
-      shards = {k: tuple(os.path.join(directory, p) for p in s.get(k, [])) for k in ("speech", "text")}
-      for p in shards["speech"] + shards["text"]:
-        if not os.path.isfile(p):
+      shards = {k: tuple(storage.join(directory, p) for p in s.get(k, [])) for k in ("speech", "text")}
+      for rel, p in zip(s.get("speech", []) + s.get("text", []), shards["speech"] + shards["text"]):
+        if p not in on_disk:
           raise DataError(f"{path}: split {name!r} lists shard {p}, which does not exist")
-        _check_size(p, raw.get("shards", {}).get(os.path.relpath(p, directory)), directory)
+        _check_size(p, on_disk[p], raw.get("shards", {}).get(rel), directory)
       splits[name] = Split(speech=shards["speech"], text=shards["text"],
                            num_speech=int(s.get("num_speech", 0)), num_text=int(s.get("num_text", 0)),
                            speech_hours=float(s.get("speech_hours", 0.0)))
-    return Manifest(dir=directory, name=raw.get("name", os.path.basename(directory)),
-                    tokenizer_path=os.path.join(directory, tok["path"]),
+    return Manifest(dir=directory, name=raw.get("name", directory.rstrip("/").rsplit("/", 1)[-1]),
+                    tokenizer_path=storage.join(directory, tok["path"]),
                     tokenizer_sha256=tok["sha256"], text_vocab_size=int(tok["vocab_size"]),
                     num_units=int(units["num_units"]), unit_rate=float(units["frame_rate"]),
                     units=units, splits=splits, raw=raw,
-                    shard_records={os.path.join(directory, p): int(info["records"])
+                    shard_records={storage.join(directory, p): int(info["records"])
                                    for p, info in raw.get("shards", {}).items() if "records" in info})
   except KeyError as e:
     raise DataError(f"{path}: missing field {e}") from e

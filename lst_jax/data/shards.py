@@ -10,10 +10,10 @@ ArrayRecord keeps the count in its footer).
 from __future__ import annotations
 
 import bisect
-import os
 
 import grain
 
+from lst_jax import storage
 from lst_jax.data import records
 from lst_jax.data.manifest import DataError
 
@@ -25,7 +25,7 @@ class ShardError(DataError):
 
 
 def _hint(path: str) -> str:
-  return VERIFY_HINT.format(dir=os.path.dirname(os.path.dirname(os.path.abspath(path))))
+  return VERIFY_HINT.format(dir=storage.parent(storage.parent(storage.absolute(path))))
 
 
 class Shards:

@@ -10,22 +10,23 @@ training one is data_prep's job (data_prep/tokenizer_training.py).
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import sentencepiece as spm
+
+from lst_jax import storage
 
 MODEL = "tokenizer.model"
 UNK_ID = 0
 
 
 def load(path_or_model: str | bytes) -> spm.SentencePieceProcessor:
-  """Loads a `.model` file (path) or serialized model (bytes)."""
+  """Loads a `.model` file (local path or gs:// URL) or serialized model (bytes)."""
   if isinstance(path_or_model, bytes):
     return spm.SentencePieceProcessor(model_proto=path_or_model)
-  if not os.path.isfile(path_or_model):
+  if not storage.isfile(path_or_model):
     raise FileNotFoundError(f"no SentencePiece model at {path_or_model!r}")
-  return spm.SentencePieceProcessor(model_file=path_or_model)
+  return spm.SentencePieceProcessor(model_proto=storage.read_bytes(path_or_model))
 
 
 def encode_words(sp: spm.SentencePieceProcessor, words: Sequence[str]) -> list[list[int]]:

@@ -34,6 +34,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from lst_jax import storage
 from lst_jax.data import provenance as provenance_lib
 from lst_jax.data import text_encoding
 from lst_jax.data.manifest import DataError
@@ -153,7 +154,8 @@ def _segment(value, where: str, base_dir: str) -> Segment:
   if audio is not None:
     if not isinstance(audio, str) or not audio:
       raise BenchmarkError(f"{where}.audio must be a path")
-    audio = os.path.normpath(os.path.join(base_dir, audio))
+    audio = storage.join(base_dir, audio) if storage.is_url(base_dir) else \
+        storage.normal(os.path.join(base_dir, audio))
   return Segment(text=text, text_ids=ints("text_ids"), units=ints("units"), audio=audio)
 
 
@@ -178,11 +180,11 @@ def parse_item(obj, where: str, base_dir: str) -> Item:
 
 def load_benchmark(path: str) -> Benchmark:
   """Reads and checks a benchmark JSONL file; raises BenchmarkError naming FILE:LINE."""
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise BenchmarkError(f"{path}: no such benchmark file")
-  base = os.path.dirname(os.path.abspath(path))
+  base = storage.parent(path)
   header, items, ids = {}, [], set()
-  with open(path, "rb") as f:
+  with storage.open_file(path, "rb") as f:
     for n, raw in enumerate(f, 1):
       where = f"{path}:{n}"
       line = _text_line(raw, where, n == 1)
@@ -206,7 +208,7 @@ def load_benchmark(path: str) -> Benchmark:
       items.append(item)
   if not items:
     raise BenchmarkError(f"{path}: no items")
-  name = header.get("name") or os.path.splitext(os.path.basename(path))[0]
+  name = header.get("name") or os.path.splitext(path.rsplit("/", 1)[-1])[0]
   return Benchmark(name=str(name), path=path, header=header, items=tuple(items))
 
 
@@ -220,7 +222,7 @@ def _text_line(raw: bytes, where: str, first: bool) -> str:
 
 def write_benchmark(path: str, items: Sequence[Item], header: dict | None = None) -> str:
   """Writes a benchmark JSONL file atomically (header first); audio paths become relative."""
-  base = os.path.dirname(os.path.abspath(path))
+  base = os.path.dirname(storage.absolute(path))
   os.makedirs(base, exist_ok=True)
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
@@ -236,9 +238,9 @@ def find_benchmarks(paths: Iterable[str]) -> list[str]:
   """JSONL files named directly or found (not recursively) in the named directories, sorted."""
   out = []
   for p in paths:
-    if os.path.isdir(p):
-      out += sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith(".jsonl"))
-    elif os.path.isfile(p):
+    if storage.isdir(p):
+      out += [storage.join(p, f) for f in storage.listdir(p) if f.endswith(".jsonl")]
+    elif storage.isfile(p):
       out.append(p)
     else:
       raise BenchmarkError(f"{p}: no such benchmark file or directory")

@@ -9,18 +9,18 @@ abstract targets; the optimizer state is never allocated.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import orbax.checkpoint as ocp
 
+from lst_jax import storage
+
 
 def _manager(directory: str) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(read_only=True))
+  return ocp.CheckpointManager(storage.absolute(directory), options=ocp.CheckpointManagerOptions(read_only=True))
 
 
 def available_steps(directory: str) -> list[int]:
-  if not os.path.isdir(directory):
+  if not storage.isdir(directory):
     return []
   manager = _manager(directory)
   try:

@@ -38,6 +38,7 @@ import re
 import shutil
 import tempfile
 
+from lst_jax import storage
 from lst_jax.eval.benchmark_files import NO_PROMPT, Benchmark, BenchmarkError, Item, Segment
 
 
@@ -106,7 +107,7 @@ def load(kind: str, path: str) -> Benchmark:
   else:
     items = _story_items(path)
     source = "folder"
-  split = next((p for p in reversed(os.path.normpath(path).split(os.sep)) if p in ("dev", "test")), None)
+  split = next((p for p in reversed(storage.normal(path).split(os.sep)) if p in ("dev", "test")), None)
   name = f"{kind}-{split}" if split else kind
   directions = ["S->S"] + (["T->T"] if all(c.text for it in items for c in it.candidates)
                            and all(it.prompt.text is not None for it in items) else [])

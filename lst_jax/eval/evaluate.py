@@ -8,10 +8,8 @@ from __future__ import annotations
 
 def restore(config, workdir: str, step: int | None = None):
   """(exp, manifest, vocab, mesh, setup, params, step) of <workdir>'s checkpoint `step` (default latest)."""
-  import os
-
   from lst_jax import config as config_lib
-  from lst_jax import sharding
+  from lst_jax import sharding, storage
   from lst_jax.data import datasets, pipeline
   from lst_jax.data.manifest import DataError
   from lst_jax.eval import checkpoint as ckpt_lib
@@ -20,8 +18,12 @@ def restore(config, workdir: str, step: int | None = None):
   manifest = datasets.open_datasets(config.data.dir)
   vocab = pipeline.vocab_of(manifest)
   exp = config_lib.parse(config, vocab_size=vocab.size)
+  try:
+    storage.check_reachable(workdir, "--workdir")
+  except storage.StorageError as e:
+    raise DataError(str(e)) from None
   datasets.check_run_provenance(workdir, manifest, record=False)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
+  ckpt_dir = storage.join(workdir, "checkpoints")
   steps = ckpt_lib.available_steps(ckpt_dir)
   if not steps:
     raise DataError(f"{workdir!r} has no checkpoints (looked in {ckpt_dir}); train first")
@@ -54,10 +56,10 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
   `listen` > 0 also generates speech for that many held-out transcripts and reports its word error
   rate beside the vocoder's ceiling (lst_jax.eval.listening), where the units have a vocoder."""
   import json
-  import os
 
   import jax
 
+  from lst_jax import storage
   from lst_jax.eval import runner as runner_lib
 
   exp, manifest, vocab, mesh, setup, params, step = restore(config, workdir, step)
@@ -77,15 +79,10 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
     result["listening"] = _listen(setup, params, exp, manifest, vocab, listen, log)
   lead = jax.process_index() == 0
   if lead:
-    output = output or os.path.join(workdir, "eval", f"{step}.json")
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output + ".tmp", "w") as f:
-      json.dump(result, f, indent=2)
-    os.replace(output + ".tmp", output)
+    output = output or storage.join(workdir, "eval", f"{step}.json")
+    storage.write_text(output, json.dumps(result, indent=2))
     base = output[:-5] if output.endswith(".json") else output
-    with open(base + ".scores.jsonl", "w") as f:
-      for s in scores:
-        f.write(json.dumps(s) + "\n")
+    storage.write_text(base + ".scores.jsonl", "".join(json.dumps(s) + "\n" for s in scores))
     log(f"{exp.model.kind} at step {step} ({workdir}); ranked by log-likelihood of each candidate given the prompt")
     log(runner_lib.format_table(result))
     if "t2s_wer" in result.get("listening", {}):

@@ -22,12 +22,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from typing import Sequence
 
 import numpy as np
 
+from lst_jax import storage
 from lst_jax import vocab as vocab_lib
 from lst_jax.data import datasets, records
 from lst_jax.data.manifest import Manifest
@@ -54,8 +54,8 @@ def default_paths(manifest: Manifest) -> list[str]:
   """Benchmark files under <dir>/benchmarks/ of each of the run's data directories."""
   out = []
   for d in manifest.dir.split(","):
-    p = os.path.join(d.strip(), BENCHMARK_DIR)
-    if os.path.isdir(p):
+    p = storage.join(d.strip(), BENCHMARK_DIR)
+    if storage.isdir(p):
       out += bench_lib.find_benchmarks([p])
   return out
 
@@ -64,10 +64,9 @@ def run_provenance(manifest: Manifest, workdir: str | None = None) -> dict:
   """The provenance benchmarks must match: the run's recorded data provenance if there is one,
   else the dataset's manifest."""
   if workdir:
-    path = os.path.join(workdir, datasets.PROVENANCE_FILE)
-    if os.path.isfile(path):
-      with open(path) as f:
-        return json.load(f)
+    path = storage.join(workdir, datasets.PROVENANCE_FILE)
+    if storage.isfile(path):
+      return json.loads(storage.read_text(path))
   return {"dir": manifest.dir, "tokenizer": manifest.raw.get("tokenizer", {}),
           "units": manifest.raw.get("units", {})}
 

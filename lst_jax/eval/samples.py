@@ -15,6 +15,8 @@ import os
 
 import numpy as np
 
+from lst_jax import storage
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -27,9 +29,15 @@ td,th{{border:1px solid #ccc;padding:.4em;vertical-align:top;max-width:28em}}aud
 
 
 def write(out_dir: str, samples: list[dict], title: str, summary: str = "") -> str:
-  """Writes every sample's files and the two indexes; returns index.html's path."""
+  """Writes every sample's files and the two indexes (into a local folder or a gs:// one);
+  returns index.html's path."""
+  with storage.local_folder(out_dir) as folder:
+    _write(folder, samples, title, summary)
+  return storage.join(out_dir, "index.html")
+
+
+def _write(out_dir: str, samples: list[dict], title: str, summary: str) -> None:
   import soundfile
-  os.makedirs(out_dir, exist_ok=True)
   rows, lines = [], []
   for s in samples:
     record = {k: v for k, v in s.items() if k not in ("wave", "prompt_wave", "units", "prompt_units")}
@@ -62,7 +70,5 @@ def write(out_dir: str, samples: list[dict], title: str, summary: str = "") -> s
                 f"<td>{html.escape(s['stop'])}</td></tr>")
   with open(os.path.join(out_dir, "samples.jsonl"), "w") as f:
     f.write("\n".join(lines) + "\n")
-  path = os.path.join(out_dir, "index.html")
-  with open(path, "w") as f:
+  with open(os.path.join(out_dir, "index.html"), "w") as f:
     f.write(PAGE.format(title=html.escape(title), summary=html.escape(summary), rows="\n".join(rows)))
-  return path

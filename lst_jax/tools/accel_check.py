@@ -37,6 +37,8 @@ import traceback
 
 from absl import app, flags
 
+from lst_jax import storage
+
 SECTIONS = ("environment", "tests", "train", "decode")
 # Dense bf16 peak FLOP/s per device, by jax's device_kind (vendor data sheets; SXM parts for NVIDIA).
 PEAK_BF16 = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12),
@@ -102,7 +104,7 @@ def _child_env() -> dict:
 def run_tests(limit_s: float) -> dict:
   """tests/test_accelerator.py on this machine's accelerator, counted from pytest's JUnit XML."""
   import xml.etree.ElementTree as ET
-  xml = os.path.join(os.path.dirname(os.path.abspath(FLAGS.out)), "accel_tests.xml")
+  xml = os.path.join(os.path.dirname(storage.absolute(FLAGS.out)), "accel_tests.xml")
   if os.path.exists(xml):
     os.remove(xml)
   env = _child_env()
@@ -223,7 +225,7 @@ def _out_of_memory(r: dict) -> bool:
 
 
 def _write(result: dict) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  os.makedirs(os.path.dirname(storage.absolute(FLAGS.out)), exist_ok=True)
   tmp = FLAGS.out + ".tmp"
   with open(tmp, "w") as f:
     json.dump(result, f, indent=2)

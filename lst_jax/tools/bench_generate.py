@@ -26,7 +26,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from lst_jax import presets, vocab as vocab_lib
+from lst_jax import presets, storage, vocab as vocab_lib
 
 UNIT_RATE = 25.0
 
@@ -103,7 +103,7 @@ def main(argv):
   print(f"demo LST, {FLAGS.uncached_seconds:.0f} s of speech at batch 1: cached {cached:.1f} s, "
         f"uncached {uncached:.1f} s "
         f"-> {uncached / cached:.1f}x", flush=True)
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  os.makedirs(os.path.dirname(storage.absolute(FLAGS.out)), exist_ok=True)
   with open(FLAGS.out, "w") as f:
     json.dump(result, f, indent=2)
   print(f"wrote {FLAGS.out}")

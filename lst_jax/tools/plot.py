@@ -23,6 +23,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from lst_jax import storage
 from lst_jax.train.metrics import METRICS_FILE, cumulative_tokens, read_records
 
 _WORKDIRS = flags.DEFINE_list("workdir", None, "Run directories (comma-separated) holding metrics.jsonl.")
@@ -68,7 +69,7 @@ def load_run(workdir: str, label: str | None = None) -> Run:
     x["flops"] = _with_origin(flops)
   tokens = sorted({int(r["step"]): float(r["tokens_seen"]) for r in records if "tokens_seen" in r}.items())
   x["tokens"] = _with_origin(tokens or sorted(cumulative_tokens(records).items()))
-  return Run(label or os.path.basename(os.path.normpath(workdir)), train, heldout, x)
+  return Run(label or os.path.basename(storage.normal(workdir)), train, heldout, x)
 
 
 def _with_origin(pairs):
@@ -146,7 +147,7 @@ def plot(runs: list[Run], out_dir: str, logx: bool = False) -> list[str]:
 def default_out(workdirs: list[str]) -> str:
   if len(workdirs) == 1:
     return os.path.join(workdirs[0], "plots")
-  parent = os.path.commonpath([os.path.abspath(w) for w in workdirs])
+  parent = os.path.commonpath([storage.absolute(w) for w in workdirs])
   return os.path.join(parent, "plots")
 
 
@@ -168,7 +169,7 @@ def main(argv):
   names = [r.label for r in runs]
   if len(set(names)) != len(names) and not _LABELS.value:
     for r, w in zip(runs, workdirs):
-      r.label = os.path.normpath(w)
+      r.label = storage.normal(w)
   for path in plot(runs, _OUT.value or default_out(workdirs), _LOGX.value):
     print(f"wrote {path}")
 

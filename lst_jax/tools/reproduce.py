@@ -36,7 +36,7 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from lst_jax import cli, presets
+from lst_jax import cli, presets, storage
 
 SIZES = ("study_s", "study_m", "study_l")
 MIDDLE = "study_m"
@@ -445,7 +445,7 @@ def _read_json(path: str):
 
 
 def _write_json(path: str, obj) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  os.makedirs(os.path.dirname(storage.absolute(path)), exist_ok=True)
   with open(path + ".tmp", "w") as f:
     json.dump(obj, f, indent=2)
   os.replace(path + ".tmp", path)

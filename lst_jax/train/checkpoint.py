@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import grain
 import jax
@@ -11,6 +10,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from absl import logging
 
+from lst_jax import storage
 from lst_jax.train.step import TrainState
 
 
@@ -27,10 +27,11 @@ class Checkpointer:
 
   def __init__(self, directory: str, every: int, keep: int, keep_every: int = 0):
     self.manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        storage.absolute(directory),  # a gs:// URL goes to Orbax as it is
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every,
                                              keep_period=keep_every or None,
                                              enable_async_checkpointing=True))
+    self._dir = storage.absolute(directory)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -52,7 +53,7 @@ class Checkpointer:
     without one, a dict saved in its place is returned (else None)."""
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     items = dict(state=ocp.args.StandardRestore(target))
-    as_json = os.path.exists(os.path.join(str(self.manager.directory), str(step), "data", "metadata"))
+    as_json = storage.exists(storage.join(self._dir, str(step), "data", "metadata"))
     if as_json:
       items["data"] = ocp.args.JsonRestore()
     elif data is not None:
@@ -67,16 +68,15 @@ class Checkpointer:
   def saved_run(self, step: int) -> tuple[dict | None, dict]:
     """(the config saved with checkpoint `step` or None, {state path: shape}) read from its
     metadata, without restoring anything; raises if the checkpoint cannot be read."""
-    directory = os.path.join(str(self.manager.directory), str(step))
+    directory = storage.join(self._dir, str(step))
     config = None
-    config_path = os.path.join(directory, "config", "metadata")
-    if os.path.exists(config_path):
-      with open(config_path) as f:
-        config = json.load(f)
+    config_path = storage.join(directory, "config", "metadata")
+    if storage.exists(config_path):
+      config = json.loads(storage.read_text(config_path))
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # orbax warns about a metadata file old checkpoints lack
     try:
-      meta = ocp.StandardCheckpointer().metadata(os.path.join(directory, "state")).item_metadata
+      meta = ocp.StandardCheckpointer().metadata(storage.join(directory, "state")).item_metadata
     finally:
       logging.set_verbosity(verbosity)
     return config, state_shapes(meta)
@@ -98,8 +98,8 @@ class Checkpointer:
         logging.warning(message)
         print(f"warning: {message}", flush=True)
         if jax.process_index() == 0:
-          path = os.path.join(str(self.manager.directory), str(step))
-          os.rename(path, path + ".unreadable")
+          path = storage.join(self._dir, str(step))
+          storage.rename(path, path + ".unreadable")
         if jax.process_count() > 1:
           multihost_utils.sync_global_devices(f"moved aside checkpoint {step}")
         self.manager.reload()

@@ -14,7 +14,7 @@ import numpy as np
 
 from lst_jax import config as config_lib
 from lst_jax import flops as flops_lib
-from lst_jax import sharding
+from lst_jax import sharding, storage
 from lst_jax.data import datasets, patching, pipeline
 from lst_jax.train import losses, step as step_lib
 from lst_jax.train import workdir as workdir_lib
@@ -107,6 +107,10 @@ class _Run:
 def _prepare(config, workdir: str) -> _Run:
   """Config, data set, mesh and compiled steps, every check before the first device op."""
   config_lib.parse(config)  # every key and value checked before the data or any device is touched
+  try:
+    storage.check_reachable(workdir, "--workdir")  # a gs:// URL's bucket; an unknown scheme refused
+  except storage.StorageError as e:
+    raise workdir_lib.WorkdirError(str(e)) from None
   manifest = datasets.open_datasets(config.data.dir)
   vocab = pipeline.vocab_of(manifest)
   exp = config_lib.parse(config, vocab_size=vocab.size)
@@ -142,6 +146,8 @@ def _claim_workdir(run: _Run, lock: workdir_lib.RunLock) -> None:
   ok = False
   try:
     lock.acquire()
+    if lock.note:
+      console(f"warning: {lock.note}", run.lead)
     if run.exp.train.resume == "archive_and_restart" and run.lead:
       moved = workdir_lib.archive_previous_run(run.workdir)
       if moved:
@@ -166,10 +172,10 @@ def _train(config, workdir: str, stop_at: int | None, preemption: _Preemption,
   if run.exp.train.benchmark_every and benchmarks is None:
     raise config_lib.ConfigError("config.train.benchmark_every is set but this entry point runs no "
                                  "benchmarks; use python -m lst_jax.main")
-  lock = workdir_lib.RunLock(workdir, lead=run.lead)
+  lock = workdir_lib.RunLock(workdir, lead=run.lead, stale_s=run.exp.train.lock_stale_s)
   try:
     _claim_workdir(run, lock)
-    trainer = _Trainer(run, preemption, benchmarks)
+    trainer = _Trainer(run, preemption, benchmarks, lock)
     try:
       heldout_start = trainer.evaluate_before_training()
       trainer.steps(stop_at)
@@ -185,8 +191,10 @@ class _Trainer:
   restore or initialize, held-out loss before training, the steps with their periodic
   actions (log, checkpoint, stop when preempted, held-out loss, benchmarks), finish."""
 
-  def __init__(self, run: _Run, preemption: _Preemption, benchmarks: BenchmarkFn | None):
+  def __init__(self, run: _Run, preemption: _Preemption, benchmarks: BenchmarkFn | None,
+               lock: workdir_lib.RunLock):
     self.run, self.t, self.preemption, self.benchmarks = run, run.exp.train, preemption, benchmarks
+    self.lock = lock
     exp, t, workdir = run.exp, run.exp.train, run.workdir
     self.data = _data(run)
     self.config_record = config_lib.to_dict(exp)  # saved with every checkpoint; compared on resume
@@ -353,7 +361,21 @@ class _Trainer:
   def checkpoint(self, step: int) -> None:
     if step % self.t.checkpoint_every == 0:
       self.check_finite(step)  # never save a state past a non-finite update
+      self.check_lock()  # never write into a workdir another run has taken over
     self.save(step)  # Orbax decides: every checkpoint_every steps
+
+  def check_lock(self) -> None:
+    lost = None
+    try:
+      self.lock.check()
+    except workdir_lib.WorkdirError as e:
+      lost = e
+    try:
+      _all_processes(lost is None, f"{self.run.workdir}: the run lock was taken over")
+    except workdir_lib.WorkdirError as e:
+      raise (lost or e) from None
+    if lost:
+      raise lost
 
   def stop_if_preempted(self, step: int) -> None:
     self.preempted = self.preemption.requested or (

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from typing import Iterable
+
+from lst_jax import storage
 
 LN2 = math.log(2.0)
 UNIT_RATE = 25.0  # speech units per second of audio (the demo's and the paper's HuBERT rate)
@@ -169,6 +170,9 @@ class MetricsWriter:
   """Appends records to <workdir>/metrics.jsonl and writes their numbers as TensorBoard
   scalars (event files in <workdir>), on the lead process only (`enabled`).
 
+  Each record is on storage when `write` returns: appended and flushed locally; on gs://
+  (objects cannot be appended to) the whole file is uploaded again, one atomic object write.
+
   resume_step: the step a resumed run restarts from; records of a previous attempt past it,
   and its "final" evaluation, are dropped from metrics.jsonl (they are about to be logged
   again: the file reads as one uninterrupted run) and TensorBoard hides that attempt's later
@@ -178,15 +182,19 @@ class MetricsWriter:
   def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True,
                resume_step: int | None = None):
     self.enabled = enabled
-    self.path = os.path.join(workdir, METRICS_FILE)
+    self.path = storage.join(workdir, METRICS_FILE)
     self._file = None
+    self._lines = None  # on object storage: every line written, uploaded whole at each write
     self._tb = None
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     if resume_step is not None:
       _drop_after(self.path, resume_step)
-    self._file = open(self.path, "a")
+    if storage.is_url(self.path):
+      self._lines = [line for line, _ in _parse(self.path)] if storage.exists(self.path) else []
+    else:
+      self._file = open(self.path, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(logdir=workdir, purge_step=None if resume_step is None else resume_step + 1,
@@ -198,8 +206,13 @@ class MetricsWriter:
     clean = {k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (int, str)) else v)
              for k, v in record.items()}
     now = round(time.time(), 3)
-    self._file.write(json.dumps({"time": now, **clean}) + "\n")
-    self._file.flush()
+    line = json.dumps({"time": now, **clean}) + "\n"
+    if self._lines is not None:
+      self._lines.append(line)
+      storage.write_text(self.path, "".join(self._lines))
+    else:
+      self._file.write(line)
+      self._file.flush()
     if self._tb is not None and "step" in clean:
       for k, v in clean.items():
         if k in NOT_SCALARS or isinstance(v, (bool, str)) or not isinstance(v, (int, float)) \
@@ -219,8 +232,7 @@ class MetricsWriter:
 
 def _parse(path: str) -> list[tuple[str, dict]]:
   """(line, record) pairs; a last line cut short by a killed process is skipped."""
-  with open(path) as f:
-    lines = [line for line in f if line.strip()]
+  lines = [line for line in storage.read_text(path).splitlines(keepends=True) if line.strip()]
   out = []
   for i, line in enumerate(lines):
     try:
@@ -232,19 +244,17 @@ def _parse(path: str) -> list[tuple[str, dict]]:
 
 
 def _drop_after(path: str, step: int) -> None:
-  if not os.path.exists(path):
+  if not storage.exists(path):
     return
   parsed = _parse(path)
   keep = [line for line, r in parsed if r.get("step", 0) <= step and not r.get("final")]
-  with open(path + ".tmp", "w") as f:
-    f.writelines(keep)
-  os.replace(path + ".tmp", path)
+  storage.write_text(path, "".join(keep))
 
 
 def read_records(workdir: str) -> list[dict]:
   """Every record written so far to <workdir>/metrics.jsonl (empty if none)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
+  path = storage.join(workdir, METRICS_FILE)
+  if not storage.exists(path):
     return []
   return [r for _, r in _parse(path)]
 

@@ -1,9 +1,9 @@
 """A run's working directory: one run at a time, and nothing of a run thrown away.
 
-- `RunLock`: the lead process holds `<workdir>/run.lock` (an flock, with the holder
-  written in it) while the run trains, so a second training on the same workdir is
-  refused naming the holder. The hosts of one multi-host run share the workdir, so
-  the lock belongs to the run: process 0 takes it and tells the others.
+- `RunLock` (lst_jax/train/run_lock.py): the lead process holds `<workdir>/run.lock`
+  while the run trains, so a second training on the same workdir is refused naming the
+  holder. The hosts of one multi-host run share the workdir, so the lock belongs to
+  the run: process 0 takes it and tells the others.
 - `compare_configs` / `compare_shapes`: whether a workdir's checkpoint fits this config,
   checked before anything is restored, renamed or written.
 - `archive_previous_run`: `--config.train.resume=archive_and_restart` moves the old
@@ -13,60 +13,18 @@
 from __future__ import annotations
 
 import datetime
-import fcntl
-import glob
-import json
-import os
-import socket
 
-LOCK_FILE = "run.lock"
+from lst_jax import storage
+from lst_jax.train.run_lock import RunLock, WorkdirError  # noqa: F401 (the workdir's errors and lock)
+
 PREVIOUS = "previous"
 # A run's files in its workdir (moved together by archive_previous_run).
 RUN_FILES = ("checkpoints", "metrics.jsonl", "eval", "events.out.tfevents.*", "data_provenance.json")
 # Settings that may change when a run resumes: they change neither the state nor the data stream.
 RESUMABLE = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
              "train.keep_every", "train.eval_every", "train.eval_batches", "train.benchmark_every",
-             "train.benchmark_items", "train.peak_flops_per_device", "train.resume", "model.attention",
-             "model.remat", "data.dir", "mesh.data", "mesh.fsdp", "mesh.tensor")
-
-
-class WorkdirError(RuntimeError):
-  """The workdir cannot take this run (in use, or holding a run that does not fit); says what to do."""
-
-
-class RunLock:
-  """Held by the lead process for the run's lifetime; released when the process ends, however."""
-
-  def __init__(self, workdir: str, lead: bool = True):
-    self.path = os.path.join(workdir, LOCK_FILE)
-    self.lead = lead
-    self._file = None
-
-  def acquire(self) -> None:
-    if not self.lead:
-      return
-    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-    f = open(self.path, "a+")
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-      f.seek(0)
-      holder = f.read().strip() or "unknown"
-      f.close()
-      raise WorkdirError(f"{os.path.dirname(self.path)} is in use by another training run ({holder}); wait for "
-                         f"it to end or stop it, or train in another --workdir") from None
-    f.seek(0)
-    f.truncate()
-    f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}))
-    f.flush()
-    self._file = f
-
-  def release(self) -> None:
-    if self._file is not None:
-      fcntl.flock(self._file, fcntl.LOCK_UN)
-      self._file.close()
-      self._file = None
+             "train.benchmark_items", "train.peak_flops_per_device", "train.resume", "train.lock_stale_s",
+             "model.attention", "model.remat", "data.dir", "mesh.data", "mesh.fsdp", "mesh.tensor")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -103,12 +61,12 @@ def compare_shapes(saved: dict, current: dict) -> str | None:
 
 def archive_previous_run(workdir: str) -> str | None:
   """Moves the previous run's files into <workdir>/previous/<UTC time>/; returns that folder."""
-  paths = [p for pattern in RUN_FILES for p in glob.glob(os.path.join(workdir, pattern))]
+  paths = [p for pattern in RUN_FILES for p in storage.glob(storage.join(workdir, pattern))]
   if not paths:
     return None
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-  target = os.path.join(workdir, PREVIOUS, stamp)
-  os.makedirs(target, exist_ok=True)
+  target = storage.join(workdir, PREVIOUS, stamp)
+  storage.makedirs(target)
   for p in paths:
-    os.rename(p, os.path.join(target, os.path.basename(p)))
+    storage.rename(p, storage.join(target, p.rstrip("/").rsplit("/", 1)[-1]))
   return target
