@@ -54,10 +54,7 @@ def load_experiment(spec: str):
 
 def write_results(path: str, results: dict) -> None:
   """A command's figures as JSON (e.g. runs/bench.json), written whole or not at all."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(results, f, indent=2)
-  os.replace(path + ".tmp", path)
+  storage.write_text(path, json.dumps(results, indent=2))
   print(f"written to {path}")
 
 

@@ -26,12 +26,12 @@ class Checkpointer:
   restores into sharded targets, falling back past a checkpoint that cannot be read."""
 
   def __init__(self, directory: str, every: int, keep: int, keep_every: int = 0):
+    self._dir = storage.absolute(directory)  # a gs:// URL goes to Orbax as it is
     self.manager = ocp.CheckpointManager(
-        storage.absolute(directory),  # a gs:// URL goes to Orbax as it is
+        self._dir,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every,
                                              keep_period=keep_every or None,
                                              enable_async_checkpointing=True))
-    self._dir = storage.absolute(directory)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
