@@ -40,7 +40,7 @@ import tempfile
 import time
 from typing import Callable
 
-from data_prep import build_manifest, build_vocab, dataset_checks, journal, shard_job, workers
+from data_prep import beam_options, build_manifest, build_vocab, dataset_checks, journal, shard_job, workers
 from data_prep.formats import READERS, lst_jsonl, manifest_jsonl
 from data_prep.formats.items import TEXT, Options
 from lst_jax import storage
@@ -90,7 +90,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--allow_overlap", action="store_true",
                  help="keep records whose id or content is also in another split (e.g. train and heldout) "
                       "and count them in the manifest, instead of refusing them")
-  args = p.parse_args(argv)
+  p.add_argument("--runner", help="Apache Beam runner of the dataset checks (default: in this process); any other "
+                                  "Beam pipeline option is passed on as it is (data_prep/beam_options.py)")
+  args, extra = p.parse_known_args(argv)
+  args.beam_args, unknown = beam_options.beam_flags(extra)
+  if unknown:
+    p.error(f"unrecognized arguments: {' '.join(unknown)}")
   if args.shard_size < 1 or args.workers < 0 or (args.num_units is not None and args.num_units < 1):
     p.error("--shard_size and --num_units must be >= 1, --workers >= 0")
   if args.units is None and args.hubert:
@@ -235,13 +240,12 @@ def convert_all(args, plan: Plan, settings, pool, log, start) -> list[shard_job.
   """Converts every chunk into its shard (or reuses it); fails at the first bad entry in fail mode."""
   chunks = workers.chunks(plan.sources, args.shard_size)
   names = [shard_name(args.split, plan.kind, plan.tag, i, len(chunks)) for i in range(len(chunks))]
-  journal_path = journal.path(args.output, args.split, plan.kind, plan.tag)
-  done = journal.read(journal_path)
-  jobs = [shard_job.Job(n, tuple(c), done.get(n), i) for i, (n, c) in enumerate(zip(names, chunks))]
+  journal.migrate(args.output, args.split, plan.kind, plan.tag)
+  jobs = [shard_job.Job(n, tuple(c), journal.entry_path(args.output, n, plan.kind, plan.tag), i)
+          for i, (n, c) in enumerate(zip(names, chunks))]
   results, t0 = {}, time.time()
   log(f"{args.split}: converting {len(plan.sources)} entries into {len(jobs)} shard(s) "
       f"in {max(args.workers, 1)} process(es)")
-  os.makedirs(os.path.dirname(journal_path), exist_ok=True)
   pool.progress.value = 0
 
   def waiting():  # a long shard: say how far its entries got
@@ -249,18 +253,15 @@ def convert_all(args, plan: Plan, settings, pool, log, start) -> list[shard_job.
     log(f"{args.split}: {n}/{len(plan.sources)} entries converted, {len(results)}/{len(jobs)} shards done, "
         f"{n / elapsed:.0f} entries/s, {elapsed:.1f} s elapsed")
 
-  # Unordered: each shard is journaled as soon as it is done, so a rerun after a crash reuses it.
+  # Unordered: each worker journals its shard as soon as it is done, so a rerun after a crash reuses it.
   pending = pool.imap_unordered(functools.partial(shard_job.run, settings=settings), jobs)
-  with open(journal_path, "a") as journal_file:
-    for r in workers.watch(pool, pending, waiting, PROGRESS_S, names):
-      if r.failure is not None:
-        raise r.failure
-      if not r.reused:
-        journal.append(journal_file, r.journal())
-      results[r.name] = r
-      reused = sum(x.reused for x in results.values())
-      workers.progress(log, f"{args.split}: shards", len(results), len(jobs),
-                       sum(x.entries for x in results.values()), t0, extra=f", {reused} reused" if reused else "")
+  for r in workers.watch(pool, pending, waiting, PROGRESS_S, names):
+    if r.failure is not None:
+      raise r.failure
+    results[r.name] = r
+    reused = sum(x.reused for x in results.values())
+    workers.progress(log, f"{args.split}: shards", len(results), len(jobs),
+                     sum(x.entries for x in results.values()), t0, extra=f", {reused} reused" if reused else "")
   return [results[n] for n in names]
 
 

@@ -139,9 +139,9 @@ def _write_errors(path: str, tag: str, errors: list[dict]) -> None:
 
 
 def _remove_stale(output, split, kind, tag, results) -> None:
-  """Shards of this input from an earlier build with another shard count; compacts the journal."""
+  """Shards of this input from an earlier build with another shard count, and their journal entries."""
   keep = {r.name for r in results}
   for path in glob.glob(os.path.join(output, split, f"{kind}-{tag}-*")):
     if os.path.relpath(path, output) not in keep:
       os.remove(path)
-  journal.rewrite(journal.path(output, split, kind, tag), [r.journal() for r in results])
+  journal.keep_only(output, split, kind, tag, keep)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 DEFAULT_VOCAB_SIZE = 1000
 FIT_FRAMES = 60_000       # frames of audio sampled to fit the codebook (40 minutes at 25 Hz)
 FIT_BATCH = 8             # audio entries per fitting task
+TOKENIZER_SAMPLE = 1_000_000  # at most about this many transcripts train a tokenizer (a seeded sample of shards)
 
 
 # -- tokenizer ---------------------------------------------------------------------------------
@@ -64,7 +65,10 @@ def resolve_tokenizer(args, plan: Plan, settings: shard_job.Settings, pool, log)
   vocab_size = args.vocab_size or DEFAULT_VOCAB_SIZE
   lines, start, entries = [], time.time(), 0
   job = functools.partial(shard_job.transcripts, settings=settings)
-  chunks = workers.chunks(plan.sources, args.shard_size)
+  chunks = sample_chunks(workers.chunks(plan.sources, args.shard_size), TOKENIZER_SAMPLE, args.seed)
+  if sum(map(len, chunks)) < len(plan.sources):
+    log(f"tokenizer: reading a seeded sample of {len(chunks)} shards' transcripts "
+        f"({sum(map(len, chunks))} of {len(plan.sources)} entries)")
   for i, (chunk, (got, errors)) in enumerate(zip(chunks, workers.watch(pool, pool.imap(job, chunks))), 1):
     if errors and args.on_error == shard_job.FAIL:
       raise errors[0]
@@ -76,6 +80,20 @@ def resolve_tokenizer(args, plan: Plan, settings: shard_job.Settings, pool, log)
   log(f"tokenizer: training a {vocab_size}-piece BPE model on {len(lines)} transcripts")
   tokenizer_training.save(tokenizer_training.train(lines, vocab_size), args.output)
   return {**_tokenizer_entry(path, "trained"), "path": tokenizer.MODEL}
+
+
+def sample_chunks(chunks: list, entries: int, seed: int) -> list:
+  """Chunks picked in a seeded random order until they hold `entries` entries, kept in input order
+  (all of them when they hold fewer): the tokenizer's training text stays bounded as the corpus grows."""
+  if sum(map(len, chunks)) <= entries:
+    return chunks
+  picked, total = [], 0
+  for i in np.random.default_rng(seed).permutation(len(chunks)):
+    if total >= entries:
+      break
+    picked.append(int(i))
+    total += len(chunks[i])
+  return [chunks[i] for i in sorted(picked)]
 
 
 def _tokenizer_entry(path: str, source: str) -> dict:

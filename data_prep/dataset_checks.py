@@ -7,114 +7,268 @@
     another split (train / held-out overlap) is refused, or with --allow_overlap kept
     and counted in the manifest (the build's and the split's "overlap").
 Each refused record is an InputError naming its file, line and id: --on_error=fail stops
-at the first, --on_error=skip drops exactly those records from their shards (rewritten,
-journaled) and lists them in the errors file. The dataset's records are known from each
-build's journal (ids and digests per shard), or read from the shards it does not cover.
+at the first (in input order), --on_error=skip drops exactly those records from their
+shards (rewritten, journaled) and lists them in the errors file.
+
+The checks run as an Apache Beam pipeline (data_prep/beam_options.py picks the runner):
+records are read from the shards' journal entries (or, for shards no entry covers, from
+the shards) by the workers, grouped by id, then by content digest, in hash buckets; only
+the refused records, the overlap counts and per-build match counts come back, so the
+launching process holds nothing per record however large the corpus.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+import tempfile
 
-from data_prep import build_manifest, convert, journal, shard_job, shards
+from data_prep import beam_options, build_manifest, convert, journal, shard_job, shards
 from data_prep.formats.items import InputError
 from lst_jax.data import records as records_lib
 from lst_jax.data.manifest import DataError
 
 ALLOW = "--allow_overlap keeps it and counts it in the manifest"
+RECORDS_PER_BUCKET = 100_000  # records grouped together in one worker's memory
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Known:
-  """The records of one earlier build in the dataset."""
+  """One earlier build of the dataset: where its records are read from."""
+  order: int       # its position among the dataset's builds (the first match is named)
   split: str
   input: str
-  ids: set
-  digests: dict  # digest -> id
+  same_split: bool
+  sources: tuple   # (path, True: a journal entry | False: a shard to read)
 
 
 def check(args, plan, results: list[shard_job.Result]) -> dict[str, int]:
   """Refuses (fail) or drops (skip) the build's bad records, in place; returns the overlap counts
   per other split (--allow_overlap)."""
-  known = dataset_records(args.output, plan.existing or {}, plan.tag, args.split)
-  same = [k for k in known if k.split == args.split]
-  other = [k for k in known if k.split != args.split]
-  mine = [d for r in results for d in r.digests]
-  for k in same:
-    if mine and all(d in k.digests for d in mine):
-      raise DataError(f"{args.input}: already in the dataset: all its {len(mine)} records are in split "
+  known = dataset_builds(args.output, plan.existing or {}, plan.tag, args.split)
+  mine = [(i, journal.entry_path(args.output, r.name, plan.kind, plan.tag)) for i, r in enumerate(results)
+          if r.records]
+  total = sum(r.records for r in results)
+  records = total + sum(b.get("records", 0) for b in build_manifest.earlier_builds(plan.existing or {}))
+  buckets = max(1, -(-records // RECORDS_PER_BUCKET))
+  found = _run(mine, known, buckets, args.input, args.allow_overlap, beam_options.for_checks(args))
+  for k in known:
+    if k.same_split and total and found["matches"].get(str(k.order), 0) == total:
+      raise DataError(f"{args.input}: already in the dataset: all its {total} records are in split "
                       f"{args.split!r}, added from {k.input}; a dataset holds each input once (to rebuild "
                       f"that input, build it by its own path; to keep both, build into another --output)")
-  seen: dict[str, str] = {}  # id -> where this build has it
-  overlap: dict[str, int] = {}
-  for r in results:
-    drop = []
-    for i, (rid, digest, place) in enumerate(zip(r.ids, r.digests, r.places)):
-      file, line = place if place and place[0] is not None else (args.input, None)
-      why = _why(rid, digest, seen, same, other, args.allow_overlap, overlap)
-      seen.setdefault(rid, f"{file}:{line}" if line is not None else file)
-      if why is None:
-        continue
-      err = InputError(file, why, line, rid)
-      if args.on_error == shard_job.FAIL:
-        raise err
-      drop.append(i)
-      r.errors = r.errors + [err.to_json()]
-    if drop:
-      _drop(args.output, r, set(drop), journal.path(args.output, args.split, plan.kind, plan.tag))
-  return overlap
+  problems = sorted(found["problems"], key=lambda p: (p["shard"], p["index"]))
+  if problems and args.on_error == shard_job.FAIL:
+    p = problems[0]
+    raise InputError(p["file"], p["error"], p["line"], p["record"])
+  by_shard: dict[int, list[dict]] = {}
+  for p in problems:
+    by_shard.setdefault(p["shard"], []).append(p)
+  for i, shard_problems in by_shard.items():
+    r = results[i]
+    r.errors = r.errors + [InputError(p["file"], p["error"], p["line"], p["record"]).to_json()
+                           for p in shard_problems]
+    _drop(args.output, r, {p["index"] for p in shard_problems},
+          journal.entry_path(args.output, r.name, plan.kind, plan.tag))
+  return found["overlap"]
 
 
-def _why(rid, digest, seen, same, other, allow, overlap) -> str | None:
-  if rid in seen:
-    return f"duplicate record id {rid!r} (first at {seen[rid]}); record ids are unique within a dataset"
-  for k in same:
-    if rid in k.ids:
-      return (f"duplicate record id {rid!r}: the dataset already has it (split {k.split!r}, from {k.input}); "
-              f"record ids are unique within a dataset")
-  for k in other:
-    hit = "same id" if rid in k.ids else f"same content as record {k.digests[digest]!r}" \
-        if digest in k.digests else None
-    if hit is None:
-      continue
-    if allow:
-      overlap[k.split] = overlap.get(k.split, 0) + 1
-      return None
-    return (f"record {rid!r} is also in split {k.split!r} ({hit}, from {k.input}): splits overlap; "
-            f"drop it from one split ({ALLOW})")
-  return None
-
-
-def dataset_records(output: str, manifest: dict, tag: str, split: str) -> list[Known]:
-  """The records of every build in the manifest but this one (this input, this split)."""
+def dataset_builds(output: str, manifest: dict, tag: str, split: str) -> list[Known]:
+  """Every build in the manifest but this one (this input, this split), with where to read it."""
   out = []
-  for b in build_manifest.earlier_builds(manifest):
+  for order, b in enumerate(build_manifest.earlier_builds(manifest)):
     if (b.get("tag"), b.get("split")) == (tag, split):
       continue
-    entries = journal.read(journal.path(output, b["split"], b["kind"], b["tag"])) if b["tag"] != "earlier" else {}
-    k = Known(b["split"], b.get("input") or b["tag"], set(), {})
+    if b["tag"] != "earlier":
+      journal.migrate(output, b["split"], b["kind"], b["tag"])
+    sources = []
     for name in b.get("shards", []):
-      e = entries.get(name, {})
-      if e.get("ids") is not None and e.get("digests") is not None:
-        ids, digests = e["ids"], e["digests"]
-      else:
-        ids, digests = shard_job.index_records(shard_job.read_shard(os.path.join(output, name)))
-      k.ids.update(ids)
-      k.digests.update(zip(digests, ids))
-    out.append(k)
+      entry = journal.entry_path(output, name, b["kind"], b["tag"]) if b["tag"] != "earlier" else None
+      sources.append((entry, True) if entry and os.path.exists(entry) else (os.path.join(output, name), False))
+    out.append(Known(order, b["split"], b.get("input") or b["tag"], b["split"] == split, tuple(sources)))
   return out
 
 
-def _drop(output: str, r: shard_job.Result, drop: set[int], journal_path: str) -> None:
-  """Rewrites r's shard without the records at `drop`, and r's stats and index; journals it under a
+# -- the pipeline ------------------------------------------------------------------------------
+
+def _bucket(key: str, buckets: int) -> int:
+  return int(hashlib.blake2b(key.encode(), digest_size=4).hexdigest(), 16) % buckets
+
+
+def _read(source: tuple) -> tuple[list, list, list]:
+  """(ids, digests, places) of one shard, from its journal entry or the shard itself."""
+  path, is_entry = source
+  entry = journal.read_entry(path) if is_entry else None
+  if entry is not None and entry.get("ids") is not None and entry.get("digests") is not None:
+    places = shard_job.unpack_places(entry.get("places")) or [[None, None]] * len(entry["ids"])
+    return entry["ids"], entry["digests"], places
+  ids, digests = shard_job.index_records(shard_job.read_shard(path if not is_entry else entry_shard(path)))
+  return ids, digests, [[None, None]] * len(ids)
+
+
+def entry_shard(entry_path: str) -> str:
+  """The shard a journal entry describes (its entry is <split>/.<kind>-<tag>.journal/<shard>.json)."""
+  folder = os.path.dirname(entry_path)
+  return os.path.join(os.path.dirname(folder), os.path.basename(entry_path)[:-len(journal.SUFFIX)])
+
+
+def _mine_by_id(spec, buckets):
+  """This build's shard -> (("id", bucket), ("m", [(shard, index, id, digest, file, line), ...]))."""
+  shard, path = spec
+  ids, digests, places = _read((path, True))
+  out: dict[int, list] = {}
+  for i, (rid, digest, place) in enumerate(zip(ids, digests, places)):
+    out.setdefault(_bucket(rid, buckets), []).append((shard, i, rid, digest, place[0], place[1]))
+  for b, rows in out.items():
+    yield ("id", b), ("m", rows)
+
+
+def _known(k: Known, buckets):
+  """An earlier build -> its ids by id bucket and its digests by digest bucket."""
+  by_id: dict[int, list] = {}
+  by_digest: dict[int, list] = {}
+  position = 0
+  for source in k.sources:
+    ids, digests, _ = _read(source)
+    for rid, digest in zip(ids, digests):
+      by_id.setdefault(_bucket(rid, buckets), []).append(rid)
+      by_digest.setdefault(_bucket(digest, buckets), []).append((digest, rid, position))
+      position += 1
+  meta = (k.order, k.split, k.input, k.same_split)
+  for b, rows in by_id.items():
+    yield ("id", b), ("k", meta, rows)
+  for b, rows in by_digest.items():
+    yield ("digest", b), ("k", meta, rows)
+
+
+def _by_id(item, buckets, default_file):
+  """One id bucket: duplicates within the build, ids the split already has; every record of the
+  build goes on to its digest bucket with the first other split that has its id."""
+  _, values = item
+  same, other, occurrences = {}, {}, {}
+  for v in values:
+    if v[0] == "k":
+      (order, split, input_, same_split), ids = v[1], v[2]
+      table = same if same_split else other
+      for rid in ids:
+        if rid not in table or table[rid][0] > order:
+          table[rid] = (order, split, input_)
+    else:
+      for row in v[1]:
+        occurrences.setdefault(row[2], []).append(row)
+  onward: dict[int, list] = {}
+  for rid, rows in occurrences.items():
+    rows.sort(key=lambda r: (r[0], r[1]))
+    first = rows[0]
+    first_at = f"{first[4] or default_file}:{first[5]}" if first[5] is not None else (first[4] or default_file)
+    for n, (shard, index, _, digest, file, line) in enumerate(rows):
+      problem = None
+      if n:
+        problem = f"duplicate record id {rid!r} (first at {first_at}); record ids are unique within a dataset"
+      elif rid in same:
+        _, split, input_ = same[rid]
+        problem = (f"duplicate record id {rid!r}: the dataset already has it (split {split!r}, from {input_}); "
+                   f"record ids are unique within a dataset")
+      if problem:
+        yield _problem(shard, index, rid, file or default_file, line, problem)
+      onward.setdefault(_bucket(digest, buckets), []).append(
+          (shard, index, rid, digest, file or default_file, line, problem is None, other.get(rid)))
+  for b, rows in onward.items():
+    yield ("digest", b), ("m", rows)
+
+
+def _by_digest(item, allow: bool):
+  """One digest bucket: content another split has (or its id, found before), and how many of the
+  build's records each same-split build holds (an input added twice)."""
+  _, values = item
+  other, same_counts, rows = {}, {}, []
+  for v in values:
+    if v[0] == "k":
+      (order, split, input_, same_split), entries = v[1], v[2]
+      for digest, rid, position in entries:
+        if same_split:
+          same_counts.setdefault(digest, set()).add(order)
+        elif digest not in other or (other[digest][0], -other[digest][4]) > (order, -position):
+          other[digest] = (order, split, input_, rid, position)  # the first build; its last such record
+    else:
+      rows += v[1]
+  matches: dict[int, int] = {}
+  for shard, index, rid, digest, file, line, open_, by_id in rows:
+    for order in same_counts.get(digest, ()):
+      matches[order] = matches.get(order, 0) + 1
+    if not open_:
+      continue
+    by_content = other.get(digest)
+    if by_id is None and by_content is None:
+      continue
+    if by_content is None or (by_id is not None and by_id[0] <= by_content[0]):
+      order, split, input_ = by_id
+      hit = "same id"
+    else:
+      order, split, input_, known_id, _ = by_content
+      hit = f"same content as record {known_id!r}"
+    if allow:
+      yield {"kind": "overlap", "split": split}
+    else:
+      yield _problem(shard, index, rid, file, line,
+                     f"record {rid!r} is also in split {split!r} ({hit}, from {input_}): splits overlap; "
+                     f"drop it from one split ({ALLOW})")
+  for order, n in matches.items():
+    yield {"kind": "matches", "order": order, "count": n}
+
+
+def _problem(shard, index, rid, file, line, message) -> dict:
+  return {"kind": "problem", "shard": shard, "index": index, "record": rid, "file": file, "line": line,
+          "error": message}
+
+
+def _run(mine, known, buckets, default_file, allow, options) -> dict:
+  with beam_options.quiet():
+    import apache_beam as beam
+
+  with tempfile.TemporaryDirectory(prefix="lst_jax_checks_") as tmp:
+    out = os.path.join(tmp, "found")
+    with beam_options.quiet(), beam.Pipeline(options=options) as p:
+      mine_rows = p | "shards" >> beam.Create(mine) | "read" >> beam.FlatMap(_mine_by_id, buckets)
+      known_rows = p | "builds" >> beam.Create(list(known)) | "read known" >> beam.FlatMap(_known, buckets)
+      by_key = (mine_rows, known_rows) | "together" >> beam.Flatten()
+      ids = (by_key | "ids only" >> beam.Filter(lambda kv: kv[0][0] == "id") | "by id" >> beam.GroupByKey()
+             | "check ids" >> beam.FlatMap(_by_id, buckets, default_file))
+      id_problems = ids | "problems" >> beam.Filter(lambda x: isinstance(x, dict))
+      onward = ids | "onward" >> beam.Filter(lambda x: not isinstance(x, dict))
+      digests = ((onward, by_key | "digests only" >> beam.Filter(lambda kv: kv[0][0] == "digest"))
+                 | "digest rows" >> beam.Flatten() | "by digest" >> beam.GroupByKey()
+                 | "check digests" >> beam.FlatMap(_by_digest, allow))
+      ((id_problems, digests) | "all" >> beam.Flatten() | "json" >> beam.Map(json.dumps)
+       | "write" >> beam.io.WriteToText(out, shard_name_template="-SSSSS-of-NNNNN"))
+    found = {"problems": [], "overlap": {}, "matches": {}}
+    for name in sorted(os.listdir(tmp)):
+      with open(os.path.join(tmp, name)) as f:
+        for line in f:
+          x = json.loads(line)
+          if x["kind"] == "problem":
+            found["problems"].append(x)
+          elif x["kind"] == "overlap":
+            found["overlap"][x["split"]] = found["overlap"].get(x["split"], 0) + 1
+          else:
+            found["matches"][str(x["order"])] = found["matches"].get(str(x["order"]), 0) + x["count"]
+  return found
+
+
+# -- skipping ----------------------------------------------------------------------------------
+
+def _drop(output: str, r: shard_job.Result, drop: set[int], entry_path: str) -> None:
+  """Rewrites r's shard without the records at `drop`, and r's stats and journal entry, under a
   fingerprint no rerun matches, so a rerun converts it again and checks it afresh (perhaps with
   --allow_overlap, or --on_error=fail, or after the other record is gone)."""
   path = os.path.join(output, r.name)
+  ids, digests, places = _read((entry_path, True))
   r.fingerprint += "-filtered"
   kept = [p for i, p in enumerate(shard_job.read_shard(path)) if i not in drop]
-  keep = [i for i in range(len(r.ids)) if i not in drop]
-  r.ids, r.digests, r.places = ([x[i] for i in keep] for x in (r.ids, r.digests, r.places))
+  keep = [i for i in range(len(ids)) if i not in drop]
+  r.ids, r.digests, r.places = ([x[i] for i in keep] for x in (ids, digests, places))
   recs = [records_lib.decode(p) for p in kept]
   r.stats = shard_job.shard_stats([convert.Converted(x, len(x.units) / x.unit_rate if len(x.units) else 0.0)
                                    for x in recs])
@@ -124,5 +278,5 @@ def _drop(output: str, r: shard_job.Result, drop: set[int], journal_path: str) -
   else:
     os.remove(path)
     r.shard = None
-  with open(journal_path, "a") as f:
-    journal.append(f, r.journal())
+  journal.write_entry(entry_path, r.journal())
+  r.records, r.ids, r.digests, r.places = len(kept), [], [], []

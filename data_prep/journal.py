@@ -1,50 +1,88 @@
-"""A build's state on disk between runs: the shard journal of each input, and the directory lock.
+"""A build's state on disk between runs: one journal entry per finished shard, and the directory lock.
 
-The journal (<output>/<split>/.<kind>-<tag>.journal.jsonl) gets one line per
-shard as the shard is finished (fingerprint, stats, skipped entries, each
-record's id, content digest and input line, the shard's size and sha256), so a
-rerun, after a crash or with the same input, reuses every shard whose
-fingerprint still matches; the finished build rewrites it with only the
-shards it kept. The lock lets one builder (a build, or the demo's) write a
-directory at a time.
+Each shard's entry (<output>/<split>/.<kind>-<tag>.journal/<shard file>.json) is
+written by the worker that converted the shard, right after the shard: its
+fingerprint, stats, skipped entries, each record's id, content digest and input
+line, the shard's size and sha256. A rerun, after a crash or with the same input,
+reuses every shard whose fingerprint still matches; the dataset checks read the
+ids and digests from the entries, so the launching process never holds them. The
+finished build removes entries of shards it did not keep. (Journals of earlier
+versions, one <kind>-<tag>.journal.jsonl file per input, are split into entries
+when a build next touches them.) The lock lets one builder (a build, or the
+demo's) write a directory at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 from typing import Iterable
 
-
-def path(output: str, split: str, kind: str, tag: str) -> str:
-  return os.path.join(output, split, f".{kind}-{tag}.journal.jsonl")
+SUFFIX = ".json"
 
 
-def read(path: str) -> dict[str, dict]:
-  """Shard name -> its latest entry; unreadable lines (a crash mid-write) are skipped."""
-  out = {}
-  with contextlib.suppress(FileNotFoundError):
+def directory(output: str, split: str, kind: str, tag: str) -> str:
+  return os.path.join(output, split, f".{kind}-{tag}.journal")
+
+
+def entry_path(output: str, shard: str, kind: str, tag: str) -> str:
+  """The journal entry of shard `shard` (its path relative to the output, e.g. train/speech-...)."""
+  split, name = shard.split("/", 1)
+  return os.path.join(directory(output, split, kind, tag), name + SUFFIX)
+
+
+def read_entry(path: str) -> dict | None:
+  """A shard's entry, or None (missing, or cut short by a crash)."""
+  with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
     with open(path) as f:
-      for line in f:
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-          entry = json.loads(line)
-          out[entry["shard"]] = entry
-  return out
+      entry = json.load(f)
+    entry["shard"]  # noqa: B018 - every entry names its shard
+    return entry
+  return None
 
 
-def append(f, entry: dict) -> None:
-  """Adds one shard's entry to an open journal, on disk at once."""
-  f.write(json.dumps(entry) + "\n")
-  f.flush()
+def write_entry(path: str, entry: dict) -> None:
+  """Writes one shard's entry whole or not at all."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(entry, f)
+  os.replace(tmp, path)
 
 
-def rewrite(path: str, entries: Iterable[dict]) -> None:
-  """Replaces the journal with `entries` (atomically): compacts it after a build."""
-  with open(path + ".tmp", "w") as f:
-    f.writelines(json.dumps(e) + "\n" for e in entries)
-  os.replace(path + ".tmp", path)
+def entries(output: str, split: str, kind: str, tag: str) -> Iterable[dict]:
+  """Every readable entry of one input's shards (for inputs of earlier builds)."""
+  migrate(output, split, kind, tag)
+  for path in sorted(glob.glob(os.path.join(directory(output, split, kind, tag), "*" + SUFFIX))):
+    entry = read_entry(path)
+    if entry is not None:
+      yield entry
+
+
+def keep_only(output: str, split: str, kind: str, tag: str, shards: set[str]) -> None:
+  """Removes the entries of this input's shards that are not in `shards` (after a build)."""
+  for path in glob.glob(os.path.join(directory(output, split, kind, tag), "*" + SUFFIX)):
+    if f"{split}/{os.path.basename(path)[:-len(SUFFIX)]}" not in shards:
+      os.remove(path)
+
+
+def migrate(output: str, split: str, kind: str, tag: str) -> None:
+  """Splits an earlier version's journal file (one line per shard, latest last) into entries."""
+  legacy = os.path.join(output, split, f".{kind}-{tag}.journal.jsonl")
+  if not os.path.exists(legacy):
+    return
+  latest = {}
+  with open(legacy) as f:
+    for line in f:
+      with contextlib.suppress(ValueError, KeyError, TypeError):
+        entry = json.loads(line)
+        latest[entry["shard"]] = entry
+  for shard, entry in latest.items():
+    write_entry(entry_path(output, shard, kind, tag), entry)
+  os.remove(legacy)
 
 
 @contextlib.contextmanager

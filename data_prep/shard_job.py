@@ -5,7 +5,9 @@ shard_size) in listing order), so its name and contents are a pure function of
 the input and the settings. Its fingerprint hashes the settings (format,
 tokenizer, units) and its entries' bytes (for audio: each file's size and
 mtime, and the transcript); a rerun whose journal has the same fingerprint for
-a shard that is on disk reuses it without touching it.
+a shard that is on disk reuses it without touching it. The worker writes the
+shard's journal entry (with every record's id, digest and place) itself and
+returns the rest: the launching process holds nothing per record.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data_prep import convert, shards
+from data_prep import convert, journal, shards
 from data_prep.formats import READERS, audio_folder, spans as spans_lib
 from data_prep.formats.items import TEXT, InputError, Options
 from lst_jax.data import codebook as codebook_lib
@@ -77,7 +79,7 @@ class Settings:
 class Job:
   name: str                   # shard path relative to the output
   sources: tuple
-  done: dict | None = None    # the journal's entry for this shard from an earlier run
+  journal: str = ""           # path of the shard's journal entry (read for reuse, written when done)
   index: int = -1             # position in the build (the parent names a dead worker's shard by it)
 
 
@@ -90,6 +92,7 @@ class Result:
   errors: list[dict]
   reused: bool = False
   failure: InputError | None = None  # --on_error=fail: the first bad entry (nothing written)
+  records: int = 0            # records in the shard (ids and the like stay in the journal entry)
   ids: list[str] = dataclasses.field(default_factory=list)      # each record's id, in shard order
   digests: list[str] = dataclasses.field(default_factory=list)  # each record's content (record_digest)
   places: list = dataclasses.field(default_factory=list)        # each record's [file, line] in the input
@@ -136,24 +139,29 @@ def read_shard(path: str) -> list[bytes]:
 
 
 def run(job: Job, settings: Settings) -> Result:
+  """Converts (or reuses) one shard, journals it, and returns its result without the per-record
+  lists (ids, digests, places: in the journal entry)."""
   _holding(job.index)
   try:
-    return _run(job, settings)
+    done = journal.read_entry(job.journal) if job.journal else None
+    r = _run(job, settings, done)
+    if r.failure is None and job.journal and (not r.reused or done != r.journal()):
+      journal.write_entry(job.journal, r.journal())
+    return dataclasses.replace(r, records=len(r.ids), ids=[], digests=[], places=[])
   finally:
     _holding(-1)
 
 
-def _run(job: Job, settings: Settings) -> Result:
+def _run(job: Job, settings: Settings, done: dict | None) -> Result:
   fingerprint = digest(job.sources, settings.salt)
   path = os.path.join(settings.output, job.name)
-  done = job.done
   if done and done["fingerprint"] == fingerprint and (os.path.isfile(path) or done["stats"]["records"] == 0):
     _tick(len(job.sources))
     if done["errors"] and settings.on_error == FAIL:  # an earlier --on_error=skip run skipped these
       e = done["errors"][0]
       return Result(job.name, fingerprint, len(job.sources), {}, [],
                     failure=InputError(e["file"], e["error"], e["line"], e.get("record")))
-    return reused(job, fingerprint, path)
+    return reused(job, done, fingerprint, path)
   _fault(job.name)
   converted, errors = convert_sources(job.sources, settings)
   if errors and settings.on_error == FAIL:
@@ -170,9 +178,8 @@ def _run(job: Job, settings: Settings) -> Result:
                 places=[list(c.place) for c in converted], shard=info)
 
 
-def reused(job: Job, fingerprint: str, path: str) -> Result:
+def reused(job: Job, done: dict, fingerprint: str, path: str) -> Result:
   """The journal's result for a shard on disk; what an older journal lacks is read from the shard."""
-  done = job.done
   r = Result(job.name, fingerprint, len(job.sources), done["stats"], done["errors"], reused=True,
              ids=done.get("ids"), digests=done.get("digests"), places=unpack_places(done.get("places")),
              shard=done.get("file"))

@@ -110,7 +110,9 @@ def llama_state_dict(tensors: dict[str, np.ndarray], cfg: ModelConfig) -> dict[s
 
 
 def _sp_proto(path: str):
-  from sentencepiece import sentencepiece_model_pb2
+  # transformers' copy of the schema: sentencepiece's own module is generated for protobuf 7, and
+  # apache-beam (data_prep) holds protobuf at 6.
+  from transformers.utils import sentencepiece_model_pb2_new as sentencepiece_model_pb2
   proto = sentencepiece_model_pb2.ModelProto()
   with open(path, "rb") as f:
     proto.ParseFromString(f.read())

@@ -335,3 +335,13 @@ def test_audio_transcript_utf16_or_binary(data, message, tmp_path, capsys):
   (folder / "x.txt").write_bytes(data)
   rc, _, err = run(capsys, "--format=audio", f"--input={folder}", f"--output={tmp_path / 'ds'}")
   assert rc == 2 and err.startswith(f"error: {folder / 'x.txt'}:1: {message}"), err
+
+
+@pytest.mark.parametrize("check", [test_same_input_added_twice_is_refused, test_duplicate_id_across_builds,
+                                   test_train_heldout_overlap_refused_or_counted])
+def test_dataset_checks_give_the_same_answers_in_many_buckets(check, tmp_path, capsys, monkeypatch):
+  """The checks group records by id, then by content, in hash buckets (one worker's memory each): with a
+  bucket per record or two the same records are refused with the same messages."""
+  from data_prep import dataset_checks
+  monkeypatch.setattr(dataset_checks, "RECORDS_PER_BUCKET", 2)
+  check(tmp_path, capsys)

@@ -249,6 +249,46 @@ def test_rerun_skips_finished_shards(tmp_path, capsys):
   assert [r.id for r in records(out)] == [f"u{i}" for i in range(7)]
 
 
+def test_workers_journal_each_shard_and_an_old_journal_is_split_and_reused(tmp_path, capsys):
+  """Each shard's journal entry (ids, digests, input lines) is written by the worker that converted it
+  (the result it hands back carries counts only). A journal of the earlier layout (one JSONL file per
+  input) is split into entries by the next build, which reuses every shard it covers."""
+  from data_prep import journal, shard_job
+  lines = [official(f"TEXT w{i}", f"HUBERT {i} {i + 1}", file_id=f"u{i}") for i in range(5)]
+  src = write(tmp_path / "in.jsonl", lines)
+  out = tmp_path / "ds"
+  argv = ["--format=lst_jsonl", f"--input={src}", f"--output={out}", "--shard_size=2", "--vocab_size=40"]
+  assert run(capsys, *argv, "--workers=2")[0] == 0
+  build = json.load(open(out / "manifest.json"))["builds"][0]
+  entries = [journal.read_entry(journal.entry_path(str(out), s, build["kind"], build["tag"])) for s in build["shards"]]
+  assert [e["ids"] for e in entries] == [["u0", "u1"], ["u2", "u3"], ["u4"]]
+  assert [line for e in entries for _, line in shard_job.unpack_places(e["places"])] == [1, 2, 3, 4, 5]
+  legacy = out / "train" / f".{build['kind']}-{build['tag']}.journal.jsonl"
+  legacy.write_text("".join(json.dumps(e) + "\n" for e in entries))
+  import shutil
+  shutil.rmtree(journal.directory(str(out), "train", build["kind"], build["tag"]))
+  rc, log, err = run(capsys, *argv)
+  assert rc == 0 and "3 shard(s) (3 reused)" in log, err
+  assert not legacy.exists() and len(os.listdir(journal.directory(str(out), "train", build["kind"], build["tag"]))) == 3
+
+
+def test_tokenizer_trains_on_a_seeded_sample_of_shards(tmp_path, capsys, monkeypatch):
+  from data_prep import build_vocab
+  chunks = [[i] * 3 for i in range(10)]
+  assert build_vocab.sample_chunks(chunks, 30, seed=0) == chunks
+  picked = build_vocab.sample_chunks(chunks, 7, seed=0)
+  assert len(picked) == 3 and picked == sorted(picked) and picked == build_vocab.sample_chunks(chunks, 7, seed=0)
+  assert picked != build_vocab.sample_chunks(chunks, 7, seed=1)
+  monkeypatch.setattr(build_vocab, "TOKENIZER_SAMPLE", 4)
+  lines = [official(*[seg for w in SENTENCES[i % 4].split() for seg in (f"TEXT {w}", f"HUBERT {i} 1")],
+                    file_id=f"u{i}") for i in range(12)]
+  src = write(tmp_path / "in.jsonl", lines)
+  rc, log, err = run(capsys, "--format=lst_jsonl", f"--input={src}", f"--output={tmp_path / 'ds'}",
+                     "--shard_size=2", "--vocab_size=30")
+  assert rc == 0 and "tokenizer: reading a seeded sample of 2 shards' transcripts (4 of 12 entries)" in log, err
+  assert "training a 30-piece BPE model on 4 transcripts" in log and len(records(tmp_path / "ds")) == 12
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 def _jsonl_case(bad_line, fmt="lst_jsonl", good=None):
