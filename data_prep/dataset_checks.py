@@ -19,6 +19,7 @@ launching process holds nothing per record however large the corpus.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import hashlib
 import json
@@ -32,6 +33,8 @@ from lst_jax.data.manifest import DataError
 
 ALLOW = "--allow_overlap keeps it and counts it in the manifest"
 RECORDS_PER_BUCKET = 100_000  # records grouped together in one worker's memory
+FIRST_AT = "\0first\0"       # where a duplicate's first record is: filled in by the launcher
+DIGEST_BYTES = 12             # of a record's content digest (shard_job.record_digest: 24 hex digits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,31 +51,56 @@ def check(args, plan, results: list[shard_job.Result]) -> dict[str, int]:
   """Refuses (fail) or drops (skip) the build's bad records, in place; returns the overlap counts
   per other split (--allow_overlap)."""
   known = dataset_builds(args.output, plan.existing or {}, plan.tag, args.split)
-  mine = [(i, journal.entry_path(args.output, r.name, plan.kind, plan.tag)) for i, r in enumerate(results)
-          if r.records]
+  entries = [journal.entry_path(args.output, r.name, plan.kind, plan.tag) for r in results]
+  mine = [(i, entries[i]) for i, r in enumerate(results) if r.records]
   total = sum(r.records for r in results)
   records = total + sum(b.get("records", 0) for b in build_manifest.earlier_builds(plan.existing or {}))
   buckets = max(1, -(-records // RECORDS_PER_BUCKET))
-  found = _run(mine, known, buckets, args.input, args.allow_overlap, beam_options.for_checks(args))
+  found = _run(mine, known, buckets, args.allow_overlap, beam_options.for_checks(args))
   for k in known:
     if k.same_split and total and found["matches"].get(str(k.order), 0) == total:
       raise DataError(f"{args.input}: already in the dataset: all its {total} records are in split "
                       f"{args.split!r}, added from {k.input}; a dataset holds each input once (to rebuild "
                       f"that input, build it by its own path; to keep both, build into another --output)")
   problems = sorted(found["problems"], key=lambda p: (p["shard"], p["index"]))
-  if problems and args.on_error == shard_job.FAIL:
-    p = problems[0]
-    raise InputError(p["file"], p["error"], p["line"], p["record"])
-  by_shard: dict[int, list[dict]] = {}
+  if not problems:
+    return found["overlap"]
+  places = _Places(entries, args.input)
+  errors = []
   for p in problems:
-    by_shard.setdefault(p["shard"], []).append(p)
-  for i, shard_problems in by_shard.items():
+    file, line = places.at(p["shard"], p["index"])
+    what = p["error"].replace(FIRST_AT, places.where(p["first"])) if p["first"] else p["error"]
+    errors.append(InputError(file, what, line, p["record"]))
+  if args.on_error == shard_job.FAIL:
+    raise errors[0]
+  by_shard: dict[int, list] = {}
+  for p, e in zip(problems, errors):
+    by_shard.setdefault(p["shard"], []).append((p["index"], e))
+  for i, dropped in by_shard.items():
     r = results[i]
-    r.errors = r.errors + [InputError(p["file"], p["error"], p["line"], p["record"]).to_json()
-                           for p in shard_problems]
-    _drop(args.output, r, {p["index"] for p in shard_problems},
-          journal.entry_path(args.output, r.name, plan.kind, plan.tag))
+    r.errors = r.errors + [e.to_json() for _, e in dropped]
+    _drop(args.output, r, {index for index, _ in dropped}, entries[i])
   return found["overlap"]
+
+
+class _Places:
+  """(file, line) of a record of this build, read from its shard's journal entry when asked (only
+  for refused records: the pipeline carries shard and index, not places)."""
+
+  def __init__(self, entries: list[str], default_file: str):
+    self.entries, self.default, self.cache = entries, default_file, {}
+
+  def at(self, shard: int, index: int) -> tuple[str, int | None]:
+    if shard not in self.cache:
+      self.cache[shard] = _read((self.entries[shard], True))[2]
+    file, line = self.cache[shard][index]
+    return (file, line) if file is not None else (self.default, None)
+
+  def where(self, first) -> str:
+    if first is None:
+      return ""
+    file, line = self.at(*first)
+    return f"{file}:{line}" if line is not None else file
 
 
 def dataset_builds(output: str, manifest: dict, tag: str, split: str) -> list[Known]:
@@ -115,37 +143,48 @@ def entry_shard(entry_path: str) -> str:
 
 
 def _mine_by_id(spec, buckets):
-  """This build's shard -> (("id", bucket), ("m", [(shard, index, id, digest, file, line), ...]))."""
+  """This build's shard -> per id bucket: ("m", shard, [id, ...], [index, ...], digests as 12-byte
+  strings joined): columns, so a record costs a few dozen bytes in the runner's buffers."""
   shard, path = spec
-  ids, digests, places = _read((path, True))
-  out: dict[int, list] = {}
-  for i, (rid, digest, place) in enumerate(zip(ids, digests, places)):
-    out.setdefault(_bucket(rid, buckets), []).append((shard, i, rid, digest, place[0], place[1]))
-  for b, rows in out.items():
-    yield ("id", b), ("m", rows)
+  ids, digests, _ = _read((path, True))
+  out: dict[int, tuple] = {}
+  for i, (rid, digest) in enumerate(zip(ids, digests)):
+    cols = out.setdefault(_bucket(rid, buckets), ([], array.array("I"), bytearray()))
+    cols[0].append(rid)
+    cols[1].append(i)
+    cols[2].extend(bytes.fromhex(digest)[:DIGEST_BYTES])
+  for b, (rids, indexes, packed) in out.items():
+    yield ("id", b), ("m", shard, rids, indexes.tobytes(), bytes(packed))
 
 
 def _known(k: Known, buckets):
-  """An earlier build -> its ids by id bucket and its digests by digest bucket."""
+  """An earlier build -> its ids by id bucket and (digest, id, position) by digest bucket."""
   by_id: dict[int, list] = {}
-  by_digest: dict[int, list] = {}
+  by_digest: dict[int, tuple] = {}
   position = 0
   for source in k.sources:
     ids, digests, _ = _read(source)
     for rid, digest in zip(ids, digests):
       by_id.setdefault(_bucket(rid, buckets), []).append(rid)
-      by_digest.setdefault(_bucket(digest, buckets), []).append((digest, rid, position))
+      cols = by_digest.setdefault(_bucket(digest, buckets), (bytearray(), [], array.array("I")))
+      cols[0].extend(bytes.fromhex(digest)[:DIGEST_BYTES])
+      cols[1].append(rid)
+      cols[2].append(position)
       position += 1
   meta = (k.order, k.split, k.input, k.same_split)
   for b, rows in by_id.items():
     yield ("id", b), ("k", meta, rows)
-  for b, rows in by_digest.items():
-    yield ("digest", b), ("k", meta, rows)
+  for b, (packed, rids, positions) in by_digest.items():
+    yield ("digest", b), ("k", meta, bytes(packed), rids if not k.same_split else [], positions.tobytes())
 
 
-def _by_id(item, buckets, default_file):
+def _digests(packed: bytes) -> list[bytes]:
+  return [packed[i:i + DIGEST_BYTES] for i in range(0, len(packed), DIGEST_BYTES)]
+
+
+def _by_id(item, buckets):
   """One id bucket: duplicates within the build, ids the split already has; every record of the
-  build goes on to its digest bucket with the first other split that has its id."""
+  build goes on to its digest bucket, with the first other split that has its id."""
   _, values = item
   same, other, occurrences = {}, {}, {}
   for v in values:
@@ -156,25 +195,25 @@ def _by_id(item, buckets, default_file):
         if rid not in table or table[rid][0] > order:
           table[rid] = (order, split, input_)
     else:
-      for row in v[1]:
-        occurrences.setdefault(row[2], []).append(row)
+      _, shard, rids, indexes, packed = v
+      for rid, index, digest in zip(rids, array.array("I", indexes), _digests(packed)):
+        occurrences.setdefault(rid, []).append((shard, index, digest))
   onward: dict[int, list] = {}
   for rid, rows in occurrences.items():
     rows.sort(key=lambda r: (r[0], r[1]))
-    first = rows[0]
-    first_at = f"{first[4] or default_file}:{first[5]}" if first[5] is not None else (first[4] or default_file)
-    for n, (shard, index, _, digest, file, line) in enumerate(rows):
+    for n, (shard, index, digest) in enumerate(rows):
       problem = None
       if n:
-        problem = f"duplicate record id {rid!r} (first at {first_at}); record ids are unique within a dataset"
+        problem = _problem(shard, index, rid, f"duplicate record id {rid!r} (first at {FIRST_AT}); record ids "
+                           f"are unique within a dataset", first=rows[0][:2])
       elif rid in same:
         _, split, input_ = same[rid]
-        problem = (f"duplicate record id {rid!r}: the dataset already has it (split {split!r}, from {input_}); "
-                   f"record ids are unique within a dataset")
+        problem = _problem(shard, index, rid, f"duplicate record id {rid!r}: the dataset already has it (split "
+                           f"{split!r}, from {input_}); record ids are unique within a dataset")
       if problem:
-        yield _problem(shard, index, rid, file or default_file, line, problem)
-      onward.setdefault(_bucket(digest, buckets), []).append(
-          (shard, index, rid, digest, file or default_file, line, problem is None, other.get(rid)))
+        yield problem
+      onward.setdefault(_bucket(digest.hex(), buckets), []).append(
+          (shard, index, rid, digest, problem is None, other.get(rid)))
   for b, rows in onward.items():
     yield ("digest", b), ("m", rows)
 
@@ -183,20 +222,20 @@ def _by_digest(item, allow: bool):
   """One digest bucket: content another split has (or its id, found before), and how many of the
   build's records each same-split build holds (an input added twice)."""
   _, values = item
-  other, same_counts, rows = {}, {}, []
+  other, same_orders, rows = {}, {}, []
   for v in values:
     if v[0] == "k":
-      (order, split, input_, same_split), entries = v[1], v[2]
-      for digest, rid, position in entries:
+      (order, split, input_, same_split), packed, rids, positions = v[1], v[2], v[3], array.array("I", v[4])
+      for i, digest in enumerate(_digests(packed)):
         if same_split:
-          same_counts.setdefault(digest, set()).add(order)
-        elif digest not in other or (other[digest][0], -other[digest][4]) > (order, -position):
-          other[digest] = (order, split, input_, rid, position)  # the first build; its last such record
+          same_orders.setdefault(digest, set()).add(order)
+        elif digest not in other or (other[digest][0], -other[digest][4]) > (order, -positions[i]):
+          other[digest] = (order, split, input_, rids[i], positions[i])  # the first build; its last such record
     else:
       rows += v[1]
   matches: dict[int, int] = {}
-  for shard, index, rid, digest, file, line, open_, by_id in rows:
-    for order in same_counts.get(digest, ()):
+  for shard, index, rid, digest, open_, by_id in rows:
+    for order in same_orders.get(digest, ()):
       matches[order] = matches.get(order, 0) + 1
     if not open_:
       continue
@@ -212,19 +251,19 @@ def _by_digest(item, allow: bool):
     if allow:
       yield {"kind": "overlap", "split": split}
     else:
-      yield _problem(shard, index, rid, file, line,
-                     f"record {rid!r} is also in split {split!r} ({hit}, from {input_}): splits overlap; "
-                     f"drop it from one split ({ALLOW})")
+      yield _problem(shard, index, rid, f"record {rid!r} is also in split {split!r} ({hit}, from {input_}): "
+                     f"splits overlap; drop it from one split ({ALLOW})")
   for order, n in matches.items():
     yield {"kind": "matches", "order": order, "count": n}
 
 
-def _problem(shard, index, rid, file, line, message) -> dict:
-  return {"kind": "problem", "shard": shard, "index": index, "record": rid, "file": file, "line": line,
-          "error": message}
+def _problem(shard, index, rid, message, first=None) -> dict:
+  """A refused record, by position; the launcher fills in its file and line (and FIRST_AT)."""
+  return {"kind": "problem", "shard": shard, "index": index, "record": rid, "error": message,
+          "first": list(first) if first else None}
 
 
-def _run(mine, known, buckets, default_file, allow, options) -> dict:
+def _run(mine, known, buckets, allow, options) -> dict:
   with beam_options.quiet():
     import apache_beam as beam
 
@@ -235,7 +274,7 @@ def _run(mine, known, buckets, default_file, allow, options) -> dict:
       known_rows = p | "builds" >> beam.Create(list(known)) | "read known" >> beam.FlatMap(_known, buckets)
       by_key = (mine_rows, known_rows) | "together" >> beam.Flatten()
       ids = (by_key | "ids only" >> beam.Filter(lambda kv: kv[0][0] == "id") | "by id" >> beam.GroupByKey()
-             | "check ids" >> beam.FlatMap(_by_id, buckets, default_file))
+             | "check ids" >> beam.FlatMap(_by_id, buckets))
       id_problems = ids | "problems" >> beam.Filter(lambda x: isinstance(x, dict))
       onward = ids | "onward" >> beam.Filter(lambda x: not isinstance(x, dict))
       digests = ((onward, by_key | "digests only" >> beam.Filter(lambda kv: kv[0][0] == "digest"))
