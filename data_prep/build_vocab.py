@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 DEFAULT_VOCAB_SIZE = 1000
 FIT_FRAMES = 60_000       # frames of audio sampled to fit the codebook (40 minutes at 25 Hz)
 FIT_BATCH = 8             # audio entries per fitting task
-TOKENIZER_SAMPLE = 1_000_000  # at most about this many transcripts train a tokenizer (a seeded sample of shards)
+TOKENIZER_SAMPLE = 200_000  # at most about this many transcripts train a tokenizer (a seeded sample of shards)
 
 
 # -- tokenizer ---------------------------------------------------------------------------------
