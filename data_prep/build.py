@@ -7,7 +7,7 @@ aligned JSONL with units or audio), audio (NAME.wav/.flac + NAME.txt, or
 LibriSpeech), text (plain UTF-8 text, one document per paragraph).
 
 Steps: list the input's entries -> tokenizer (yours, the directory's, or trained
-on all transcripts) -> units (given, or a k-means codebook: yours, the
+on the transcripts, of a seeded sample of shards past 200k entries) -> units (given, or a k-means codebook: yours, the
 directory's, or fit on the audio; or your HuBERT checkpoint's layer N and your
 k-means: --units=hubert --hubert=DIR --layer=N --kmeans=FILE) -> shards of --shard_size entries each,
 converted in --workers processes -> <split>.errors.jsonl -> manifest.json,
@@ -17,9 +17,10 @@ manifest; a different tokenizer or unit provenance is refused. A rerun with
 the same input reuses every shard whose journal fingerprint (settings + the
 entries' bytes) still matches, without touching it.
 
-Checked before the manifest is written (data_prep/dataset_checks.py): record ids
-are unique within the dataset, an input already in the split is refused, and a
-record also in another split (by id or content) is refused unless --allow_overlap.
+Checked before the manifest is written (data_prep/dataset_checks.py, an Apache Beam
+pipeline: --runner and Beam's other options pass through, data_prep/beam_options.py):
+record ids are unique within the dataset, an input already in the split is refused,
+and a record also in another split (by id or content) is refused unless --allow_overlap.
 The manifest's "shards" holds every shard's records, bytes and sha256
 (`python -m data_prep.verify DIR` checks them). --output=gs://bucket/path builds in a
 local staging folder (under $TMPDIR; a dataset already there is downloaded first),

@@ -580,3 +580,16 @@ def test_merge_and_its_refusal(tmp_path, capsys):
   err = capsys.readouterr().err
   assert "differ in units.num_units: 501 vs 600" in err
   assert not os.path.exists(tmp_path / "e" / "manifest.json")
+
+
+def test_beam_options_pass_through_and_unknown_flags_are_refused(tmp_path, capsys):
+  from data_prep import beam_options
+  assert beam_options.beam_flags(["--runner=DirectRunner", "--direct_num_workers=2", "--no_such_flag=1"]) == \
+      (["--runner=DirectRunner", "--direct_num_workers=2"], ["--no_such_flag=1"])
+  docs = write(tmp_path / "docs" / "a.txt", ["hello world again", "", "second doc here"])
+  rc, log, err = run(capsys, "--format=text", f"--input={docs}", f"--output={tmp_path / 'ds'}", "--vocab_size=20",
+                     "--runner=FnApiRunner", "--direct_num_workers=1")
+  assert rc == 0 and "2 text records" in log, err
+  with pytest.raises(SystemExit):
+    run(capsys, "--format=text", f"--input={docs}", f"--output={tmp_path / 'ds2'}", "--no_such_flag=1")
+  assert "unrecognized arguments: --no_such_flag=1" in capsys.readouterr().err
