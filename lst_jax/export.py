@@ -180,8 +180,8 @@ def model_card(fmt: str, exp, vocab, described: dict, num_params: int, has_token
 def define_flags():
   """Flags of the command line only (importing this module for `export` defines none)."""
   config = cli.config_flag()
-  flags.DEFINE_string("workdir", None, "The trained run's directory (checkpoints/).")
-  flags.DEFINE_string("out", None, "The directory to write.")
+  flags.DEFINE_string("workdir", None, "The trained run's directory (checkpoints/): a path or gs://bucket/path.")
+  flags.DEFINE_string("out", None, "The directory to write: a path or gs://bucket/path.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
   flags.DEFINE_enum("format", "lst_jax", FORMATS, "lst_jax (any model) or hf_llama (the baseline).")
   flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")

@@ -16,7 +16,7 @@ from lst_jax import cli, storage
 from lst_jax.eval.listening import TASKS, Limits, default_sampling
 
 _CONFIG = cli.config_flag()
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's directory.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's directory: a path or gs://bucket/path.")
 _TASKS = flags.DEFINE_list("tasks", list(TASKS), f"Which tasks, of {', '.join(TASKS)}.")
 _NUM = flags.DEFINE_integer("num", 4, "Prompts per task (held-out utterances and documents).")
 _SECONDS = flags.DEFINE_float("seconds", Limits.seconds, "Longest speech to generate, in seconds.")

@@ -15,7 +15,8 @@ from lst_jax import cli, distributed
 EXIT_NONFINITE, EXIT_DATA = 3, 4
 
 _CONFIG = cli.config_flag()
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints and metrics go: a path all hosts share, "
+                                "or gs://bucket/path (pods).")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.define_flags()  # --multihost, --coordinator_address, --num_processes, --process_id, ...
 

@@ -9,7 +9,6 @@ import sys
 import time
 
 import chex
-import numpy as np
 import pytest
 
 from lst_jax import storage
@@ -210,8 +209,9 @@ def test_a_second_training_on_a_gcs_workdir_is_refused_naming_the_holder(gcs, da
   holder = RunLock(workdir)
   holder.acquire()
   try:
-    proc = subprocess.run([sys.executable, "-m", "lst_jax.main", f"--config={_config_file(tmp_path, tiny_config(dataset.dir))}",
-                           f"--workdir={workdir}"], cwd=REPO, env=_env(gcs), capture_output=True, text=True, timeout=300)
+    config_file = _config_file(tmp_path, tiny_config(dataset.dir))
+    proc = subprocess.run([sys.executable, "-m", "lst_jax.main", f"--config={config_file}", f"--workdir={workdir}"],
+                          cwd=REPO, env=_env(gcs), capture_output=True, text=True, timeout=300)
   finally:
     holder.release()
   assert proc.returncode == 2, proc.stderr
@@ -261,7 +261,8 @@ def test_nothing_in_the_tree_turns_a_url_into_a_local_path():
 
 
 @pytest.mark.parametrize("module,workdir,message", [
-    ("lst_jax.main", "gs://no-such-bucket/run", "error: --workdir gs://no-such-bucket/run: bucket gs://no-such-bucket does not exist"),
+    ("lst_jax.main", "gs://no-such-bucket/run",
+     "error: --workdir gs://no-such-bucket/run: bucket gs://no-such-bucket does not exist"),
     ("lst_jax.eval.main", "s3://bucket/run", "error: s3://bucket/run: only local paths and gs:// URLs are supported"),
 ])
 def test_commands_refuse_a_workdir_they_cannot_open_in_one_line(gcs, dataset, tmp_path, module, workdir, message):

@@ -21,7 +21,8 @@ from lst_jax import cli
 from lst_jax.eval import evaluate
 
 _CONFIG = cli.config_flag()
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (checkpoints/, data_provenance.json).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (checkpoints/, data_provenance.json): a "
+                                "path or gs://bucket/path.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
 _BENCHMARKS = flags.DEFINE_list("benchmarks", None, "Benchmark JSONL files or directories, or published "
                                 "benchmarks as KIND:PATH with KIND swuggy, sblimp, ssc or tsc "
