@@ -19,7 +19,8 @@ import fcntl
 import glob
 import json
 import os
-from typing import Iterable
+
+from lst_jax import storage
 
 SUFFIX = ".json"
 
@@ -46,20 +47,7 @@ def read_entry(path: str) -> dict | None:
 
 def write_entry(path: str, entry: dict) -> None:
   """Writes one shard's entry whole or not at all."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(entry, f)
-  os.replace(tmp, path)
-
-
-def entries(output: str, split: str, kind: str, tag: str) -> Iterable[dict]:
-  """Every readable entry of one input's shards (for inputs of earlier builds)."""
-  migrate(output, split, kind, tag)
-  for path in sorted(glob.glob(os.path.join(directory(output, split, kind, tag), "*" + SUFFIX))):
-    entry = read_entry(path)
-    if entry is not None:
-      yield entry
+  storage.write_text(path, json.dumps(entry))
 
 
 def keep_only(output: str, split: str, kind: str, tag: str, shards: set[str]) -> None:

@@ -70,16 +70,6 @@ def parent(path: str) -> str:
   return os.path.dirname(os.path.abspath(path))
 
 
-def relative(path: str, start: str) -> str:
-  """`path` relative to the folder `start` (both local, or both URLs under one another)."""
-  if is_url(path):
-    prefix = str(start).rstrip("/") + "/"
-    if not str(path).startswith(prefix):
-      raise StorageError(f"{path} is not inside {start}")
-    return str(path)[len(prefix):]
-  return os.path.relpath(path, start)
-
-
 def exists(path: str) -> bool:
   _check_scheme(path)
   return _fs().exists(path) if is_url(path) else os.path.exists(path)
@@ -168,13 +158,6 @@ def write_text(path: str, text: str) -> None:
   write_bytes(path, text.encode("utf-8"))
 
 
-def remove(path: str) -> None:
-  if is_url(path):
-    _fs().rm_file(path)
-  else:
-    os.remove(path)
-
-
 def rmtree(path: str) -> None:
   """Removes a folder and everything in it (a missing one is fine)."""
   if is_url(path):
@@ -209,18 +192,6 @@ def copy_file(src: str, dst: str) -> None:
     _fs().put_file(src, dst)
   else:
     _fs().get_file(src, dst)
-
-
-@contextlib.contextmanager
-def local_copy(path: str) -> Iterator[str]:
-  """A local path with the file's content, for libraries that only open local files."""
-  if not is_url(path):
-    yield path
-    return
-  with tempfile.TemporaryDirectory(prefix="lst_jax_") as tmp:
-    local = os.path.join(tmp, posixpath.basename(path))
-    _fs().get_file(path, local)
-    yield local
 
 
 def publish_dir(local_dir: str, dst: str) -> None:

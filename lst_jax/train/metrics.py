@@ -189,10 +189,10 @@ class MetricsWriter:
     if not enabled:
       return
     storage.makedirs(workdir)
-    if resume_step is not None:
-      _drop_after(self.path, resume_step)
+    kept = _drop_after(self.path, resume_step) if resume_step is not None else None
     if storage.is_url(self.path):
-      self._lines = [line for line, _ in _parse(self.path)] if storage.exists(self.path) else []
+      self._lines = kept if kept is not None else \
+          [line for line, _ in _parse(self.path)] if storage.exists(self.path) else []
     else:
       self._file = open(self.path, "a")
     if tensorboard:
@@ -243,12 +243,13 @@ def _parse(path: str) -> list[tuple[str, dict]]:
   return out
 
 
-def _drop_after(path: str, step: int) -> None:
+def _drop_after(path: str, step: int) -> list[str]:
+  """Drops records past `step` (and a "final" one) from the file; returns the lines kept."""
   if not storage.exists(path):
-    return
-  parsed = _parse(path)
-  keep = [line for line, r in parsed if r.get("step", 0) <= step and not r.get("final")]
+    return []
+  keep = [line for line, r in _parse(path) if r.get("step", 0) <= step and not r.get("final")]
   storage.write_text(path, "".join(keep))
+  return keep
 
 
 def read_records(workdir: str) -> list[dict]:
