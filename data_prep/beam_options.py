@@ -16,15 +16,16 @@ LOCAL = "FnApiRunner"
 
 
 @contextlib.contextmanager
-def quiet():
+def quiet(level: int = logging.ERROR):
   """Beam's import and local runners log notes (missing GCP extras, worker start-up) through the root
-  logger; a build's output is its own progress lines and one-line errors, so only errors pass."""
+  logger; a build's output is its own progress lines and one-line errors, so only errors pass (none
+  while a pipeline runs: its failure comes back as an exception)."""
   root = logging.getLogger()
   level, handler = root.level, None
   if not root.handlers:  # else logging's first warning would install a stderr handler for good
     handler = logging.NullHandler()
     root.addHandler(handler)
-  root.setLevel(logging.ERROR)
+  root.setLevel(level)
   try:
     yield
   finally:
@@ -45,7 +46,7 @@ def beam_flags(extra: list[str]) -> tuple[list[str], list[str]]:
   return beam, unknown
 
 
-def for_checks(args):
+def pipeline_options(args):
   """The PipelineOptions of the build's pipelines."""
   with quiet():
     from apache_beam.options.pipeline_options import PipelineOptions

@@ -10,44 +10,50 @@ Steps: list the input's entries -> tokenizer (yours, the directory's, or trained
 on the transcripts, of a seeded sample of shards past 200k entries) -> units (given, or a k-means codebook: yours, the
 directory's, or fit on the audio; or your HuBERT checkpoint's layer N and your
 k-means: --units=hubert --hubert=DIR --layer=N --kmeans=FILE) -> shards of --shard_size entries each,
-converted in --workers processes -> <split>.errors.jsonl -> manifest.json,
-written last. A second build into the same directory (another split, or text
+converted by an Apache Beam pipeline (local runner: --workers processes) -> dataset checks
+-> <split>.errors.jsonl -> manifest.json, written last. A second build into the same directory (another split, or text
 documents added to one) reuses its tokenizer and codebook and adds to the
 manifest; a different tokenizer or unit provenance is refused. A rerun with
 the same input reuses every shard whose journal fingerprint (settings + the
 entries' bytes) still matches, without touching it.
 
-Checked before the manifest is written (data_prep/dataset_checks.py, an Apache Beam
-pipeline: --runner and Beam's other options pass through, data_prep/beam_options.py):
+Every stage runs on Beam's local runner by default (nothing to install or download);
+--runner and Beam's other options pass through (data_prep/beam_local.py), and a remote
+runner needs --output=gs://... . Checked before the manifest is written (data_prep/dataset_checks.py):
 record ids are unique within the dataset, an input already in the split is refused,
 and a record also in another split (by id or content) is refused unless --allow_overlap.
 The manifest's "shards" holds every shard's records, bytes and sha256
-(`python -m data_prep.verify DIR` checks them). --output=gs://bucket/path builds in a
-local staging folder (under $TMPDIR; a dataset already there is downloaded first),
-then uploads the shards and, last, the manifest. Exit 2: bad input (FILE:LINE named);
+(`python -m data_prep.verify DIR` checks them). --output=gs://bucket/path: each shard is
+written locally where it is converted, then uploaded; the manifest last. Exit 2: bad input (FILE:LINE named);
 exit 1: a worker process died (the shard it held named; a rerun reuses the rest).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
-from typing import Callable
+import uuid
+from typing import Callable, Iterator
 
-from data_prep import beam_options, build_manifest, build_vocab, dataset_checks, journal, shard_job, workers
+from data_prep import beam_local, beam_options, build_manifest, build_vocab, dataset_checks, journal, shard_job
+from data_prep import worker_status
 from data_prep.formats import READERS, lst_jsonl, manifest_jsonl
-from data_prep.formats.items import TEXT, Options
+from data_prep.formats.items import TEXT, InputError, Options
 from lst_jax import storage
+from lst_jax.data import codebook as codebook_lib
 from lst_jax.data import provenance as prov
-from lst_jax.data import tokenizer
+from lst_jax.data import quantizers, tokenizer
 from lst_jax.data.manifest import MANIFEST, DataError
+
+with beam_options.quiet():
+  import apache_beam as beam
 
 BUILD_VERSION = 1
 LOGMEL, HUBERT = "logmel", "hubert"
@@ -86,18 +92,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                                   "a .npy [K, D] centroid array; for --units=logmel, one of ours (kmeans.joblib, "
                                   "feature_stats.npy beside it)")
   p.add_argument("--shard_size", type=int, default=10_000, help="input entries per shard (default: %(default)s)")
-  p.add_argument("--workers", type=int, default=2, help="worker processes, 0: all in this one (default: %(default)s)")
+  p.add_argument("--workers", type=int, help="processes of the local runner; 0 or 1: all in this one "
+                                            "(default: the machine's cores, at most one per shard)")
   p.add_argument("--seed", type=int, default=0, help="seed of the codebook fit (default: %(default)s)")
   p.add_argument("--allow_overlap", action="store_true",
                  help="keep records whose id or content is also in another split (e.g. train and heldout) "
                       "and count them in the manifest, instead of refusing them")
-  p.add_argument("--runner", help="Apache Beam runner of the dataset checks (default: in this process); any other "
-                                  "Beam pipeline option is passed on as it is (data_prep/beam_options.py)")
+  p.add_argument("--runner", help="Apache Beam runner (default: the local one, with --workers processes); any "
+                                  "other Beam pipeline option is passed on as it is (data_prep/beam_local.py)")
   args, extra = p.parse_known_args(argv)
   args.beam_args, unknown = beam_options.beam_flags(extra)
   if unknown:
     p.error(f"unrecognized arguments: {' '.join(unknown)}")
-  if args.shard_size < 1 or args.workers < 0 or (args.num_units is not None and args.num_units < 1):
+  if args.shard_size < 1 or (args.workers is not None and args.workers < 0) or (args.num_units is not None and args.num_units < 1):
     p.error("--shard_size and --num_units must be >= 1, --workers >= 0")
   if args.units is None and args.hubert:
     args.units = HUBERT
@@ -115,8 +122,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
   args = parse_args(argv)
   try:
-    print(build_to_object_storage(args) if storage.is_url(args.output) else build(args))
-  except workers.WorkerDied as e:  # a fault, not bad input
+    print(build(args))
+  except worker_status.WorkerDied as e:  # a fault, not bad input
     print(f"error: {e}", file=sys.stderr)
     return 1
   except (DataError, storage.StorageError) as e:
@@ -148,41 +155,23 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = _log) -> str:
 
   Phases, in order: list the entries; plan (the directory's manifest, the input's
   options); vocabularies (tokenizer and codebook: build_vocab); convert the shards
-  (shard_job, in the workers); errors file and manifest (build_manifest). The
-  directory is locked throughout, and the shard journal lets a rerun reuse shards
-  (journal); workers.py holds the process pool.
+  (a Beam pipeline of shard_job.ConvertShards); the dataset checks (dataset_checks);
+  errors file and manifest (build_manifest). A local directory is locked throughout,
+  and the shard journal lets a rerun reuse shards (journal).
   """
   start = time.time()
+  if storage.is_url(args.output):
+    storage.check_reachable(args.output, "--output")
+  beam_local.check_runner(args)
   reader = READERS[args.format]
   sources = reader.list_sources(args.input)
   log(f"{args.input}: {len(sources)} entries ({args.format}, {reader.KIND} records)")
-  with journal.lock(args.output), workers.pool(args.workers) as pool:
+  with journal.lock(args.output), beam_local.scratch(args) as scratch:
     plan = make_plan(args, reader, sources)
-    new, settings = vocabularies(args, plan, pool, log)
-    results = convert_all(args, plan, settings, pool, log, start)
-    overlap = dataset_checks.check(args, plan, results)
+    new, settings = vocabularies(args, plan, log, scratch)
+    results = convert_all(args, plan, settings, log, scratch)
+    overlap = dataset_checks.check(args, plan, results, scratch)
   return build_manifest.finish(args, plan, new, results, start, overlap)
-
-
-def build_to_object_storage(args: argparse.Namespace, log: Callable[[str], None] = _log) -> str:
-  """`build` into a local staging folder, then uploaded to the gs:// --output: shards and
-  vocabularies first, manifest.json last (a reader never sees a manifest naming missing shards).
-  A dataset already at --output is downloaded first, so the build adds to it as locally."""
-  target = args.output
-  storage.check_reachable(target, "--output")
-  with tempfile.TemporaryDirectory(prefix="lst_jax_build_") as tmp:
-    stage = os.path.join(tmp, target.rstrip("/").rsplit("/", 1)[-1])  # the dataset's name, as locally
-    os.makedirs(stage)
-    if storage.exists(storage.join(target, MANIFEST)):
-      log(f"{target}: downloading the dataset there to add to it")
-      storage.download_tree(target, stage)
-    summary = build(argparse.Namespace(**{**vars(args), "output": stage}), log)
-    manifest = storage.read_bytes(os.path.join(stage, MANIFEST))
-    os.remove(os.path.join(stage, MANIFEST))
-    log(f"uploading to {target}")
-    storage.upload_tree(stage, target)
-    storage.write_bytes(storage.join(target, MANIFEST), manifest)
-  return summary.replace(stage, target)
 
 
 # -- plan --------------------------------------------------------------------------------------
@@ -214,19 +203,51 @@ def build_tag(format: str, input: str) -> str:
 
 # -- tokenizer and units -----------------------------------------------------------------------
 
-def vocabularies(args, plan: Plan, pool, log) -> tuple[dict, shard_job.Settings]:
+def vocabularies(args, plan: Plan, log, scratch: str) -> tuple[dict, shard_job.Settings]:
   """The manifest's "tokenizer" and "units" entries (checked against the directory's), and the
   settings every shard job gets."""
   existing = plan.existing
-  tok_path = os.path.join(args.output, existing["tokenizer"]["path"] if existing else tokenizer.MODEL)
-  settings = shard_job.Settings(args.format, args.output, tok_path, None, plan.options, args.on_error, salt="")
-  tok = build_vocab.resolve_tokenizer(args, plan, settings, pool, log)
-  units, codebook_dir = build_vocab.resolve_units(args, plan, settings, pool, log)
+  model = existing["tokenizer"]["path"] if existing else tokenizer.MODEL
+  with vocabulary_folder(args.output, existing) as folder:
+    here = argparse.Namespace(**{**vars(args), "output": folder})
+    settings = shard_job.Settings(args.format, folder, os.path.join(folder, model), None, plan.options,
+                                  args.on_error, salt="", run_id=uuid.uuid4().hex)
+    tok = build_vocab.resolve_tokenizer(here, plan, settings, log, scratch)
+    units, codebook_dir = build_vocab.resolve_units(here, plan, settings, log, scratch)
   new = {"tokenizer": tok, "units": units}
   if existing:
-    prov.check_compatible(existing, new, os.path.join(args.output, MANIFEST), "this build")
-  return new, dataclasses.replace(settings, codebook_dir=codebook_dir, salt=salt(args.format, new, plan.options),
-                                  units=units if codebook_dir else None)
+    prov.check_compatible(existing, new, storage.join(args.output, MANIFEST), "this build")
+  return new, dataclasses.replace(settings, output=args.output, tokenizer=storage.join(args.output, model),
+                                  codebook_dir=args.output if codebook_dir else None,
+                                  salt=salt(args.format, new, plan.options), units=units if codebook_dir else None)
+
+
+@contextlib.contextmanager
+def vocabulary_folder(output: str, existing: dict | None) -> Iterator[str]:
+  """Where the tokenizer and quantizer files are read and made: the output itself, or for gs:// a local
+  folder holding the dataset's ones, uploaded to the output afterwards (before any shard is converted:
+  the workers read them from there)."""
+  if not storage.is_url(output):
+    yield output
+    return
+  with tempfile.TemporaryDirectory(prefix="lst_jax_vocab_") as folder:
+    for name in vocabulary_files(existing or {}):
+      if storage.exists(storage.join(output, name)):
+        storage.copy_file(storage.join(output, name), os.path.join(folder, name))
+    yield folder
+    storage.upload_tree(folder, output)
+
+
+def vocabulary_files(manifest: dict) -> list[str]:
+  """The tokenizer and quantizer files a manifest names (relative paths)."""
+  units = manifest.get("units", {})
+  names = [manifest.get("tokenizer", {}).get("path"), units.get("codebook"), units.get("feature_stats"),
+           units.get("kmeans_joblib"), units.get("kmeans")]
+  if units.get("codebook"):
+    names += [codebook_lib.CODEBOOK, codebook_lib.FEATURE_STATS]
+  if units.get("quantizer") == quantizers.HUBERT_KMEANS:
+    names.append(quantizers.KMEANS_FILE)
+  return sorted({n for n in names if isinstance(n, str) and n and not storage.is_url(n)})
 
 
 def salt(format: str, new: dict, options: Options) -> str:
@@ -237,33 +258,70 @@ def salt(format: str, new: dict, options: Options) -> str:
 
 # -- shards ------------------------------------------------------------------------------------
 
-def convert_all(args, plan: Plan, settings, pool, log, start) -> list[shard_job.Result]:
-  """Converts every chunk into its shard (or reuses it); fails at the first bad entry in fail mode."""
-  chunks = workers.chunks(plan.sources, args.shard_size)
+def convert_all(args, plan: Plan, settings, log, scratch: str) -> list[shard_job.Result]:
+  """Converts every chunk into its shard (or reuses it) in a Beam pipeline, one element per shard; in
+  fail mode the first bad entry (of the earliest shard that met one) stops the build."""
+  chunks = build_vocab.chunk(plan.sources, args.shard_size)
   names = [shard_name(args.split, plan.kind, plan.tag, i, len(chunks)) for i in range(len(chunks))]
   journal.migrate(args.output, args.split, plan.kind, plan.tag)
-  jobs = [shard_job.Job(n, tuple(c), journal.entry_path(args.output, n, plan.kind, plan.tag), i)
-          for i, (n, c) in enumerate(zip(names, chunks))]
-  results, t0 = {}, time.time()
+  journal.clear_failures(args.output, args.split, plan.kind, plan.tag)
+  jobs = [shard_job.Job(n, tuple(c), journal.entry_path(args.output, n, plan.kind, plan.tag))
+          for n, c in zip(names, chunks)]
+  status = beam_local.status_dir(args, scratch)
+  settings = dataclasses.replace(settings, status_dir=status)
+  workers = beam_local.workers_for(args, len(jobs))
   log(f"{args.split}: converting {len(plan.sources)} entries into {len(jobs)} shard(s) "
-      f"in {max(args.workers, 1)} process(es)")
-  pool.progress.value = 0
+      f"{beam_local.where(args, workers)}")
+  progress = Progress(log, args.split, len(plan.sources), len(jobs))
+  beam_local.run(args, lambda p: (p | "shards" >> beam.Create(jobs) | "spread" >> beam.Reshuffle()
+                                  | "convert" >> beam.ParDo(shard_job.ConvertShards(settings))),
+                 status, progress.poll, workers)
+  failed = journal.failures(args.output, args.split, plan.kind, plan.tag)
+  if failed:
+    e = failed[min(failed, key=names_order(names))]
+    journal.clear_failures(args.output, args.split, plan.kind, plan.tag)
+    raise InputError(e["file"], e["error"], e["line"], e.get("record"))
+  results = []
+  for job in jobs:
+    entry = journal.read_entry(job.journal)
+    if entry is None:
+      raise DataError(f"{job.name}: the pipeline ended without converting this shard; rerun the build")
+    results.append(shard_job.from_journal(entry, len(job.sources), settings.run_id))
+  progress.done(results)
+  return results
 
-  def waiting():  # a long shard: say how far its entries got
-    n, elapsed = pool.progress.value, max(time.time() - t0, 1e-9)
-    log(f"{args.split}: {n}/{len(plan.sources)} entries converted, {len(results)}/{len(jobs)} shards done, "
-        f"{n / elapsed:.0f} entries/s, {elapsed:.1f} s elapsed")
 
-  # Unordered: each worker journals its shard as soon as it is done, so a rerun after a crash reuses it.
-  pending = pool.imap_unordered(functools.partial(shard_job.run, settings=settings), jobs)
-  for r in workers.watch(pool, pending, waiting, PROGRESS_S, names):
-    if r.failure is not None:
-      raise r.failure
-    results[r.name] = r
-    reused = sum(x.reused for x in results.values())
-    workers.progress(log, f"{args.split}: shards", len(results), len(jobs),
-                     sum(x.entries for x in results.values()), t0, extra=f", {reused} reused" if reused else "")
-  return [results[n] for n in names]
+def names_order(names: list[str]):
+  """Sort key of shard file names by their place in the build."""
+  order = {n.rsplit("/", 1)[-1]: i for i, n in enumerate(names)}
+  return lambda name: order.get(name, len(order))
+
+
+class Progress:
+  """The convert stage's progress lines, from the workers' status files: about every 5% of the
+  shards, and every PROGRESS_S while a long shard is converted."""
+
+  def __init__(self, log, split: str, entries: int, shards: int):
+    self.log, self.split, self.entries, self.shards = log, split, entries, shards
+    self.start = self.last = time.time()
+    self.reported = 0
+
+  def poll(self, states: list[dict]) -> None:
+    entries = sum(s.get("entries", 0) for s in states)
+    shards = sum(s.get("shards", 0) for s in states)
+    step = max(1, self.shards // 20)
+    if shards // step > self.reported // step or time.time() - self.last >= PROGRESS_S:
+      elapsed = max(time.time() - self.start, 1e-9)
+      self.log(f"{self.split}: {entries}/{self.entries} entries converted, {shards}/{self.shards} shards done, "
+               f"{entries / elapsed:.0f} entries/s, {elapsed:.1f} s elapsed")
+      self.reported, self.last = shards, time.time()
+
+  def done(self, results: list[shard_job.Result]) -> None:
+    elapsed = max(time.time() - self.start, 1e-9)
+    reused = sum(r.reused for r in results)
+    self.log(f"{self.split}: shards {len(results)}/{self.shards}: {self.entries} entries, "
+             f"{self.entries / elapsed:.0f} entries/s, {elapsed:.1f} s elapsed"
+             + (f", {reused} reused" if reused else ""))
 
 
 def shard_name(split: str, kind: str, tag: str, index: int, count: int) -> str:

@@ -8,8 +8,6 @@ same input and split) and the per-split lists and counts are summed over them.
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import os
 import time
@@ -30,12 +28,11 @@ ERRORS_SUFFIX = ".errors.jsonl"
 
 def read(output: str) -> dict | None:
   """The directory's manifest, or None if it has none; DataError if it is not one to add to."""
-  path = os.path.join(output, MANIFEST)
-  if not os.path.isfile(path):
+  path = storage.join(output, MANIFEST)
+  if not storage.isfile(path):
     return None
   try:
-    with open(path) as f:
-      raw = json.load(f)
+    raw = json.loads(storage.read_text(path))
   except ValueError as e:
     raise DataError(f"{path}: not valid JSON ({e}); remove it to rebuild") from None
   for key in ("tokenizer", "units", "splits"):
@@ -48,7 +45,7 @@ def finish(args, plan: Plan, new: dict, results: list[shard_job.Result], start: 
            overlap: dict[str, int] | None = None) -> str:
   """Errors file, manifest (last), then old files of this input that the manifest no longer lists."""
   errors = [{**e, "build": plan.tag, "format": args.format} for r in results for e in r.errors]
-  errors_path = os.path.join(args.output, args.split + ERRORS_SUFFIX)
+  errors_path = storage.join(args.output, args.split + ERRORS_SUFFIX)
   _write_errors(errors_path, plan.tag, errors)
   totals = {k: sum(r.stats.get(k, 0) for r in results)
             for k in ("records", "words", "text_tokens", "units", "silence_units", "seconds")}
@@ -125,23 +122,20 @@ def split_totals(builds: list[dict], old_splits: dict) -> dict:
 def _write_errors(path: str, tag: str, errors: list[dict]) -> None:
   """<output>/<split>.errors.jsonl: this build's skipped entries, beside other builds' ones."""
   kept = []
-  with contextlib.suppress(FileNotFoundError):
-    with open(path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line).get("build") != tag]
+  if storage.isfile(path):
+    kept = [line + "\n" for line in storage.read_text(path).splitlines()
+            if line.strip() and json.loads(line).get("build") != tag]
   lines = kept + [json.dumps(e) + "\n" for e in errors]
-  if not lines:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(path)
-    return
-  with open(path + ".tmp", "w") as f:
-    f.writelines(lines)
-  os.replace(path + ".tmp", path)
+  if lines:
+    storage.write_text(path, "".join(lines))
+  else:
+    storage.remove(path)
 
 
 def _remove_stale(output, split, kind, tag, results) -> None:
   """Shards of this input from an earlier build with another shard count, and their journal entries."""
   keep = {r.name for r in results}
-  for path in glob.glob(os.path.join(output, split, f"{kind}-{tag}-*")):
-    if os.path.relpath(path, output) not in keep:
-      os.remove(path)
+  for path in storage.glob(storage.join(output, split, f"{kind}-{tag}-*")):
+    if f"{split}/{path.rsplit('/', 1)[-1]}" not in keep:
+      storage.remove(path)
   journal.keep_only(output, split, kind, tag, keep)

@@ -10,20 +10,18 @@ from the directory's is refused before anything is written.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
 import os
 import shutil
-import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data_prep import codebook_training, shard_job, tokenizer_training, workers
+from data_prep import beam_local, beam_options, codebook_training, shard_job, tokenizer_training
 from data_prep.formats import lst_jsonl, manifest_jsonl
-from data_prep.formats.items import TEXT
+from data_prep.formats.items import TEXT, InputError
 from lst_jax import storage
 from lst_jax.data import codebook as codebook_lib
 from lst_jax.data import hubert as hubert_lib
@@ -35,6 +33,9 @@ from lst_jax.data.manifest import MANIFEST, DataError, sha256_file
 if TYPE_CHECKING:
   from data_prep.build import Plan
 
+with beam_options.quiet():
+  import apache_beam as beam
+
 DEFAULT_VOCAB_SIZE = 1000
 FIT_FRAMES = 60_000       # frames of audio sampled to fit the codebook (40 minutes at 25 Hz)
 FIT_BATCH = 8             # audio entries per fitting task
@@ -43,7 +44,7 @@ TOKENIZER_SAMPLE = 200_000  # at most about this many transcripts train a tokeni
 
 # -- tokenizer ---------------------------------------------------------------------------------
 
-def resolve_tokenizer(args, plan: Plan, settings: shard_job.Settings, pool, log) -> dict:
+def resolve_tokenizer(args, plan: Plan, settings: shard_job.Settings, log, scratch: str) -> dict:
   """The dataset's tokenizer entry: the directory's, the user's (copied in), or trained here."""
   path = settings.tokenizer
   if plan.existing:
@@ -63,23 +64,38 @@ def resolve_tokenizer(args, plan: Plan, settings: shard_job.Settings, pool, log)
     log(f"tokenizer: yours, {args.tokenizer} ({entry['vocab_size']} pieces)")
     return {**entry, "path": tokenizer.MODEL}
   vocab_size = args.vocab_size or DEFAULT_VOCAB_SIZE
-  lines, start, entries = [], time.time(), 0
-  job = functools.partial(shard_job.transcripts, settings=settings)
-  chunks = sample_chunks(workers.chunks(plan.sources, args.shard_size), TOKENIZER_SAMPLE, args.seed)
-  if sum(map(len, chunks)) < len(plan.sources):
-    log(f"tokenizer: reading a seeded sample of {len(chunks)} shards' transcripts "
-        f"({sum(map(len, chunks))} of {len(plan.sources)} entries)")
-  for i, (chunk, (got, errors)) in enumerate(zip(chunks, workers.watch(pool, pool.imap(job, chunks))), 1):
-    if errors and args.on_error == shard_job.FAIL:
-      raise errors[0]
-    lines += got
-    entries += len(chunk)
-    workers.progress(log, "reading transcripts", i, len(chunks), entries, start)
+  chunks = sample_chunks(chunk(plan.sources, args.shard_size), TOKENIZER_SAMPLE, args.seed)
+  entries = sum(map(len, chunks))
+  workers = beam_local.workers_for(args, len(chunks))
+  log(f"tokenizer: reading the transcripts of {entries} entries"
+      + (f" (a seeded sample of {len(chunks)} shards of {len(plan.sources)} entries)"
+         if entries < len(plan.sources) else "") + f" {beam_local.where(args, workers)}")
+  out = storage.join(scratch, "transcripts")
+  beam_local.run(args, lambda p: (p | "chunks" >> beam.Create(list(enumerate(chunks))) | "spread" >> beam.Reshuffle()
+                                  | "read" >> beam.Map(_transcripts, settings) | "write" >> beam.ParDo(
+                                      beam_local.WriteLines(out))), workers=workers)
+  found = sorted(json.loads(line) for line in beam_local.read_lines(out))
+  errors = [e for x in found for e in x[2]]
+  if errors and args.on_error == shard_job.FAIL:
+    raise InputError(errors[0]["file"], errors[0]["error"], errors[0]["line"], errors[0].get("record"))
+  lines = [line for x in found for line in x[1]]
   if not lines:
     raise DataError(f"{args.input}: no usable transcripts to train a tokenizer on")
   log(f"tokenizer: training a {vocab_size}-piece BPE model on {len(lines)} transcripts")
   tokenizer_training.save(tokenizer_training.train(lines, vocab_size), args.output)
   return {**_tokenizer_entry(path, "trained"), "path": tokenizer.MODEL}
+
+
+def _transcripts(item: tuple, settings: shard_job.Settings) -> str:
+  """[chunk index, its transcripts, its bad entries] (a JSON line)."""
+  index, sources = item
+  lines, errors = shard_job.transcripts(sources, settings)
+  return json.dumps([index, lines, [e.to_json() for e in errors]])
+
+
+def chunk(items: list, size: int) -> list[list]:
+  """Consecutive runs of `size` items: a build's shards, and the units of its sampling."""
+  return [items[lo:lo + size] for lo in range(0, len(items), size)]
 
 
 def sample_chunks(chunks: list, entries: int, seed: int) -> list:
@@ -113,7 +129,7 @@ def _copy_atomic(src: str, dst: str) -> None:
 
 # -- units -------------------------------------------------------------------------------------
 
-def resolve_units(args, plan: Plan, settings, pool, log) -> tuple[dict, str | None]:
+def resolve_units(args, plan: Plan, settings, log, scratch: str) -> tuple[dict, str | None]:
   """The dataset's unit provenance, and where the codebook lives (audio only)."""
   existing_units = plan.existing["units"] if plan.existing else prov.no_units()
   if plan.kind == TEXT:
@@ -148,7 +164,7 @@ def resolve_units(args, plan: Plan, settings, pool, log) -> tuple[dict, str | No
     fit = {"from": storage.absolute(args.codebook or args.kmeans)}
     log(f"units: your {codebook.num_units}-unit codebook {args.codebook or args.kmeans}")
   else:
-    codebook, frames = fit_codebook(args, plan, settings, pool, log)
+    codebook, frames = fit_codebook(args, plan, settings, log, scratch)
     fit = {"input": storage.absolute(args.input), "frames": frames, "seed": args.seed}
   codebook_training.save(codebook, args.output)
   return {**_codebook_provenance(codebook), "kmeans_joblib": codebook_training.KMEANS_JOBLIB, "fit": fit}, args.output
@@ -209,31 +225,54 @@ def _save_npy(array: np.ndarray, path: str) -> None:
   os.replace(path + ".tmp", path)
 
 
-def fit_codebook(args, plan: Plan, settings, pool, log) -> tuple[codebook_lib.Codebook, int]:
-  """k-means units on a seeded sample of the audio (about FIT_FRAMES frames; all of it if less)."""
+def fit_codebook(args, plan: Plan, settings, log, scratch: str) -> tuple[codebook_lib.Codebook, int]:
+  """k-means units on a seeded sample of the audio (about FIT_FRAMES frames; all of it if less). The
+  features are computed by pipelines over growing runs of the sample (FIT_BATCH files per element)
+  until they hold FIT_FRAMES frames; they are taken in sample order, so the fit does not depend on
+  the number of workers."""
   num_units = plan.options.num_units
   order = np.random.default_rng(args.seed).permutation(len(plan.sources))
   batches = [[plan.sources[i] for i in order[lo:lo + FIT_BATCH]] for lo in range(0, len(order), FIT_BATCH)]
-  job = functools.partial(shard_job.fit_features, settings=settings)
-  feats, total, start, done = [], 0, time.time(), 0
-  per_round = max(1, args.workers) * 2
+  feats, total, done, size = [], 0, 0, max(1, beam_local.workers_for(args, len(batches))) * 2
   while done < len(batches) and total < FIT_FRAMES:
-    for got, errors in workers.watch(pool, pool.imap(job, batches[done:done + per_round])):
+    todo = list(enumerate(batches[done:done + size], done))
+    out = storage.join(scratch, f"features-{done}")
+    log(f"units: features of audio files {done * FIT_BATCH + 1}-{min((done + size) * FIT_BATCH, len(order))} of "
+        f"the sample ({len(order)} files) {beam_local.where(args, beam_local.workers_for(args, len(todo)))}")
+    beam_local.run(args, lambda p: (p | "batches" >> beam.Create(todo) | "spread" >> beam.Reshuffle()
+                                    | "features" >> beam.Map(_save_features, settings, out)),
+                   workers=beam_local.workers_for(args, len(todo)))
+    for index, _ in todo:  # in sample order
+      got, errors = _load_features(out, index)
       if errors and args.on_error == shard_job.FAIL:
-        raise errors[0]
-      for f in got:  # in sample order, so the sample does not depend on --workers
+        raise InputError(errors[0]["file"], errors[0]["error"], errors[0]["line"], errors[0].get("record"))
+      for f in got:
         if total < FIT_FRAMES:
           feats.append(f)
           total += len(f)
-    done += per_round
-    workers.progress(log, "features for the codebook", min(done, len(batches)), len(batches),
-                     min(done * FIT_BATCH, len(order)), start, unit="audio files")
+    done, size = done + len(todo), size * 2
   if total < num_units:
     raise DataError(f"{args.input}: fitting {num_units} units needs at least {num_units} frames of audio, "
                     f"but the audio gives {total} frames ({total / FEATURES['frame_rate']:.1f} s at "
                     f"{FEATURES['frame_rate']:g} Hz); use more audio or a smaller --num_units")
   log(f"units: fitting {num_units} k-means units on {total} frames")
   return codebook_training.fit(feats, num_units, seed=args.seed), total
+
+
+def _save_features(item: tuple, settings, folder: str) -> None:
+  """One batch's features (an .npz of arrays in batch order) and bad entries (a .json), in `folder`."""
+  index, sources = item
+  feats, errors = shard_job.fit_features(sources, settings)
+  buffer = io.BytesIO()
+  np.savez(buffer, *feats)
+  storage.write_bytes(storage.join(folder, f"{index}.npz"), buffer.getvalue())
+  storage.write_text(storage.join(folder, f"{index}.json"), json.dumps([e.to_json() for e in errors]))
+
+
+def _load_features(folder: str, index: int) -> tuple[list[np.ndarray], list[dict]]:
+  with np.load(io.BytesIO(storage.read_bytes(storage.join(folder, f"{index}.npz")))) as z:
+    feats = [z[f"arr_{i}"] for i in range(len(z.files))]
+  return feats, json.loads(storage.read_text(storage.join(folder, f"{index}.json")))
 
 
 def _load_codebook(path: str, flag: str = "codebook") -> codebook_lib.Codebook:

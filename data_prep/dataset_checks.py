@@ -10,7 +10,7 @@ Each refused record is an InputError naming its file, line and id: --on_error=fa
 at the first (in input order), --on_error=skip drops exactly those records from their
 shards (rewritten, journaled) and lists them in the errors file.
 
-The checks run as an Apache Beam pipeline (data_prep/beam_options.py picks the runner):
+The checks run as an Apache Beam pipeline on the build's runner (data_prep/beam_local.py):
 records are read from the shards' journal entries (or, for shards no entry covers, from
 the shards) by the workers, grouped by id, then by content digest, in hash buckets; only
 the refused records, the overlap counts and per-build match counts come back, so the
@@ -24,12 +24,15 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 
-from data_prep import beam_options, build_manifest, convert, journal, shard_job, shards
+from data_prep import beam_local, beam_options, build_manifest, convert, journal, shard_job, shards
 from data_prep.formats.items import InputError
+from lst_jax import storage
 from lst_jax.data import records as records_lib
 from lst_jax.data.manifest import DataError
+
+with beam_options.quiet():
+  import apache_beam as beam
 
 ALLOW = "--allow_overlap keeps it and counts it in the manifest"
 RECORDS_PER_BUCKET = 100_000  # records grouped together in one worker's memory
@@ -47,7 +50,7 @@ class Known:
   sources: tuple   # (path, True: a journal entry | False: a shard to read)
 
 
-def check(args, plan, results: list[shard_job.Result]) -> dict[str, int]:
+def check(args, plan, results: list[shard_job.Result], scratch: str) -> dict[str, int]:
   """Refuses (fail) or drops (skip) the build's bad records, in place; returns the overlap counts
   per other split (--allow_overlap)."""
   known = dataset_builds(args.output, plan.existing or {}, plan.tag, args.split)
@@ -56,7 +59,7 @@ def check(args, plan, results: list[shard_job.Result]) -> dict[str, int]:
   total = sum(r.records for r in results)
   records = total + sum(b.get("records", 0) for b in build_manifest.earlier_builds(plan.existing or {}))
   buckets = max(1, -(-records // RECORDS_PER_BUCKET))
-  found = _run(mine, known, buckets, args.allow_overlap, beam_options.for_checks(args))
+  found = _run(args, mine, known, buckets, storage.join(scratch, "checks"))
   for k in known:
     if k.same_split and total and found["matches"].get(str(k.order), 0) == total:
       raise DataError(f"{args.input}: already in the dataset: all its {total} records are in split "
@@ -114,7 +117,7 @@ def dataset_builds(output: str, manifest: dict, tag: str, split: str) -> list[Kn
     sources = []
     for name in b.get("shards", []):
       entry = journal.entry_path(output, name, b["kind"], b["tag"]) if b["tag"] != "earlier" else None
-      sources.append((entry, True) if entry and os.path.exists(entry) else (os.path.join(output, name), False))
+      sources.append((entry, True) if entry and storage.exists(entry) else (storage.join(output, name), False))
     out.append(Known(order, b["split"], b.get("input") or b["tag"], b["split"] == split, tuple(sources)))
   return out
 
@@ -263,36 +266,35 @@ def _problem(shard, index, rid, message, first=None) -> dict:
           "first": list(first) if first else None}
 
 
-def _run(mine, known, buckets, allow, options) -> dict:
-  with beam_options.quiet():
-    import apache_beam as beam
+def _run(args, mine, known, buckets, out: str) -> dict:
+  """The pipeline (on the build's runner; in this process for the local one: its groups are shuffled
+  here, not between worker processes); its findings come back as JSON lines in `out`."""
+  allow = args.allow_overlap
 
-  with tempfile.TemporaryDirectory(prefix="lst_jax_checks_") as tmp:
-    out = os.path.join(tmp, "found")
-    with beam_options.quiet(), beam.Pipeline(options=options) as p:
-      mine_rows = p | "shards" >> beam.Create(mine) | "read" >> beam.FlatMap(_mine_by_id, buckets)
-      known_rows = p | "builds" >> beam.Create(list(known)) | "read known" >> beam.FlatMap(_known, buckets)
-      by_key = (mine_rows, known_rows) | "together" >> beam.Flatten()
-      ids = (by_key | "ids only" >> beam.Filter(lambda kv: kv[0][0] == "id") | "by id" >> beam.GroupByKey()
-             | "check ids" >> beam.FlatMap(_by_id, buckets))
-      id_problems = ids | "problems" >> beam.Filter(lambda x: isinstance(x, dict))
-      onward = ids | "onward" >> beam.Filter(lambda x: not isinstance(x, dict))
-      digests = ((onward, by_key | "digests only" >> beam.Filter(lambda kv: kv[0][0] == "digest"))
-                 | "digest rows" >> beam.Flatten() | "by digest" >> beam.GroupByKey()
-                 | "check digests" >> beam.FlatMap(_by_digest, allow))
-      ((id_problems, digests) | "all" >> beam.Flatten() | "json" >> beam.Map(json.dumps)
-       | "write" >> beam.io.WriteToText(out, shard_name_template="-SSSSS-of-NNNNN"))
-    found = {"problems": [], "overlap": {}, "matches": {}}
-    for name in sorted(os.listdir(tmp)):
-      with open(os.path.join(tmp, name)) as f:
-        for line in f:
-          x = json.loads(line)
-          if x["kind"] == "problem":
-            found["problems"].append(x)
-          elif x["kind"] == "overlap":
-            found["overlap"][x["split"]] = found["overlap"].get(x["split"], 0) + 1
-          else:
-            found["matches"][str(x["order"])] = found["matches"].get(str(x["order"]), 0) + x["count"]
+  def graph(p):
+    mine_rows = p | "shards" >> beam.Create(mine) | "read" >> beam.FlatMap(_mine_by_id, buckets)
+    known_rows = p | "builds" >> beam.Create(list(known)) | "read known" >> beam.FlatMap(_known, buckets)
+    by_key = (mine_rows, known_rows) | "together" >> beam.Flatten()
+    ids = (by_key | "ids only" >> beam.Filter(lambda kv: kv[0][0] == "id") | "by id" >> beam.GroupByKey()
+           | "check ids" >> beam.FlatMap(_by_id, buckets))
+    id_problems = ids | "problems" >> beam.Filter(lambda x: isinstance(x, dict))
+    onward = ids | "onward" >> beam.Filter(lambda x: not isinstance(x, dict))
+    digests = ((onward, by_key | "digests only" >> beam.Filter(lambda kv: kv[0][0] == "digest"))
+               | "digest rows" >> beam.Flatten() | "by digest" >> beam.GroupByKey()
+               | "check digests" >> beam.FlatMap(_by_digest, allow))
+    ((id_problems, digests) | "all" >> beam.Flatten() | "json" >> beam.Map(json.dumps)
+     | "write" >> beam.ParDo(beam_local.WriteLines(out)))
+
+  beam_local.run(args, graph, workers=1)
+  found = {"problems": [], "overlap": {}, "matches": {}}
+  for line in beam_local.read_lines(out):
+    x = json.loads(line)
+    if x["kind"] == "problem":
+      found["problems"].append(x)
+    elif x["kind"] == "overlap":
+      found["overlap"][x["split"]] = found["overlap"].get(x["split"], 0) + 1
+    else:
+      found["matches"][str(x["order"])] = found["matches"].get(str(x["order"]), 0) + x["count"]
   return found
 
 
@@ -302,7 +304,7 @@ def _drop(output: str, r: shard_job.Result, drop: set[int], entry_path: str) -> 
   """Rewrites r's shard without the records at `drop`, and r's stats and journal entry, under a
   fingerprint no rerun matches, so a rerun converts it again and checks it afresh (perhaps with
   --allow_overlap, or --on_error=fail, or after the other record is gone)."""
-  path = os.path.join(output, r.name)
+  path = storage.join(output, r.name)
   ids, digests, places = _read((entry_path, True))
   r.fingerprint += "-filtered"
   kept = [p for i, p in enumerate(shard_job.read_shard(path)) if i not in drop]
@@ -312,10 +314,9 @@ def _drop(output: str, r: shard_job.Result, drop: set[int], entry_path: str) -> 
   r.stats = shard_job.shard_stats([convert.Converted(x, len(x.units) / x.unit_rate if len(x.units) else 0.0)
                                    for x in recs])
   if kept:
-    shards.write_shard(path, kept)
-    r.shard = shards.shard_info(path, len(kept))
+    r.shard = shards.publish_shard(path, kept)
   else:
-    os.remove(path)
+    storage.remove(path)
     r.shard = None
   journal.write_entry(entry_path, r.journal())
   r.records, r.ids, r.digests, r.places = len(kept), [], [], []

@@ -15,51 +15,27 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
-from typing import Any, Sequence
+import tempfile
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from data_prep import convert, journal, shards
+from data_prep import beam_options, convert, journal, shards, worker_status
 from data_prep.formats import READERS, audio_folder, spans as spans_lib
 from data_prep.formats.items import TEXT, InputError, Options
 from lst_jax.data import codebook as codebook_lib
 from lst_jax.data import features, quantizers
 from lst_jax.data import records as records_lib
+from lst_jax import storage
 from lst_jax.data import tokenizer
+
+with beam_options.quiet():
+  import apache_beam as beam
 
 FAIL, SKIP = "fail", "skip"
 QUANTIZE_BATCH = 64          # audio items whose features are quantized together
 _CACHE: dict[Any, Any] = {}  # per process: tokenizer and quantizer, loaded once
-_PROGRESS = None             # a multiprocessing.Value shared with the parent: entries finished
-
-
-_HELD = None                 # (shared array, slot): where this worker says which job it holds
-
-
-def init_worker(counter, held=None) -> None:
-  """Pool initializer: where to count finished entries (the parent prints progress from it), and
-  a free slot of `held` for this worker's pid and the index of the job it holds."""
-  global _PROGRESS, _HELD
-  _PROGRESS, _HELD = counter, None
-  if held is not None:
-    with held.get_lock():
-      slot = next((i for i in range(0, len(held), 2) if held[i] == 0), None)
-      if slot is not None:
-        held[slot], held[slot + 1] = os.getpid(), -1
-        _HELD = (held, slot)
-
-
-def _holding(index: int) -> None:
-  if _HELD is not None:
-    _HELD[0][_HELD[1] + 1] = index
-
-
-def _tick(n: int = 1) -> None:
-  if _PROGRESS is not None:
-    with _PROGRESS.get_lock():
-      _PROGRESS.value += n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +49,8 @@ class Settings:
   on_error: str
   salt: str                   # hash of what the output depends on besides the entries
   units: dict | None = None   # the manifest's "units" entry: which quantizer (audio builds)
+  run_id: str = ""            # this build run's id, kept in the entries it writes (older ones: reused)
+  status_dir: str | None = None  # local runner: where workers keep their status files (worker_status)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +58,6 @@ class Job:
   name: str                   # shard path relative to the output
   sources: tuple
   journal: str = ""           # path of the shard's journal entry (read for reuse, written when done)
-  index: int = -1             # position in the build (the parent names a dead worker's shard by it)
 
 
 @dataclasses.dataclass
@@ -97,10 +74,19 @@ class Result:
   digests: list[str] = dataclasses.field(default_factory=list)  # each record's content (record_digest)
   places: list = dataclasses.field(default_factory=list)        # each record's [file, line] in the input
   shard: dict | None = None   # the manifest's "shards" entry: records, bytes, sha256 (None: no records)
+  run: str = ""               # the build run that converted it
 
   def journal(self) -> dict:
     return {"shard": self.name, "fingerprint": self.fingerprint, "stats": self.stats, "errors": self.errors,
-            "ids": self.ids, "digests": self.digests, "places": pack_places(self.places), "file": self.shard}
+            "ids": self.ids, "digests": self.digests, "places": pack_places(self.places), "file": self.shard,
+            "records": len(self.ids), "run": self.run}
+
+
+def from_journal(entry: dict, entries: int, run_id: str) -> Result:
+  """A finished shard's result as the launcher needs it (no per-record lists), from its journal entry."""
+  return Result(entry["shard"], entry["fingerprint"], entries, entry["stats"], entry["errors"],
+                reused=entry.get("run") != run_id, records=entry["stats"].get("records", 0), shard=entry.get("file"),
+                run=entry.get("run", ""))
 
 
 def pack_places(places: list) -> dict:
@@ -138,51 +124,53 @@ def read_shard(path: str) -> list[bytes]:
     reader.close()
 
 
-def run(job: Job, settings: Settings) -> Result:
-  """Converts (or reuses) one shard, journals it, and returns its result without the per-record
-  lists (ids, digests, places: in the journal entry)."""
-  _holding(job.index)
+def run(job: Job, settings: Settings, status: worker_status.Reporter | None = None) -> Result:
+  """Converts (or reuses) one shard and journals it (or, in fail mode, its first bad entry); returns
+  its result without the per-record lists (ids, digests, places: in the journal entry)."""
+  status = status or worker_status.Reporter(None)
+  status.holding(job.name)
   try:
     done = journal.read_entry(job.journal) if job.journal else None
-    r = _run(job, settings, done)
-    if r.failure is None and job.journal and (not r.reused or done != r.journal()):
+    r = _run(job, settings, done, status)
+    if r.failure is not None and job.journal:
+      journal.write_failure(job.journal, r.failure.to_json())
+    elif job.journal and (not r.reused or done != r.journal()):
       journal.write_entry(job.journal, r.journal())
     return dataclasses.replace(r, records=len(r.ids), ids=[], digests=[], places=[])
   finally:
-    _holding(-1)
+    status.release()
 
 
-def _run(job: Job, settings: Settings, done: dict | None) -> Result:
+def _run(job: Job, settings: Settings, done: dict | None, status: worker_status.Reporter) -> Result:
   fingerprint = digest(job.sources, settings.salt)
-  path = os.path.join(settings.output, job.name)
-  if done and done["fingerprint"] == fingerprint and (os.path.isfile(path) or done["stats"]["records"] == 0):
-    _tick(len(job.sources))
+  path = storage.join(settings.output, job.name)
+  if done and done["fingerprint"] == fingerprint and (done["stats"]["records"] == 0 or storage.isfile(path)):
+    status.tick(len(job.sources))
     if done["errors"] and settings.on_error == FAIL:  # an earlier --on_error=skip run skipped these
       e = done["errors"][0]
       return Result(job.name, fingerprint, len(job.sources), {}, [],
                     failure=InputError(e["file"], e["error"], e["line"], e.get("record")))
     return reused(job, done, fingerprint, path)
   _fault(job.name)
-  converted, errors = convert_sources(job.sources, settings)
+  converted, errors = convert_sources(job.sources, settings, status.tick)
   if errors and settings.on_error == FAIL:
     return Result(job.name, fingerprint, len(job.sources), {}, [], failure=errors[0])
   info = None
   if converted:
-    shards.write_shard(path, [records_lib.encode(c.record) for c in converted])
-    info = shards.shard_info(path, len(converted))
-  elif os.path.exists(path):
-    os.remove(path)  # an earlier run's shard for entries that are all bad now
+    info = shards.publish_shard(path, [records_lib.encode(c.record) for c in converted])
+  else:
+    storage.remove(path)  # an earlier run's shard for entries that are all bad now
   return Result(job.name, fingerprint, len(job.sources), shard_stats(converted),
                 [e.to_json() for e in errors], ids=[c.record.id for c in converted],
                 digests=[record_digest(c.record) for c in converted],
-                places=[list(c.place) for c in converted], shard=info)
+                places=[list(c.place) for c in converted], shard=info, run=settings.run_id)
 
 
 def reused(job: Job, done: dict, fingerprint: str, path: str) -> Result:
   """The journal's result for a shard on disk; what an older journal lacks is read from the shard."""
   r = Result(job.name, fingerprint, len(job.sources), done["stats"], done["errors"], reused=True,
              ids=done.get("ids"), digests=done.get("digests"), places=unpack_places(done.get("places")),
-             shard=done.get("file"))
+             shard=done.get("file"), run=done.get("run", ""))
   if done["stats"]["records"] and (r.ids is None or r.digests is None or r.shard is None):
     r.ids, r.digests = index_records(read_shard(path))
     r.shard = shards.shard_info(path, len(r.ids))
@@ -192,14 +180,17 @@ def reused(job: Job, done: dict, fingerprint: str, path: str) -> Result:
 
 
 def _fault(shard: str) -> None:
-  """Test hook: LST_DATA_PREP_FAULT=kill:NAME kills this worker (SIGKILL) as it starts shard NAME."""
+  """Test hook: LST_DATA_PREP_FAULT=kill:NAME kills this worker (SIGKILL) as it starts shard NAME
+  (a worker process of the local runner only: Beam gives them the control service's address)."""
   fault = os.environ.get("LST_DATA_PREP_FAULT", "")
-  if fault.startswith("kill:") and fault[5:] and fault[5:] in shard and multiprocessing.parent_process():
+  if fault.startswith("kill:") and fault[5:] and fault[5:] in shard and "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:
     os.kill(os.getpid(), 9)
 
 
-def convert_sources(sources: Sequence, settings: Settings) -> tuple[list[convert.Converted], list[InputError]]:
-  """Every source as a record, or as the error that says why it is not one (input order kept)."""
+def convert_sources(sources: Sequence, settings: Settings, tick: Callable[[int], None] = lambda n: None
+                    ) -> tuple[list[convert.Converted], list[InputError]]:
+  """Every source as a record, or as the error that says why it is not one (input order kept);
+  tick(1) per entry done."""
   reader = READERS[settings.format]
   encode = _tokenizer(settings.tokenizer)
   out: list = []  # Converted | InputError | Analysis (audio, until its batch is quantized)
@@ -224,7 +215,7 @@ def convert_sources(sources: Sequence, settings: Settings) -> tuple[list[convert
         analyses.append(len(out) - 1)
       if len(analyses) >= QUANTIZE_BATCH:
         quantize_waiting()
-    _tick()
+    tick(1)
     if settings.on_error == FAIL and isinstance(out[-1], InputError):
       break
   if analyses:
@@ -305,12 +296,53 @@ def _tokenizer(path: str) -> convert.WordTokenizer:
 def _quantizer(settings: Settings):
   """The build's quantizer (lst_jax.data.quantizers), loaded once per process."""
   directory, units = settings.codebook_dir, settings.units
-  files = (codebook_lib.CODEBOOK, units.get("kmeans", "")) if units else (codebook_lib.CODEBOOK,)
+  files = (codebook_lib.CODEBOOK, codebook_lib.FEATURE_STATS, units.get("kmeans", "")) if units else \
+      (codebook_lib.CODEBOOK, codebook_lib.FEATURE_STATS)
   key = ("quantizer", directory, json.dumps(units, sort_keys=True),
          tuple(_stat(os.path.join(directory, f)) for f in files))
   if key not in _CACHE:
+    local = _local_copy(directory, [f for f in files if f])
     if units and units.get("quantizer") == quantizers.HUBERT_KMEANS:
-      _CACHE[key] = quantizers.for_units(units, directory)
+      _CACHE[key] = quantizers.for_units(units, local)
     else:  # the built-in quantizer with this code's features (the build checked they match)
-      _CACHE[key] = quantizers.LogmelQuantizer(codebook_lib.load(directory), features.FEATURES)
+      _CACHE[key] = quantizers.LogmelQuantizer(codebook_lib.load(local), features.FEATURES)
   return _CACHE[key]
+
+
+def _local_copy(directory: str, names: list[str]) -> str:
+  """`directory` itself when local; for gs://, a folder of this process holding a copy of its `names`."""
+  if not storage.is_url(directory):
+    return directory
+  local = tempfile.mkdtemp(prefix="lst_jax_quantizer_")
+  for name in names:
+    if storage.exists(storage.join(directory, name)):
+      storage.copy_file(storage.join(directory, name), os.path.join(local, name))
+  return local
+
+
+class ConvertShards(beam.DoFn):
+  """The convert stage: one element per shard (a Job), converted or reused by `run`. The tokenizer and
+  quantizer (a HuBERT checkpoint too) load once per worker, in setup. In fail mode a shard stops at its
+  first bad entry; shards not yet started are then left alone (the build fails anyway)."""
+
+  def __init__(self, settings: Settings):
+    self.settings = settings
+
+  def setup(self):
+    self.status = worker_status.Reporter(self.settings.status_dir)
+    _tokenizer(self.settings.tokenizer)
+    if self.settings.codebook_dir:
+      quantizer = _quantizer(self.settings)
+      if isinstance(quantizer, quantizers.HubertQuantizer):
+        quantizer.model()  # the checkpoint, hash-checked, on the worker's GPU when it has one
+
+  def process(self, job: Job):
+    if self.settings.on_error == FAIL and job.journal and _stopped(job.journal):
+      return
+    run(job, self.settings, self.status)
+    yield job.name
+
+
+def _stopped(entry: str) -> bool:
+  """Whether a shard of this input already stopped at a bad entry."""
+  return bool(storage.glob(os.path.join(os.path.dirname(entry), "*" + journal.FAILED)))

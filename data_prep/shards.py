@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from typing import Sequence
 
 from array_record.python.array_record_module import ArrayRecordWriter
 
+from lst_jax import storage
 from lst_jax.data import records as records_lib
 
 SUFFIX = ".array_record"
@@ -35,6 +37,19 @@ def write_shard(path: str, payloads: Sequence[bytes]) -> str:
     writer.close()
   os.replace(tmp, path)
   return path
+
+
+def publish_shard(path: str, payloads: Sequence[bytes]) -> dict:
+  """Writes a shard to `path` (local, or gs://: written in a local temporary folder, then uploaded,
+  as array_record's own GCS writer does) and returns its manifest entry."""
+  if not storage.is_url(path):
+    write_shard(path, payloads)
+    return shard_info(path, len(payloads))
+  with tempfile.TemporaryDirectory(prefix="lst_jax_shard_") as tmp:
+    local = write_shard(os.path.join(tmp, os.path.basename(path)), payloads)
+    info = shard_info(local, len(payloads))
+    storage.copy_file(local, path)
+  return info
 
 
 def file_digest(path: str) -> tuple[int, str]:

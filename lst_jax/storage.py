@@ -167,6 +167,16 @@ def rmtree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def remove(path: str) -> None:
+  """Removes one file (a missing one is fine)."""
+  if is_url(path):
+    if _fs().exists(path):
+      _fs().rm_file(path)
+    return
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(path)
+
+
 def rename(src: str, dst: str) -> None:
   """Moves a file or folder. Local: one atomic rename. Object storage: copy, then delete."""
   if is_url(src) != is_url(dst):

@@ -285,7 +285,7 @@ def test_tokenizer_trains_on_a_seeded_sample_of_shards(tmp_path, capsys, monkeyp
   src = write(tmp_path / "in.jsonl", lines)
   rc, log, err = run(capsys, "--format=lst_jsonl", f"--input={src}", f"--output={tmp_path / 'ds'}",
                      "--shard_size=2", "--vocab_size=30")
-  assert rc == 0 and "tokenizer: reading a seeded sample of 2 shards' transcripts (4 of 12 entries)" in log, err
+  assert rc == 0 and "tokenizer: reading the transcripts of 4 entries (a seeded sample of 2 shards of 12 entries)" in log, err
   assert "training a 30-piece BPE model on 4 transcripts" in log and len(records(tmp_path / "ds")) == 12
 
 
@@ -593,3 +593,29 @@ def test_beam_options_pass_through_and_unknown_flags_are_refused(tmp_path, capsy
   with pytest.raises(SystemExit):
     run(capsys, "--format=text", f"--input={docs}", f"--output={tmp_path / 'ds2'}", "--no_such_flag=1")
   assert "unrecognized arguments: --no_such_flag=1" in capsys.readouterr().err
+
+
+def test_a_remote_runner_needs_an_output_its_workers_can_reach(tmp_path, capsys):
+  src = write(tmp_path / "in.jsonl", [TEXT_FIRST])
+  rc, _, err = run(capsys, "--format=lst_jsonl", f"--input={src}", f"--output={tmp_path / 'ds'}",
+                   "--runner=DataflowRunner", "--project=p")
+  assert rc == 2 and err.startswith("error: --runner=DataflowRunner runs on other machines") and "gs://" in err, err
+  assert not (tmp_path / "ds").exists()
+
+
+def test_a_bad_entry_in_a_worker_process_stops_the_build_naming_its_line(tmp_path, capsys):
+  """--on_error=fail with shards in worker processes: the shard stops at its bad entry, the build fails
+  naming file and line (one line, no marker left behind), and with the line fixed every shard converts."""
+  user = tmp_path / "user.model"
+  user.write_bytes(tokenizer_training.train([f"w{i}" for i in range(8)] * 20, vocab_size=30))
+  lines = [official(f"TEXT w{i}", f"HUBERT {i % 5}", file_id=f"u{i}") for i in range(8)]
+  out = tmp_path / "ds"
+  args = ("--format=lst_jsonl", f"--input={tmp_path / 'in.jsonl'}", f"--output={out}", "--shard_size=2",
+          "--workers=2", f"--tokenizer={user}")
+  write(tmp_path / "in.jsonl", lines[:5] + ["{not json"] + lines[6:])
+  rc, _, err = run(capsys, *args)
+  assert rc == 2 and err.startswith(f"error: {tmp_path / 'in.jsonl'}:6:") and "Traceback" not in err, err
+  assert not list(out.glob("train/.*journal/*.failed")) and not (out / "manifest.json").exists()
+  write(tmp_path / "in.jsonl", lines)
+  rc, log, err = run(capsys, *args)
+  assert rc == 0 and "8 speech records from 8 entries" in log and "4 shard(s)" in log, err

@@ -227,16 +227,19 @@ def test_data_prep_build_writes_a_dataset_to_gcs_and_adds_to_it(gcs, tmp_path, c
   out = _fresh(gcs, "built")
   train = write(tmp_path / "train.jsonl", [TEXT_FIRST, SPEECH_FIRST])
   held = write(tmp_path / "held.jsonl", [SILENCE_FIRST])
+  # Two shards in two worker processes of the local runner: each writes its shard locally and uploads it.
   assert build.main(["--format=lst_jsonl", f"--input={train}", f"--output={out}", "--vocab_size=60",
-                     "--workers=0"]) == 0, capsys.readouterr().err
+                     "--workers=2", "--shard_size=1"]) == 0, capsys.readouterr().err
+  assert "converting 2 entries into 2 shard(s) in 2 process(es)" in capsys.readouterr().out
+  # A second build adds to it without downloading it: only the tokenizer comes down; shards go straight up.
   assert build.main(["--format=lst_jsonl", f"--input={held}", f"--output={out}", "--split=heldout",
                      "--workers=0"]) == 0, capsys.readouterr().err
   log = capsys.readouterr().out
-  assert f"{out}: downloading the dataset there to add to it" in log and f"uploading to {out}" in log
+  assert "tokenizer: reusing" in log and "download" not in log
   m = load_manifest(out)
   assert m.name == out.rsplit("/", 1)[-1] and m.tokenizer_path == f"{out}/tokenizer.model"
   assert (m.split("train").num_speech, m.split("heldout").num_speech) == (2, 1)
-  assert all(p.startswith(out + "/") for p in m.split("train").speech)
+  assert len(m.split("train").speech) == 2 and all(p.startswith(out + "/") for p in m.split("train").speech)
   ids = [r.id for r in stats.read_records(m.split("train").speech)]  # array_record reads gs:// itself
   assert sorted(ids) == ["speech_first", "text_first"]
   assert len(Shards(m.split("heldout").speech, m.shard_records)) == 1
