@@ -43,7 +43,7 @@ import uuid
 from typing import Callable, Iterator
 
 from data_prep import beam_local, beam_options, build_manifest, build_vocab, dataset_checks, journal, shard_job
-from data_prep import worker_status
+from data_prep import shard_plan, worker_status
 from data_prep.formats import READERS, lst_jsonl, manifest_jsonl
 from data_prep.formats.items import TEXT, InputError, Options
 from lst_jax import storage
@@ -144,6 +144,7 @@ class Plan:
   sources: list
   options: Options
   existing: dict | None
+  chunks: list = dataclasses.field(default_factory=list)  # shard_plan.Chunk per shard: its saved entries
 
 
 def _log(line: str) -> None:
@@ -168,6 +169,7 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = _log) -> str:
   log(f"{args.input}: {len(sources)} entries ({args.format}, {reader.KIND} records)")
   with journal.lock(args.output), beam_local.scratch(args) as scratch:
     plan = make_plan(args, reader, sources)
+    plan.chunks = shard_plan.save(sources, args.shard_size, storage.join(scratch, "chunks"))
     new, settings = vocabularies(args, plan, log, scratch)
     results = convert_all(args, plan, settings, log, scratch)
     overlap = dataset_checks.check(args, plan, results, scratch)
@@ -261,12 +263,11 @@ def salt(format: str, new: dict, options: Options) -> str:
 def convert_all(args, plan: Plan, settings, log, scratch: str) -> list[shard_job.Result]:
   """Converts every chunk into its shard (or reuses it) in a Beam pipeline, one element per shard; in
   fail mode the first bad entry (of the earliest shard that met one) stops the build."""
-  chunks = build_vocab.chunk(plan.sources, args.shard_size)
+  chunks = plan.chunks
   names = [shard_name(args.split, plan.kind, plan.tag, i, len(chunks)) for i in range(len(chunks))]
   journal.migrate(args.output, args.split, plan.kind, plan.tag)
   journal.clear_failures(args.output, args.split, plan.kind, plan.tag)
-  jobs = [shard_job.Job(n, tuple(c), journal.entry_path(args.output, n, plan.kind, plan.tag))
-          for n, c in zip(names, chunks)]
+  jobs = [shard_job.Job(n, c, journal.entry_path(args.output, n, plan.kind, plan.tag)) for n, c in zip(names, chunks)]
   status = beam_local.status_dir(args, scratch)
   settings = dataclasses.replace(settings, status_dir=status)
   workers = beam_local.workers_for(args, len(jobs))
@@ -286,7 +287,7 @@ def convert_all(args, plan: Plan, settings, log, scratch: str) -> list[shard_job
     entry = journal.read_entry(job.journal)
     if entry is None:
       raise DataError(f"{job.name}: the pipeline ended without converting this shard; rerun the build")
-    results.append(shard_job.from_journal(entry, len(job.sources), settings.run_id))
+    results.append(shard_job.from_journal(entry, job.chunk.entries, settings.run_id))
   progress.done(results)
   return results
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data_prep import beam_local, beam_options, codebook_training, shard_job, tokenizer_training
+from data_prep import shard_plan
 from data_prep.formats import lst_jsonl, manifest_jsonl
 from data_prep.formats.items import TEXT, InputError
 from lst_jax import storage
@@ -64,14 +65,14 @@ def resolve_tokenizer(args, plan: Plan, settings: shard_job.Settings, log, scrat
     log(f"tokenizer: yours, {args.tokenizer} ({entry['vocab_size']} pieces)")
     return {**entry, "path": tokenizer.MODEL}
   vocab_size = args.vocab_size or DEFAULT_VOCAB_SIZE
-  chunks = sample_chunks(chunk(plan.sources, args.shard_size), TOKENIZER_SAMPLE, args.seed)
-  entries = sum(map(len, chunks))
+  chunks = shard_plan.sample(plan.chunks, TOKENIZER_SAMPLE, args.seed)
+  entries = sum(c.entries for c in chunks)
   workers = beam_local.workers_for(args, len(chunks))
   log(f"tokenizer: reading the transcripts of {entries} entries"
       + (f" (a seeded sample of {len(chunks)} shards of {len(plan.sources)} entries)"
          if entries < len(plan.sources) else "") + f" {beam_local.where(args, workers)}")
   out = storage.join(scratch, "transcripts")
-  beam_local.run(args, lambda p: (p | "chunks" >> beam.Create(list(enumerate(chunks))) | "spread" >> beam.Reshuffle()
+  beam_local.run(args, lambda p: (p | "chunks" >> beam.Create(chunks) | "spread" >> beam.Reshuffle()
                                   | "read" >> beam.Map(_transcripts, settings) | "write" >> beam.ParDo(
                                       beam_local.WriteLines(out))), workers=workers)
   found = sorted(json.loads(line) for line in beam_local.read_lines(out))
@@ -86,30 +87,10 @@ def resolve_tokenizer(args, plan: Plan, settings: shard_job.Settings, log, scrat
   return {**_tokenizer_entry(path, "trained"), "path": tokenizer.MODEL}
 
 
-def _transcripts(item: tuple, settings: shard_job.Settings) -> str:
+def _transcripts(chunk: shard_plan.Chunk, settings: shard_job.Settings) -> str:
   """[chunk index, its transcripts, its bad entries] (a JSON line)."""
-  index, sources = item
-  lines, errors = shard_job.transcripts(sources, settings)
-  return json.dumps([index, lines, [e.to_json() for e in errors]])
-
-
-def chunk(items: list, size: int) -> list[list]:
-  """Consecutive runs of `size` items: a build's shards, and the units of its sampling."""
-  return [items[lo:lo + size] for lo in range(0, len(items), size)]
-
-
-def sample_chunks(chunks: list, entries: int, seed: int) -> list:
-  """Chunks picked in a seeded random order until they hold `entries` entries, kept in input order
-  (all of them when they hold fewer): the tokenizer's training text stays bounded as the corpus grows."""
-  if sum(map(len, chunks)) <= entries:
-    return chunks
-  picked, total = [], 0
-  for i in np.random.default_rng(seed).permutation(len(chunks)):
-    if total >= entries:
-      break
-    picked.append(int(i))
-    total += len(chunks[i])
-  return [chunks[i] for i in sorted(picked)]
+  lines, errors = shard_job.transcripts(shard_plan.load(chunk), settings)
+  return json.dumps([chunk.index, lines, [e.to_json() for e in errors]])
 
 
 def _tokenizer_entry(path: str, source: str) -> dict:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from data_prep import beam_options, convert, journal, shards, worker_status
+from data_prep import beam_options, convert, journal, shard_plan, shards, worker_status
 from data_prep.formats import READERS, audio_folder, spans as spans_lib
 from data_prep.formats.items import TEXT, InputError, Options
 from lst_jax.data import codebook as codebook_lib
@@ -56,7 +56,7 @@ class Settings:
 @dataclasses.dataclass(frozen=True)
 class Job:
   name: str                   # shard path relative to the output
-  sources: tuple
+  chunk: shard_plan.Chunk     # its entries (saved by the launcher)
   journal: str = ""           # path of the shard's journal entry (read for reuse, written when done)
 
 
@@ -131,7 +131,7 @@ def run(job: Job, settings: Settings, status: worker_status.Reporter | None = No
   status.holding(job.name)
   try:
     done = journal.read_entry(job.journal) if job.journal else None
-    r = _run(job, settings, done, status)
+    r = _run(job, shard_plan.load(job.chunk), settings, done, status)
     if r.failure is not None and job.journal:
       journal.write_failure(job.journal, r.failure.to_json())
     elif job.journal and (not r.reused or done != r.journal()):
@@ -141,26 +141,27 @@ def run(job: Job, settings: Settings, status: worker_status.Reporter | None = No
     status.release()
 
 
-def _run(job: Job, settings: Settings, done: dict | None, status: worker_status.Reporter) -> Result:
-  fingerprint = digest(job.sources, settings.salt)
+def _run(job: Job, sources: tuple, settings: Settings, done: dict | None, status: worker_status.Reporter
+         ) -> Result:
+  fingerprint = digest(sources, settings.salt)
   path = storage.join(settings.output, job.name)
   if done and done["fingerprint"] == fingerprint and (done["stats"]["records"] == 0 or storage.isfile(path)):
-    status.tick(len(job.sources))
+    status.tick(len(sources))
     if done["errors"] and settings.on_error == FAIL:  # an earlier --on_error=skip run skipped these
       e = done["errors"][0]
-      return Result(job.name, fingerprint, len(job.sources), {}, [],
+      return Result(job.name, fingerprint, len(sources), {}, [],
                     failure=InputError(e["file"], e["error"], e["line"], e.get("record")))
     return reused(job, done, fingerprint, path)
   _fault(job.name)
-  converted, errors = convert_sources(job.sources, settings, status.tick)
+  converted, errors = convert_sources(sources, settings, status.tick)
   if errors and settings.on_error == FAIL:
-    return Result(job.name, fingerprint, len(job.sources), {}, [], failure=errors[0])
+    return Result(job.name, fingerprint, len(sources), {}, [], failure=errors[0])
   info = None
   if converted:
     info = shards.publish_shard(path, [records_lib.encode(c.record) for c in converted])
   else:
     storage.remove(path)  # an earlier run's shard for entries that are all bad now
-  return Result(job.name, fingerprint, len(job.sources), shard_stats(converted),
+  return Result(job.name, fingerprint, len(sources), shard_stats(converted),
                 [e.to_json() for e in errors], ids=[c.record.id for c in converted],
                 digests=[record_digest(c.record) for c in converted],
                 places=[list(c.place) for c in converted], shard=info, run=settings.run_id)
@@ -168,7 +169,7 @@ def _run(job: Job, settings: Settings, done: dict | None, status: worker_status.
 
 def reused(job: Job, done: dict, fingerprint: str, path: str) -> Result:
   """The journal's result for a shard on disk; what an older journal lacks is read from the shard."""
-  r = Result(job.name, fingerprint, len(job.sources), done["stats"], done["errors"], reused=True,
+  r = Result(job.name, fingerprint, job.chunk.entries, done["stats"], done["errors"], reused=True,
              ids=done.get("ids"), digests=done.get("digests"), places=unpack_places(done.get("places")),
              shard=done.get("file"), run=done.get("run", ""))
   if done["stats"]["records"] and (r.ids is None or r.digests is None or r.shard is None):

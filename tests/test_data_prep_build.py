@@ -273,12 +273,13 @@ def test_workers_journal_each_shard_and_an_old_journal_is_split_and_reused(tmp_p
 
 
 def test_tokenizer_trains_on_a_seeded_sample_of_shards(tmp_path, capsys, monkeypatch):
-  from data_prep import build_vocab
-  chunks = [[i] * 3 for i in range(10)]
-  assert build_vocab.sample_chunks(chunks, 30, seed=0) == chunks
-  picked = build_vocab.sample_chunks(chunks, 7, seed=0)
-  assert len(picked) == 3 and picked == sorted(picked) and picked == build_vocab.sample_chunks(chunks, 7, seed=0)
-  assert picked != build_vocab.sample_chunks(chunks, 7, seed=1)
+  from data_prep import build_vocab, shard_plan
+  chunks = shard_plan.save([f"s{i}" for i in range(30)], 3, str(tmp_path / "chunks"))
+  assert [c.entries for c in chunks] == [3] * 10 and shard_plan.load(chunks[1]) == ("s3", "s4", "s5")
+  assert shard_plan.sample(chunks, 30, seed=0) == chunks
+  picked = shard_plan.sample(chunks, 7, seed=0)
+  assert len(picked) == 3 and picked == sorted(picked, key=lambda c: c.index) and picked == shard_plan.sample(chunks, 7, seed=0)
+  assert picked != shard_plan.sample(chunks, 7, seed=1)
   monkeypatch.setattr(build_vocab, "TOKENIZER_SAMPLE", 4)
   lines = [official(*[seg for w in SENTENCES[i % 4].split() for seg in (f"TEXT {w}", f"HUBERT {i} 1")],
                     file_id=f"u{i}") for i in range(12)]

@@ -12,7 +12,9 @@ import dataclasses
 import glob
 import json
 import os
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
 
 from data_prep.formats.items import InputError
 from lst_jax.data import text_encoding
@@ -27,6 +29,30 @@ class Span:
   line: int    # 1-based number of the span's first line
   offset: int  # byte offset of that line
   length: int  # bytes, up to the end of the span's last line (newline excluded)
+
+
+@dataclasses.dataclass(frozen=True)
+class Packed:
+  """A run of spans as one array: a pipeline element moves as one object, not as thousands of small
+  ones (Beam encodes an element's objects one by one)."""
+  files: tuple[str, ...]
+  table: np.ndarray  # [entries, 4] int64: file index, line, offset, length
+
+
+def pack(sources: Sequence) -> Sequence:
+  """Spans as one Packed; any other sources (audio files) as a tuple."""
+  if not sources or not all(isinstance(s, Span) for s in sources):
+    return tuple(sources)
+  files: dict[str, int] = {}
+  table = np.array([(files.setdefault(s.file, len(files)), s.line, s.offset, s.length) for s in sources], np.int64)
+  return Packed(tuple(files), table)
+
+
+def unpack(sources) -> tuple:
+  """The sources `pack` was given."""
+  if not isinstance(sources, Packed):
+    return tuple(sources)
+  return tuple(Span(sources.files[f], line, offset, length) for f, line, offset, length in sources.table.tolist())
 
 
 def input_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
