@@ -82,10 +82,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP) /usr/bin/bible /usr/bin/shellcheck
 
 data: setup
-	$(PY) -m data_prep.demo --output=$(DATA_DIR)
+	$(PY) -m data_prep.corpus.demo --output=$(DATA_DIR)
 
 train: setup
-	$(if $(DEMO_DATA),$(PY) -m data_prep.demo --output=$(DATA_DIR))
+	$(if $(DEMO_DATA),$(PY) -m data_prep.corpus.demo --output=$(DATA_DIR))
 	$(PY) -m lst_jax.main --config=$(CONFIG) --workdir=$(WORKDIR) \
 	  $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
@@ -93,7 +93,7 @@ train: setup
 # and automatic listening: text-to-speech WER on LISTEN held-out transcripts beside the vocoder's ceiling.
 LISTEN ?= 8
 eval: setup
-	$(PY) -m data_prep.benchmarks --data_dir=$(DATA_DIR) --if_demo
+	$(PY) -m data_prep.benchmarks.builtin --data_dir=$(DATA_DIR) --if_demo
 	$(PY) -m lst_jax.eval.main --config=$(CONFIG) --workdir=$(WORKDIR) --listen=$(LISTEN) \
 	  $(if $(STEP),--step=$(STEP)) $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
@@ -138,18 +138,18 @@ bench-generate: setup
 
 # Input pipeline throughput vs the demo train step, and per-document preparation speed.
 bench-data: setup
-	$(PY) -m data_prep.demo --output=$(DATA_DIR)
-	$(PY) -m data_prep.bench_loader --config=experiments/demo.py --config.data.dir=$(DATA_DIR) $(ARGS)
+	$(PY) -m data_prep.corpus.demo --output=$(DATA_DIR)
+	$(PY) -m data_prep.maintenance.bench_loader --config=experiments/demo.py --config.data.dir=$(DATA_DIR) $(ARGS)
 
 # The loader on a dataset in Cloud Storage (a local fake-gcs-server) beside local disk (runs/bench_storage.json).
 bench-storage: setup
-	$(PY) -m data_prep.demo --output=$(DATA_DIR)
+	$(PY) -m data_prep.corpus.demo --output=$(DATA_DIR)
 	$(PY) -m lst_jax.tools.bench_storage --config=experiments/demo.py --config.data.dir=$(DATA_DIR) $(ARGS)
 
 # The study corpus (~20 h of speech, 8 voices) and its built-in benchmarks, built once and reused.
 data-study: setup
-	$(PY) -m data_prep.demo --corpus=study --output=$(STUDY_DIR)
-	$(PY) -m data_prep.benchmarks --data_dir=$(STUDY_DIR)
+	$(PY) -m data_prep.corpus.demo --corpus=study --output=$(STUDY_DIR)
+	$(PY) -m data_prep.benchmarks.builtin --data_dir=$(STUDY_DIR)
 
 # The LST-vs-baseline study (lst_jax/tools/reproduce.py): runs/reproduce/REPORT.md, results.json, plots.
 reproduce: data-study
@@ -157,7 +157,7 @@ reproduce: data-study
 
 # Both members of a paper pair at CPU size on the demo corpus, printed side by side.
 compare: setup
-	$(PY) -m data_prep.demo --output=$(DATA_DIR)
+	$(PY) -m data_prep.corpus.demo --output=$(DATA_DIR)
 	$(PY) -m lst_jax.tools.compare --pair=$(PAIR) --size=$(or $(SIZE),tiny) --data_dir=$(DATA_DIR) $(ARGS)
 
 plot: setup

@@ -78,7 +78,7 @@ def shard_info(path: str, records: int | None = None) -> dict:
 
 def manifest_entries(output: str, splits: dict, known: dict | None = None) -> dict:
   """The manifest's "shards": {relative path: {"records", "bytes", "sha256"}} for every shard the splits
-  list (data_prep.verify checks them; training reads them); a shard `known` lacks is read now."""
+  list (data_prep.maintenance.verify checks them; training reads them); a shard `known` lacks is read now."""
   known = known or {}
   listed = sorted({s for split in splits.values() for k in ("speech", "text") for s in split.get(k, [])})
   return {s: known.get(s) or shard_info(os.path.join(output, s)) for s in listed}

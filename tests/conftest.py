@@ -20,7 +20,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import ml_collections  # noqa: E402,F401
 import pytest  # noqa: E402
 
-from data_prep import random_dataset  # noqa: E402
+from data_prep.corpus import random_dataset  # noqa: E402
 from lst_jax import config as config_lib  # noqa: E402
 
 

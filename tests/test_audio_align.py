@@ -1,6 +1,6 @@
 """Audio loading (lst_jax.data.audio) and pocketsphinx forced alignment (data_prep.forced_aligner).
 
-Alignment is checked on real synthesized speech: espeak-ng (data_prep.tts)
+Alignment is checked on real synthesized speech: espeak-ng (data_prep.corpus.tts)
 speaks a sentence and reports each word's time; pocketsphinx, which never sees
 those times, must find the same word boundaries.
 """
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from data_prep import forced_aligner, kjv, tts
+from data_prep import forced_aligner
+from data_prep.corpus import kjv, tts
 from lst_jax.data import audio
 
 # ---------------------------------------------------------------- audio

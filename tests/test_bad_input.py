@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from data_prep import merge, stats, verify
+from data_prep.maintenance import merge, stats, verify
 from data_prep.formats import lst_jsonl
 from lst_jax.data.manifest import load_manifest
 from lst_jax.eval import benchmark_files
@@ -259,7 +259,7 @@ def test_manifest_lists_every_shard_checksum_and_verify_finds_damage(tmp_path, c
   bad = [l for l in lines if l.startswith(str(out / "train"))]
   assert len(bad) == 1 and bad[0].startswith(f"{damaged}: sha256 ") and "damaged" in bad[0], lines
   # stats names the damaged shard in one line (no traceback).
-  p = subprocess.run([sys.executable, "-m", "data_prep.stats", str(out)], capture_output=True, text=True, cwd=REPO)
+  p = subprocess.run([sys.executable, "-m", "data_prep.maintenance.stats", str(out)], capture_output=True, text=True, cwd=REPO)
   assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
   assert p.stderr.startswith(f"error: {damaged}: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
@@ -342,6 +342,6 @@ def test_audio_transcript_utf16_or_binary(data, message, tmp_path, capsys):
 def test_dataset_checks_give_the_same_answers_in_many_buckets(check, tmp_path, capsys, monkeypatch):
   """The checks group records by id, then by content, in hash buckets (one worker's memory each): with a
   bucket per record or two the same records are refused with the same messages."""
-  from data_prep import dataset_checks
+  from data_prep.build import dataset_checks
   monkeypatch.setattr(dataset_checks, "RECORDS_PER_BUCKET", 2)
   check(tmp_path, capsys)

@@ -6,7 +6,7 @@ import pytest
 
 from lst_jax import vocab as vocab_lib
 from lst_jax.config import DataConfig
-from data_prep import random_dataset
+from data_prep.corpus import random_dataset
 from lst_jax.data import interleave, packing, patching, pipeline, records
 
 VOCAB = vocab_lib.Vocab(text_size=60, num_units=40)

@@ -10,7 +10,9 @@ import grain
 import numpy as np
 import pytest
 
-from data_prep import codebook_training, corpus, demo, frame_spans, kjv, shards, tokenizer_training, tts
+from data_prep import codebook_training, frame_spans, shards, tokenizer_training
+from data_prep.corpus import demo, kjv, tts
+from data_prep.corpus import selection as corpus
 from lst_jax.data import codebook as codebook_lib
 from lst_jax.data import features, tokenizer
 from lst_jax.data import records
@@ -242,12 +244,12 @@ def test_demo_build_end_to_end_then_reuse(tmp_path, capsys):
     paths = [os.path.join(d, f) for d, _, names in os.walk(out) for f in names]
     return {p: (os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in paths}
   before = files()
-  heavy = ("jax", "data_prep.demo_build", "data_prep.render", "scipy", "sentencepiece", "array_record")
-  again = subprocess.run([sys.executable, "-c", "import sys; from data_prep import demo; "
+  heavy = ("jax", "data_prep.corpus.demo_build", "data_prep.corpus.render", "scipy", "sentencepiece", "array_record")
+  again = subprocess.run([sys.executable, "-c", "import sys; from data_prep.corpus import demo; "
                           "rc = demo.main(sys.argv[1:]); "
                           f"loaded = [m for m in {heavy!r} if m in sys.modules]; assert not loaded, loaded; "
                           "sys.exit(rc)",
-                          *argv], capture_output=True, text=True, cwd=os.path.dirname(demo.__file__) + "/..")
+                          *argv], capture_output=True, text=True, cwd=os.path.dirname(demo.__file__) + "/../..")
   assert again.returncode == 0, again.stderr
   assert "demo data ready at" in again.stdout and "reused" in again.stdout
   assert files() == before
@@ -257,7 +259,7 @@ def test_study_corpus_settings_and_voice_rotation():
   """The study corpus: six training voices (each verse spoken by three, in rotation, so each voice
   speaks half of the verses), two unseen held-out voices; the demo keeps every voice on every
   verse in its old order."""
-  from data_prep import demo_build
+  from data_prep.corpus import demo_build
   study = demo.build_settings(demo.parse_args(["--corpus=study"]))
   train = [tts.Voice(**v) for v in study["train_voices"]]
   heldout = [tts.Voice(**v) for v in study["heldout_voices"]]

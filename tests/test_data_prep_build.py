@@ -13,9 +13,12 @@ import pytest
 import soundfile
 from scipy import signal
 
-from data_prep import build, merge, stats, tokenizer_training, tts
-from lst_jax.data import provenance, tokenizer
+from data_prep import tokenizer_training
+from data_prep.build import cli
+from data_prep.corpus import tts
 from data_prep.formats import lst_jsonl
+from data_prep.maintenance import merge, stats
+from lst_jax.data import provenance, tokenizer
 from lst_jax.data.manifest import DataError, load_manifest, sha256_file
 
 SEP = lst_jsonl.SEP
@@ -30,7 +33,7 @@ def run(capsys, *argv):
   argv = list(argv)
   if not any(a.startswith("--workers") for a in argv):
     argv.append("--workers=0")
-  rc = build.main(argv)
+  rc = cli.main(argv)
   out, err = capsys.readouterr()
   return rc, out, err
 
@@ -191,7 +194,7 @@ def test_second_build_adds_a_split_and_text_documents(tmp_path, capsys):
   assert [r.id for r in records(out, "heldout")] == ["silence_first"]
   assert len(m.raw["builds"]) == 3
 
-  # A dataset whose manifest lists shards but no builds (made by data_prep.demo): adding keeps them.
+  # A dataset whose manifest lists shards but no builds (made by data_prep.corpus.demo): adding keeps them.
   raw = json.load(open(out / "manifest.json"))
   del raw["builds"]
   json.dump(raw, open(out / "manifest.json", "w"))
@@ -253,7 +256,7 @@ def test_workers_journal_each_shard_and_an_old_journal_is_split_and_reused(tmp_p
   """Each shard's journal entry (ids, digests, input lines) is written by the worker that converted it
   (the result it hands back carries counts only). A journal of the earlier layout (one JSONL file per
   input) is split into entries by the next build, which reuses every shard it covers."""
-  from data_prep import journal, shard_job
+  from data_prep.build import journal, shard_job
   lines = [official(f"TEXT w{i}", f"HUBERT {i} {i + 1}", file_id=f"u{i}") for i in range(5)]
   src = write(tmp_path / "in.jsonl", lines)
   out = tmp_path / "ds"
@@ -273,14 +276,14 @@ def test_workers_journal_each_shard_and_an_old_journal_is_split_and_reused(tmp_p
 
 
 def test_tokenizer_trains_on_a_seeded_sample_of_shards(tmp_path, capsys, monkeypatch):
-  from data_prep import build_vocab, shard_plan
+  from data_prep.build import shard_plan, vocab
   chunks = shard_plan.save([f"s{i}" for i in range(30)], 3, str(tmp_path / "chunks"))
   assert [c.entries for c in chunks] == [3] * 10 and shard_plan.load(chunks[1]) == ("s3", "s4", "s5")
   assert shard_plan.sample(chunks, 30, seed=0) == chunks
   picked = shard_plan.sample(chunks, 7, seed=0)
   assert len(picked) == 3 and picked == sorted(picked, key=lambda c: c.index) and picked == shard_plan.sample(chunks, 7, seed=0)
   assert picked != shard_plan.sample(chunks, 7, seed=1)
-  monkeypatch.setattr(build_vocab, "TOKENIZER_SAMPLE", 4)
+  monkeypatch.setattr(vocab, "TOKENIZER_SAMPLE", 4)
   lines = [official(*[seg for w in SENTENCES[i % 4].split() for seg in (f"TEXT {w}", f"HUBERT {i} 1")],
                     file_id=f"u{i}") for i in range(12)]
   src = write(tmp_path / "in.jsonl", lines)
@@ -584,7 +587,7 @@ def test_merge_and_its_refusal(tmp_path, capsys):
 
 
 def test_beam_options_pass_through_and_unknown_flags_are_refused(tmp_path, capsys):
-  from data_prep import beam_options
+  from data_prep.build import beam_options
   assert beam_options.beam_flags(["--runner=DirectRunner", "--direct_num_workers=2", "--no_such_flag=1"]) == \
       (["--runner=DirectRunner", "--direct_num_workers=2"], ["--no_such_flag=1"])
   docs = write(tmp_path / "docs" / "a.txt", ["hello world again", "", "second doc here"])

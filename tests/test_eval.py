@@ -12,9 +12,9 @@ import pytest
 from flax import nnx
 
 from conftest import tiny_config
-from data_prep import benchmarks as builtin
-from data_prep import corpus as corpus_lib
-from data_prep import kjv
+from data_prep.benchmarks import builtin
+from data_prep.corpus import kjv
+from data_prep.corpus import selection as corpus_lib
 from lst_jax import config as config_lib
 from lst_jax import sharding
 from lst_jax import vocab as vocab_lib
@@ -356,7 +356,7 @@ def test_audio_and_text_strings_go_through_the_datasets_quantizer_and_tokenizer(
 @pytest.mark.slow
 def test_training_runs_the_benchmarks_every_n_steps(tmp_path):
   """config.train.benchmark_every: the loop scores <data dir>/benchmarks/*.jsonl and logs the accuracies."""
-  from data_prep import random_dataset
+  from data_prep.corpus import random_dataset
   from lst_jax.train import metrics
   from lst_jax.train.loop import train
   ds = random_dataset.make_dataset(str(tmp_path / "data"), num_speech=16, num_text=16, num_units=40, text_vocab=60,

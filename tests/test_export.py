@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 
 from conftest import tiny_config
-from data_prep import random_dataset
+from data_prep.corpus import random_dataset
 from lst_jax import config as config_lib
 from lst_jax import sharding
 from lst_jax import vocab as vocab_lib

@@ -345,7 +345,7 @@ def test_training_stops_cleanly_on_a_damaged_shard(config, tmp_path):
                       f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=600)
   assert r.returncode == 4, r.stdout[-2000:] + r.stderr[-3000:]
   last = r.stderr.strip().splitlines()[-1]
-  assert last.startswith(f"error: {data}/train/") and ".array_record" in last and "data_prep.verify" in last
+  assert last.startswith(f"error: {data}/train/") and ".array_record" in last and "data_prep.maintenance.verify" in last
   assert "Traceback" not in r.stderr and "Event loop is closed" not in r.stdout + r.stderr
   assert "2" in os.listdir(f"{workdir}/checkpoints") and not glob.glob(f"{workdir}/checkpoints/*tmp*")
 
@@ -360,7 +360,7 @@ def test_mesh_larger_than_the_devices_is_one_line(config, tmp_path):
 
 
 def test_an_empty_split_and_deep_provenance_differences_are_named(tmp_path):
-  from data_prep import random_dataset
+  from data_prep.corpus import random_dataset
   from lst_jax.config import DataConfig
   from lst_jax.data import provenance
   from lst_jax.data.manifest import DataError

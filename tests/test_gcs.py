@@ -180,7 +180,7 @@ def test_a_run_on_gcs_killed_and_resumed_equals_a_local_run(gcs, dataset, tmp_pa
 
 @pytest.mark.slow
 def test_generate_reads_a_gcs_run_and_writes_its_samples_there(gcs, tmp_path):
-  from data_prep import random_dataset
+  from data_prep.corpus import random_dataset
   from test_generate_cli import _save_initial_checkpoint
   from lst_jax.data import datasets
   local = random_dataset.make_dataset(str(tmp_path / "data"), num_speech=24, num_text=24, num_units=40,
@@ -220,7 +220,8 @@ def test_a_second_training_on_a_gcs_workdir_is_refused_naming_the_holder(gcs, da
 
 
 def test_data_prep_build_writes_a_dataset_to_gcs_and_adds_to_it(gcs, tmp_path, capsys):
-  from data_prep import build, stats
+  from data_prep.build import cli
+  from data_prep.maintenance import stats
   from lst_jax.data.manifest import load_manifest
   from lst_jax.data.shards import Shards
   from test_data_prep_build import SILENCE_FIRST, SPEECH_FIRST, TEXT_FIRST, write
@@ -228,11 +229,11 @@ def test_data_prep_build_writes_a_dataset_to_gcs_and_adds_to_it(gcs, tmp_path, c
   train = write(tmp_path / "train.jsonl", [TEXT_FIRST, SPEECH_FIRST])
   held = write(tmp_path / "held.jsonl", [SILENCE_FIRST])
   # Two shards in two worker processes of the local runner: each writes its shard locally and uploads it.
-  assert build.main(["--format=lst_jsonl", f"--input={train}", f"--output={out}", "--vocab_size=60",
+  assert cli.main(["--format=lst_jsonl", f"--input={train}", f"--output={out}", "--vocab_size=60",
                      "--workers=2", "--shard_size=1"]) == 0, capsys.readouterr().err
   assert "converting 2 entries into 2 shard(s) in 2 process(es)" in capsys.readouterr().out
   # A second build adds to it without downloading it: only the tokenizer comes down; shards go straight up.
-  assert build.main(["--format=lst_jsonl", f"--input={held}", f"--output={out}", "--split=heldout",
+  assert cli.main(["--format=lst_jsonl", f"--input={held}", f"--output={out}", "--split=heldout",
                      "--workers=0"]) == 0, capsys.readouterr().err
   log = capsys.readouterr().out
   assert "tokenizer: reusing" in log and "download" not in log

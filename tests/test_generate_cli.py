@@ -11,7 +11,7 @@ import pytest
 import soundfile
 
 from conftest import tiny_config
-from data_prep import random_dataset
+from data_prep.corpus import random_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

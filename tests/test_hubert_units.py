@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from data_prep import build, codebook_training, merge, stats, tts
+from data_prep import codebook_training
+from data_prep.build import cli
+from data_prep.corpus import tts
+from data_prep.maintenance import merge, stats
 from lst_jax.data import audio, codebook as codebook_lib, hubert, provenance, quantizers
 from lst_jax.data.manifest import load_manifest
 
@@ -50,7 +53,7 @@ def sine_audio(seconds, freq, rate=16000):
 
 
 def run(capsys, *argv):
-  rc = build.main([*argv, "--workers=0"])
+  rc = cli.main([*argv, "--workers=0"])
   out, err = capsys.readouterr()
   return rc, out, err
 

@@ -1,4 +1,4 @@
-"""The built-in lexical benchmark (data_prep.lexical): non-words are pronounceable, not words, as long
+"""The built-in lexical benchmark (data_prep.benchmarks.lexical): non-words are pronounceable, not words, as long
 as their word, and drawn deterministically; items are valid benchmark items with no prompt."""
 
 import random
@@ -6,7 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from data_prep import lexical, tts
+from data_prep.benchmarks import lexical
+from data_prep.corpus import tts
 from lst_jax.eval import benchmark_files as bench_lib
 
 # A toy lexicon in espeak-ng's phoneme names (stress marks ride on the phone after them).

@@ -55,7 +55,7 @@ def test_samples_folder_and_page(tmp_path):
 def test_transcripts_do_not_depend_on_what_was_heard_before():
   """A recognizer that adapted to earlier utterances would score the same audio differently by its
   place in a list (a reused pocketsphinx decoder does, on these)."""
-  from data_prep import tts
+  from data_prep.corpus import tts
   from lst_jax.data import audio
   texts = ["in the beginning god created the heaven and the earth", "and god said let there be light"]
   waves = []

@@ -1,8 +1,8 @@
-"""Reference-fill batches (data_prep.reference_fill) for make bench's reference comparison."""
+"""Reference-fill batches (data_prep.corpus.reference_fill) for make bench's reference comparison."""
 
 import numpy as np
 
-from data_prep import reference_fill
+from data_prep.corpus import reference_fill
 from lst_jax.data import packing
 
 

@@ -14,7 +14,7 @@
   }
 
 Shard paths are relative to the directory. Opening a dataset checks each shard's
-size against "shards" (cheap; `python -m data_prep.verify` checks the sha256 and
+size against "shards" (cheap; `python -m data_prep.maintenance.verify` checks the sha256 and
 every record). Training refuses data whose unit or
 tokenizer provenance is missing, since silently mismatched units are the most
 common way spoken-LM pipelines go wrong.
@@ -85,7 +85,7 @@ def _check_size(shard: str, size: int, info: dict | None, directory: str) -> Non
     return
   if size != int(info["bytes"]):
     raise DataError(f"{shard}: {size} bytes, the manifest says {info['bytes']}: the shard changed after the "
-                    f"build; check it with `python -m data_prep.verify {directory}` and rebuild it")
+                    f"build; check it with `python -m data_prep.maintenance.verify {directory}` and rebuild it")
 
 
 def load_manifest(directory: str) -> Manifest:
@@ -96,7 +96,7 @@ def load_manifest(directory: str) -> Manifest:
     raise DataError(str(e)) from None
   if not storage.isdir(directory):
     raise DataError(f"data directory {directory!r} does not exist; build it first "
-                    f"(the demo: `make data`, or `python -m data_prep.demo --output={directory}`)")
+                    f"(the demo: `make data`, or `python -m data_prep.corpus.demo --output={directory}`)")
   path = storage.join(directory, MANIFEST)
   if not storage.isfile(path):
     raise DataError(f"{directory!r} has no {MANIFEST}: it is not a prepared dataset "

@@ -17,7 +17,7 @@ from lst_jax import storage
 from lst_jax.data import records
 from lst_jax.data.manifest import DataError
 
-VERIFY_HINT = "check the dataset with `python -m data_prep.verify {dir}` and rebuild the damaged shard"
+VERIFY_HINT = "check the dataset with `python -m data_prep.maintenance.verify {dir}` and rebuild the damaged shard"
 
 
 class ShardError(DataError):

@@ -66,7 +66,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
   extra = {k: v for k, v in (("max_tokens", max_tokens), ("max_patches", max_patches)) if v is not None}
   if benchmarks is None and not runner_lib.default_paths(manifest):
     log(f"note: no benchmarks under {manifest.dir}/{runner_lib.BENCHMARK_DIR}/ (build the demo's with "
-        f"`python -m data_prep.benchmarks --data_dir={manifest.dir}`); held-out losses only")
+        f"`python -m data_prep.benchmarks.builtin --data_dir={manifest.dir}`); held-out losses only")
   runner = runner_lib.BenchmarkRunner.from_setup(setup, exp, manifest, mesh, paths=benchmarks, workdir=workdir,
                                                  heldout=heldout, directions=directions, max_items=max_items,
                                                  **extra)

@@ -5,7 +5,7 @@
 
 Restores the latest checkpoint of <workdir> (or --step), scores every benchmark
 (default: <data dir>/benchmarks/*.jsonl; build the demo's with
-`python -m data_prep.benchmarks --data_dir=data/demo`), or the community's published benchmarks as
+`python -m data_prep.benchmarks.builtin --data_dir=data/demo`), or the community's published benchmarks as
 KIND:PATH (KIND: swuggy, sblimp, ssc, tsc; their folders or Hugging Face parquet exports, scored by
 their own protocols: lst_jax.eval.community), prints a table and writes
 <workdir>/eval/<step>.json (and the per-item scores to <step>.scores.jsonl).

@@ -10,7 +10,7 @@
 4. The reference comparison config (global 4 x 256, encoder 1 x 128, decoder 2 x 128,
    k=2, 256 patches / 768 tokens per row, batch 4, vocabulary 2508, static p=4,
    fp32) on reference-fill batches (official-format utterances through our pipeline and
-   packer, ~1.9k real tokens per batch; data_prep.reference_fill): s/step and real tokens/s,
+   packer, ~1.9k real tokens per batch; data_prep.corpus.reference_fill): s/step and real tokens/s,
    beside the reference implementation's step time recorded on this machine (not measured here).
 5. Peak memory of a step (XLA's buffer assignment) and LST step time from 1k to 8k
    tokens per row.
@@ -71,7 +71,7 @@ def speech_batch(rows: int, tokens: int, patches: int, vocab_size: int, num_unit
 
 
 def reference_fill_batches(count: int = 4) -> list[dict]:
-  """`count` reference-fill batches (4 x 768 tokens / 256 patches), made by data_prep.reference_fill
+  """`count` reference-fill batches (4 x 768 tokens / 256 patches), made by data_prep.corpus.reference_fill
   in a child process (lst_jax never imports data_prep) into a temp dir."""
   import os
   import subprocess
@@ -80,7 +80,7 @@ def reference_fill_batches(count: int = 4) -> list[dict]:
   from lst_jax.data import packing
   with tempfile.TemporaryDirectory() as d:
     path = os.path.join(d, "batches.npz")
-    subprocess.run([sys.executable, "-m", "data_prep.reference_fill", f"--out={path}", f"--count={count}"],
+    subprocess.run([sys.executable, "-m", "data_prep.corpus.reference_fill", f"--out={path}", f"--count={count}"],
                    check=True, capture_output=True, text=True)
     return packing.load_batches(path)
 

@@ -16,7 +16,7 @@ smallest size, one seed, the FLOP-matched pair only, fewer steps.
 
 What the report holds, per run: held-out text bits per token and speech bits
 per second of audio against train FLOPs on real tokens (curves of both models
-overlaid), and the built-in benchmarks (data_prep.benchmarks) in all four
+overlaid), and the built-in benchmarks (data_prep.benchmarks.builtin) in all four
 directions with 95% intervals. Per size: the compute-efficiency ratio, i.e.
 the real FLOPs the baseline needs to reach the LST's final held-out speech
 bits/s (read off its curve, interpolated in log FLOPs; from its power-law fit
@@ -537,7 +537,7 @@ def write_outputs(out: str, results: dict, specs: list[Spec], manifest, data_dir
 def define_flags() -> None:
   """Flags of the command line only (importing this module for its functions defines none)."""
   flags.DEFINE_string("out", "runs/reproduce", "Where the runs, REPORT.md, results.json and plots go.")
-  flags.DEFINE_string("data_dir", "data/study", "The study corpus (python -m data_prep.demo --corpus=study).")
+  flags.DEFINE_string("data_dir", "data/study", "The study corpus (python -m data_prep.corpus.demo --corpus=study).")
   flags.DEFINE_bool("quick", False, f"Smallest size, one seed, {QUICK_STEPS} steps: the whole path, fast.")
   flags.DEFINE_list("sizes", list(SIZES), "Sizes (lst_jax.presets), smallest first.")
   flags.DEFINE_integer("seeds", 3, "Seeds of both models at the middle size.")

@@ -1,12 +1,12 @@
 """Built-in spoken cloze benchmarks from verses the demo model never trained on.
 
-  python -m data_prep.benchmarks --data_dir=data/demo [--output=data/demo/benchmarks]
+  python -m data_prep.benchmarks.builtin --data_dir=data/demo [--output=data/demo/benchmarks]
 
 Writes <output>/cloze2.jsonl (StoryCloze-like, 2-way) and cloze4.jsonl
 (HellaSwag-like, 4-way) in the format of lst_jax/eval/benchmark_files.py, every
 prompt and candidate given both as text and as speech units, so each file
 is scored in all four directions (S->S, T->T, S->T, T->S); and lexical.jsonl,
-sWUGGY's word / non-word pairs made from the training vocabulary (data_prep/lexical.py).
+sWUGGY's word / non-word pairs made from the training vocabulary (data_prep/benchmarks/lexical.py).
 
 Items. Each verse is split into a prompt (its first part, ending at the
 punctuation mark nearest the middle, or at the middle word) and its true
@@ -17,7 +17,7 @@ elsewhere, and no candidate is favoured by being short or familiar. cloze2's
 distractor is the first of cloze4's three (so cloze2 is cloze4 with two
 candidates removed, and costs nothing extra to evaluate).
 
-Verses. The demo's 50 held-out verses (data_prep/corpus.py), plus
+Verses. The demo's 50 held-out verses (data_prep/corpus/selection.py), plus
 `--extra_verses` others drawn the same way (same books, 8-40 words) whose text
 occurs nowhere in the training data (training speech verses and text
 documents, which are also the tokenizer's training text); each item records
@@ -27,7 +27,7 @@ Speech. Following the paper's protocol, the prompt and each continuation are
 synthesized separately (espeak-ng, the held-out voice that no training
 utterance uses), turned into features and quantized with the dataset's own
 codebook; S->S concatenates the prompt's units and a candidate's. Synthesis
-is a pure function of the text (data_prep/tts.py), so builds are
+is a pure function of the text (data_prep/corpus/tts.py), so builds are
 deterministic; a rerun with the same settings and data reuses the files.
 """
 
@@ -46,8 +46,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from data_prep import corpus as corpus_lib
-from data_prep import kjv, lexical, render, tts
+from data_prep.benchmarks import lexical
+from data_prep.corpus import kjv, render, tts
+from data_prep.corpus import selection as corpus_lib
 from lst_jax.data import codebook as codebook_lib
 from lst_jax.data.features import FEATURES
 
@@ -182,7 +183,7 @@ def is_ready(output: str, settings: dict) -> bool:
 
 
 def is_demo(data_dir: str) -> bool:
-  """Whether `data_dir` holds a finished data_prep.demo build."""
+  """Whether `data_dir` holds a finished data_prep.corpus.demo build."""
   try:
     with open(os.path.join(data_dir, "manifest.json")) as f:
       raw = json.load(f)
@@ -198,7 +199,7 @@ def _load_demo_manifest(data_dir: str) -> dict:
   with open(path) as f:
     raw = json.load(f)
   if not is_demo(data_dir):
-    raise BenchmarkBuildError(f"{data_dir!r} is not a demo build (data_prep.demo); the built-in benchmarks "
+    raise BenchmarkBuildError(f"{data_dir!r} is not a demo build (data_prep.corpus.demo); the built-in benchmarks "
                               f"are made from the demo's held-out verses. For other data, write benchmark "
                               f"JSONL files yourself (see README, Evaluation)")
   if raw["units"].get("features") != json.loads(json.dumps(FEATURES)):
@@ -265,13 +266,13 @@ def _build_cloze(data_dir, output, raw, settings, paths, extra, seed, workers, c
   log(f"synthesizing {len(jobs)} prompts and continuations of {len(verses)} verses "
       f"({sum(v.source == 'heldout' for v in verses)} held-out, {extra} unseen) with voice {voice.name}")
   if workers > 0:
-    # spawn: each worker initialises its own espeak-ng (see data_prep/demo_build.py).
+    # spawn: each worker initialises its own espeak-ng (see data_prep/corpus/demo_build.py).
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
       rendered = list(pool.imap(render.render, jobs, chunksize=4))
   else:
     rendered = [render.render(j) for j in jobs]
   codebook = codebook_lib.load(data_dir)
-  from data_prep.demo_build import quantize_all
+  from data_prep.corpus.demo_build import quantize_all
   unit_lists = quantize_all([r.features for r in rendered], codebook)
   units = {}
   for job, u in zip(jobs, unit_lists):
@@ -300,8 +301,8 @@ def _build_cloze(data_dir, output, raw, settings, paths, extra, seed, workers, c
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m data_prep.benchmarks", description=__doc__.split("\n")[0])
-  p.add_argument("--data_dir", default="data/demo", help="the demo dataset (data_prep.demo's output)")
+  p = argparse.ArgumentParser(prog="python -m data_prep.benchmarks.builtin", description=__doc__.split("\n")[0])
+  p.add_argument("--data_dir", default="data/demo", help="the demo dataset (data_prep.corpus.demo's output)")
   p.add_argument("--output", default=None, help="where the JSONL files go (default: <data_dir>/benchmarks)")
   p.add_argument("--extra_verses", type=int, default=150,
                  help="verses beyond the 50 held-out ones, from text no training document contains")
@@ -313,7 +314,7 @@ def main(argv=None) -> int:
                  help="if --data_dir is not a demo build, say so and exit 0 instead of failing (make eval)")
   args = p.parse_args(argv)
   if args.if_demo and not is_demo(args.data_dir):
-    print(f"{args.data_dir} holds no demo build (data_prep.demo): no built-in benchmarks to make there; "
+    print(f"{args.data_dir} holds no demo build (data_prep.corpus.demo): no built-in benchmarks to make there; "
           f"evaluate with your own (--benchmarks)")
     return 0
   try:

@@ -1,9 +1,9 @@
 """Runs a build's Beam pipelines: on the local runner with --workers processes, or on the runner named.
 
 The local runner is Beam's FnApiRunner: --workers=0 or 1 runs everything in this
-process; more start that many worker processes (python -m data_prep.beam_worker,
+process; more start that many worker processes (python -m data_prep.build.beam_worker,
 Beam's SDK harness). While a pipeline runs, this process reads the workers'
-status files (data_prep/worker_status.py) for progress lines and stops the
+status files (data_prep/build/worker_status.py) for progress lines and stops the
 build, naming the shard, when a worker is killed (the local runner would wait
 for it forever). Other runners (--runner=DataflowRunner, FlinkRunner,
 SparkRunner and their options) get the pipeline as it is; their workers write
@@ -26,7 +26,7 @@ import time
 import uuid
 from typing import Callable, Iterator
 
-from data_prep import beam_options, worker_status
+from data_prep.build import beam_options, worker_status
 from lst_jax import storage
 from lst_jax.data.manifest import DataError
 
@@ -134,7 +134,7 @@ def _options_and_runner(args, workers: int):
   options.view_as(DirectOptions).direct_num_workers = workers
   if workers == 1:
     return options, FnApiRunner()
-  command = f"exec {sys.executable} -m data_prep.beam_worker"  # exec: no shell between (it would say "Killed")
+  command = f"exec {sys.executable} -m data_prep.build.beam_worker"  # exec: no shell between (it would say "Killed")
   return options, FnApiRunner(default_environment=environments.SubprocessSDKEnvironment.from_command_string(command))
 
 

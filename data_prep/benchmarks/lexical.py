@@ -1,11 +1,11 @@
 """A built-in lexical benchmark for the demo corpus in sWUGGY's form: a word vs a made-up non-word.
 
-Written by data_prep.benchmarks beside the cloze benchmarks, as <data dir>/benchmarks/lexical.jsonl,
+Written by data_prep.benchmarks.builtin beside the cloze benchmarks, as <data dir>/benchmarks/lexical.jsonl,
 so `make eval` reports it. Each item is a pair with no prompt: a word of the training vocabulary
 and a pronounceable non-word made from it, both spoken alone by the unseen held-out voice; the
 model should find the word more likely (ZeroSpeech 2021's lexical score, as for sWUGGY).
 
-Non-words. The word's espeak-ng phonemes (data_prep.tts.phonemes) with one phone replaced (two
+Non-words. The word's espeak-ng phonemes (data_prep.corpus.tts.phonemes) with one phone replaced (two
 in words of PHONES_FOR_TWO or more phones) by another of its class (vowel by vowel, consonant by
 consonant; stress kept), drawn from a generator seeded by the build seed and the word. A candidate
 is kept when it is
@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from data_prep import tts
+from data_prep.corpus import tts
 
 BUILD_VERSION = 1
 NAME = "lexical"
@@ -210,12 +210,12 @@ def build(data_dir: str, output: str, raw: dict, training_lines: Callable[[], Se
       feats = list(pool.imap(_features, jobs, chunksize=8))
   else:
     feats = [_features(j) for j in jobs]
-  from data_prep.demo_build import quantize_all
+  from data_prep.corpus.demo_build import quantize_all
   unit_lists = quantize_all(feats, codebook_lib.load(data_dir))
   units = {(w, k): u for (w, k, _, _), u in zip(jobs, unit_lists)}
   tok = raw["tokenizer"]
   protocol = community.Protocol("built-in lexical (sWUGGY form)", "sum", "pair over voices", (),
-                                "ZeroSpeech 2021 lexical score; data_prep.lexical")
+                                "ZeroSpeech 2021 lexical score; data_prep.benchmarks.lexical")
   header = {"name": NAME, "ways": 2, "directions": ["S->S"], "protocol": protocol.to_json(),
             "description": (f"a training-vocabulary word vs a pronounceable non-word of the same length (one or "
                             f"two phones replaced), each spoken alone through espeak-ng's phoneme input by the "

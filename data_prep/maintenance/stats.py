@@ -1,4 +1,4 @@
-"""What a prepared dataset holds, per split: python -m data_prep.stats DIR
+"""What a prepared dataset holds, per split: python -m data_prep.maintenance.stats DIR
 
 Counts (utterances, hours of speech, units, words, text tokens, text documents)
 and the patch-length distribution of the speech, with each utterance taken as
@@ -32,7 +32,7 @@ HIST_BINS = 16  # lengths 1..16 each, then one bin for longer
 
 def read_records(paths: Iterable[str]) -> Iterator[records_lib.Record]:
   """Every record of the shards; DataError naming the shard (and record) that is missing or damaged
-  (`python -m data_prep.verify DIR` checks them all)."""
+  (`python -m data_prep.maintenance.verify DIR` checks them all)."""
   from array_record.python.array_record_module import ArrayRecordReader
   for path in paths:
     try:
@@ -43,13 +43,13 @@ def read_records(paths: Iterable[str]) -> Iterator[records_lib.Record]:
         reader.close()
     except Exception as e:  # noqa: BLE001 - array_record fails in many ways on a damaged file
       raise DataError(f"{path}: damaged or unreadable shard: {first_line(e)}; "
-                      f"run python -m data_prep.verify on the dataset") from None
+                      f"run python -m data_prep.maintenance.verify on the dataset") from None
     for i, data in enumerate(payloads):
       try:
         rec = records_lib.decode(data)
       except Exception as e:  # noqa: BLE001 - as above
         raise DataError(f"{path}: record {i} does not decode: {first_line(e)}; "
-                        f"run python -m data_prep.verify on the dataset") from None
+                        f"run python -m data_prep.maintenance.verify on the dataset") from None
       yield rec
 
 
@@ -173,7 +173,7 @@ def _bar(fraction: float, largest: float, width: int = 12) -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m data_prep.stats", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m data_prep.maintenance.stats", description=__doc__.split("\n")[0])
   p.add_argument("dir", help="dataset directory (with manifest.json)")
   p.add_argument("--patch_size", type=int, default=4, help="static patch size p")
   p.add_argument("--max_patch_len", type=int, default=0,

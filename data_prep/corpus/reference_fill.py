@@ -1,6 +1,6 @@
 """Batches filled like the reference implementation's, for `make bench`'s reference comparison.
 
-  python -m data_prep.reference_fill --out=batches.npz [--count=4]
+  python -m data_prep.corpus.reference_fill --out=batches.npz [--count=4]
 
 Official-format LST JSONL utterances of 3-14 words (random_dataset.official_lines)
 are parsed, tokenized (a 200-piece BPE trained on their words, in a temp dir),
@@ -25,8 +25,9 @@ def reference_batches(count: int, rows: int = 4, tokens: int = 768, patches: int
   """`count` batches of `rows` x `tokens` / `patches` rows (the row schema of lst_jax.data.packing)."""
   import grain
   import sentencepiece as spm
-  from data_prep import convert, tokenizer_training
-  from data_prep.random_dataset import official_lines
+  from data_prep.build import convert
+  from data_prep import tokenizer_training
+  from data_prep.corpus.random_dataset import official_lines
   from data_prep.formats.lst_jsonl import parse_interleaved
   from lst_jax import vocab as vocab_lib
   from lst_jax.config import DataConfig, PatchingConfig

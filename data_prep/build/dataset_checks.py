@@ -10,7 +10,7 @@ Each refused record is an InputError naming its file, line and id: --on_error=fa
 at the first (in input order), --on_error=skip drops exactly those records from their
 shards (rewritten, journaled) and lists them in the errors file.
 
-The checks run as an Apache Beam pipeline on the build's runner (data_prep/beam_local.py):
+The checks run as an Apache Beam pipeline on the build's runner (data_prep/build/beam_local.py):
 records are read from the shards' journal entries (or, for shards no entry covers, from
 the shards) by the workers, grouped by id, then by content digest, in hash buckets; only
 the refused records, the overlap counts and per-build match counts come back, so the
@@ -25,7 +25,8 @@ import hashlib
 import json
 import os
 
-from data_prep import beam_local, beam_options, build_manifest, convert, journal, shard_job, shards
+from data_prep import shards
+from data_prep.build import beam_local, beam_options, convert, finish, journal, shard_job
 from data_prep.formats.items import InputError
 from lst_jax import storage
 from lst_jax.data import records as records_lib
@@ -57,7 +58,7 @@ def check(args, plan, results: list[shard_job.Result], scratch: str) -> dict[str
   entries = [journal.entry_path(args.output, r.name, plan.kind, plan.tag) for r in results]
   mine = [(i, entries[i]) for i, r in enumerate(results) if r.records]
   total = sum(r.records for r in results)
-  records = total + sum(b.get("records", 0) for b in build_manifest.earlier_builds(plan.existing or {}))
+  records = total + sum(b.get("records", 0) for b in finish.earlier_builds(plan.existing or {}))
   buckets = max(1, -(-records // RECORDS_PER_BUCKET))
   found = _run(args, mine, known, buckets, storage.join(scratch, "checks"))
   for k in known:
@@ -109,7 +110,7 @@ class _Places:
 def dataset_builds(output: str, manifest: dict, tag: str, split: str) -> list[Known]:
   """Every build in the manifest but this one (this input, this split), with where to read it."""
   out = []
-  for order, b in enumerate(build_manifest.earlier_builds(manifest)):
+  for order, b in enumerate(finish.earlier_builds(manifest)):
     if (b.get("tag"), b.get("split")) == (tag, split):
       continue
     if b["tag"] != "earlier":

@@ -1,4 +1,4 @@
-"""A worker process of the local runner (python -m data_prep.beam_worker): Beam's SDK harness with
+"""A worker process of the local runner (python -m data_prep.build.beam_worker): Beam's SDK harness with
 only errors on stderr, so a build shows its own progress lines, not each worker's start-up notes."""
 
 import logging

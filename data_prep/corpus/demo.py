@@ -1,7 +1,7 @@
 """Builds the embedded demo corpus once: KJV verses spoken by espeak-ng voices, quantized to units.
 
-  python -m data_prep.demo --output=data/demo
-  python -m data_prep.demo --corpus=study --output=data/study
+  python -m data_prep.corpus.demo --output=data/demo
+  python -m data_prep.corpus.demo --corpus=study --output=data/study
 
 --corpus=study is the LST-vs-baseline study's corpus (make reproduce): ~20 h of
 speech from six training voices (each verse spoken by three of them, in
@@ -26,8 +26,9 @@ import json
 import os
 import sys
 
-from data_prep import corpus as corpus_lib
-from data_prep import journal, tts
+from data_prep.build import journal
+from data_prep.corpus import selection as corpus_lib
+from data_prep.corpus import tts
 from lst_jax.data import features as features_lib
 
 BUILD_VERSION = 1  # bump when the build changes in a way the settings below do not capture
@@ -44,7 +45,7 @@ CORPORA = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m data_prep.demo", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m data_prep.corpus.demo", description=__doc__.split("\n")[0])
   p.add_argument("--output", default="data/demo", help="dataset directory to build (or reuse)")
   p.add_argument("--corpus", default="demo", choices=sorted(CORPORA),
                  help="which corpus: sizes and voices (the flags below override its counts)")
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
       print(f"demo data ready at {args.output} (reused: built by another process)")
       return 0
     print(f"building demo data into {args.output} (no finished build with these settings there)")
-    from data_prep import demo_build as build  # heavy imports (numpy, scipy, sentencepiece, array_record)
+    from data_prep.corpus import demo_build as build  # heavy imports (numpy, scipy, sentencepiece, array_record)
     summary = build.build(args.output, settings, workers=args.workers)
   print(f"demo data ready at {args.output}: {summary}")
   return 0

@@ -1,4 +1,4 @@
-"""Merges prepared datasets with identical provenance: python -m data_prep.merge --inputs=A,B --output=C
+"""Merges prepared datasets with identical provenance: python -m data_prep.maintenance.merge --inputs=A,B --output=C
 
 Every input must have the same tokenizer and unit provenance (lst_jax.data.provenance;
 text-only inputs fit any units); otherwise the merge is refused naming the first
@@ -93,7 +93,7 @@ def _copy(src: str, dst: str) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m data_prep.merge", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m data_prep.maintenance.merge", description=__doc__.split("\n")[0])
   p.add_argument("--inputs", required=True, help="dataset directories, comma-separated")
   p.add_argument("--output", required=True, help="new dataset directory")
   return p.parse_args(argv)

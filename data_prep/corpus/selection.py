@@ -14,7 +14,7 @@ import dataclasses
 import random
 from typing import Sequence
 
-from data_prep.kjv import Verse
+from data_prep.corpus.kjv import Verse
 
 SPEECH_BOOKS = ("Ge", "Psa", "Prv", "Mat", "Luke", "John")
 MIN_WORDS, MAX_WORDS = 8, 40

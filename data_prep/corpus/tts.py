@@ -59,7 +59,7 @@ TRAIN_VOICES = (Voice("en-m3", "en+m3", 165, 40),
                 Voice("en-f3", "en+f3", 180, 60),
                 Voice("en-m7", "en+m7", 150, 50))
 HELDOUT_VOICES = (Voice("en-f4", "en+f4", 172, 70),)
-# The study corpus (data_prep.demo --corpus=study): six training voices, two unseen held-out ones.
+# The study corpus (data_prep.corpus.demo --corpus=study): six training voices, two unseen held-out ones.
 STUDY_TRAIN_VOICES = TRAIN_VOICES + (Voice("en-m1", "en+m1", 158, 45),
                                      Voice("en-f1", "en+f1", 175, 65),
                                      Voice("en-m5", "en+m5", 170, 35))
@@ -95,7 +95,7 @@ class _Engine:
   """The process's espeak-ng instance; collects audio and MARK events of one synthesis."""
 
   def __init__(self):
-    import espeakng_loader  # small; imported here so `import data_prep.tts` stays cheap
+    import espeakng_loader  # small; imported here so `import data_prep.corpus.tts` stays cheap
     self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
     self.lib.espeak_Initialize.restype = ctypes.c_int
     self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data_prep import beam_local, beam_options, codebook_training, shard_job, tokenizer_training
-from data_prep import shard_plan
+from data_prep import codebook_training, tokenizer_training
+from data_prep.build import beam_local, beam_options, shard_job, shard_plan
 from data_prep.formats import lst_jsonl, manifest_jsonl
 from data_prep.formats.items import TEXT, InputError
 from lst_jax import storage
@@ -32,7 +32,7 @@ from lst_jax.data.features import FEATURES
 from lst_jax.data.manifest import MANIFEST, DataError, sha256_file
 
 if TYPE_CHECKING:
-  from data_prep.build import Plan
+  from data_prep.build.plan import Plan
 
 with beam_options.quiet():
   import apache_beam as beam

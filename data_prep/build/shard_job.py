@@ -21,13 +21,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from data_prep import beam_options, convert, journal, shard_plan, shards, worker_status
+from data_prep import shards
+from data_prep.build import beam_options, convert, journal, shard_plan, worker_status
 from data_prep.formats import READERS, audio_folder, spans as spans_lib
 from data_prep.formats.items import TEXT, InputError, Options
 from lst_jax.data import codebook as codebook_lib
 from lst_jax.data import features, quantizers
-from lst_jax.data import records as records_lib
 from lst_jax import storage
+from lst_jax.data import records as records_lib
 from lst_jax.data import tokenizer
 
 with beam_options.quiet():

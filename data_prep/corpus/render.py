@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from data_prep import tts
+from data_prep.corpus import tts
 from lst_jax.data import features
 
 

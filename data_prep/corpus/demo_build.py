@@ -1,4 +1,4 @@
-"""The demo build pipeline behind `python -m data_prep.demo` (which decides whether to run it).
+"""The demo build pipeline behind `python -m data_prep.corpus.demo` (which decides whether to run it).
 
 Side effects live here (processes, files, progress lines); the steps it calls
 are pure functions in their own modules. The manifest is written last, after
@@ -17,8 +17,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from data_prep import codebook_training, corpus as corpus_lib, frame_spans, kjv, render, shards
-from data_prep import tokenizer_training, tts
+from data_prep import codebook_training, frame_spans, shards, tokenizer_training
+from data_prep.corpus import kjv, render, tts
+from data_prep.corpus import selection as corpus_lib
 from lst_jax.data import codebook as codebook_lib
 from lst_jax.data import records as records_lib
 from lst_jax.data import tokenizer

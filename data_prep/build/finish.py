@@ -13,32 +13,17 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from data_prep import journal, shard_job
 from data_prep import shards as shards_lib
+from data_prep.build import journal, shard_job
 from data_prep.formats.items import SPEECH, TEXT
 from lst_jax import storage
 from lst_jax.data import provenance as prov
-from lst_jax.data.manifest import MANIFEST, DataError, write_manifest
+from lst_jax.data.manifest import write_manifest
 
 if TYPE_CHECKING:
-  from data_prep.build import Plan
+  from data_prep.build.plan import Plan
 
 ERRORS_SUFFIX = ".errors.jsonl"
-
-
-def read(output: str) -> dict | None:
-  """The directory's manifest, or None if it has none; DataError if it is not one to add to."""
-  path = storage.join(output, MANIFEST)
-  if not storage.isfile(path):
-    return None
-  try:
-    raw = json.loads(storage.read_text(path))
-  except ValueError as e:
-    raise DataError(f"{path}: not valid JSON ({e}); remove it to rebuild") from None
-  for key in ("tokenizer", "units", "splits"):
-    if key not in raw:
-      raise DataError(f"{path}: missing field {key!r}; not a dataset this build can add to")
-  return raw
 
 
 def finish(args, plan: Plan, new: dict, results: list[shard_job.Result], start: float,
@@ -77,7 +62,7 @@ def finish(args, plan: Plan, new: dict, results: list[shard_job.Result], start: 
 
 def earlier_builds(manifest: dict) -> list[dict]:
   """The manifest's builds, plus one entry per split and kind for shards no build lists
-  (a dataset made by data_prep.demo, or by a merge of such), so adding to it keeps them."""
+  (a dataset made by data_prep.corpus.demo, or by a merge of such), so adding to it keeps them."""
   builds = list(manifest.get("builds", []))
   listed = {s for b in builds for s in b.get("shards", [])}
   for name, split in manifest.get("splits", {}).items():

@@ -1,4 +1,4 @@
-"""Checks every shard of a prepared dataset against its manifest: python -m data_prep.verify DIR
+"""Checks every shard of a prepared dataset against its manifest: python -m data_prep.maintenance.verify DIR
 
 For each shard the splits list, the manifest's "shards" entry (written at build
 time) gives its size, sha256 and record count; verify checks that the file
@@ -18,7 +18,8 @@ import sys
 import time
 from typing import Callable
 
-from data_prep import shards as shards_lib, stats
+from data_prep import shards as shards_lib
+from data_prep.maintenance import stats
 from lst_jax.data import records as records_lib
 from lst_jax.data.manifest import MANIFEST, DataError
 
@@ -91,7 +92,7 @@ def _manifest(directory: str) -> dict:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m data_prep.verify", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m data_prep.maintenance.verify", description=__doc__.split("\n")[0])
   p.add_argument("dir", help=f"dataset directory (with {MANIFEST})")
   args = p.parse_args(argv)
   try:

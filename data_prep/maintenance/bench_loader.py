@@ -1,6 +1,6 @@
 """`make bench-data`: input-pipeline throughput, measured beside what training consumes.
 
-  python -m data_prep.bench_loader [--config=experiments/demo.py] [--out=runs/bench_data.json]
+  python -m data_prep.maintenance.bench_loader [--config=experiments/demo.py] [--out=runs/bench_data.json]
 
 1. Loader vs train step: batches/s of the Grain pipeline on the experiment's data
    (global positions = patches, and tokens), and the same for the experiment's
@@ -29,7 +29,7 @@ import time
 import numpy as np
 from absl import flags
 
-from data_prep.random_dataset import official_lines
+from data_prep.corpus.random_dataset import official_lines
 from lst_jax import cli
 
 REFERENCE_UTT_PER_S = 9300.0
@@ -55,7 +55,8 @@ def time_documents(make, items, patching_cfg) -> tuple[float, float]:
 
 def document_benchmarks(n: int, workdir: str) -> dict:
   import sentencepiece as spm
-  from data_prep import convert, tokenizer_training
+  from data_prep.build import convert
+  from data_prep import tokenizer_training
   from data_prep.formats.lst_jsonl import parse_interleaved
   from lst_jax import vocab as vocab_lib
   from lst_jax.config import DataConfig, PatchingConfig
