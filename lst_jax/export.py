@@ -48,8 +48,13 @@ def export(config, workdir: str, out: str, step: int | None = None, fmt: str = "
     hf_llama.check_llama(config_lib.parse(config).model)
   if storage.isfile(out):
     raise DataError(f"{out!r} exists and is not a directory")
-  if storage.isdir(out) and storage.listdir(out) and not overwrite:
-    raise DataError(f"{out!r} exists and is not empty; pass --overwrite to replace it")
+  if storage.isdir(out) and storage.listdir(out):
+    if not overwrite:
+      raise DataError(f"{out!r} exists and is not empty; pass --overwrite to replace it")
+    why = _not_an_export(out)
+    if why:
+      raise DataError(f"--overwrite replaces an earlier export only, and {out!r} {why}: it may be a run or a "
+                      f"dataset, so nothing was touched; give another --out")
   exp, manifest, vocab, _, _, params, step = restore(config, workdir, step)
   tensors = pretrained.flatten_params(params)
   if jax.process_index() != 0:   # restoring is collective, writing is the lead process's
@@ -98,6 +103,19 @@ def export(config, workdir: str, out: str, step: int | None = None, fmt: str = "
   log(f"exported {exp.model.kind} step {step} of {workdir} as {fmt} to {out} "
       f"({sum(t.size for t in tensors.values()):,} parameters)")
   return config_json
+
+
+EXPORT_FILES = ("model.safetensors", UNITS, "README.md")   # every export has them, and no folders
+
+
+def _not_an_export(out: str) -> str | None:
+  """Why the folder `out` is not one this command wrote (so --overwrite must not delete it), or None."""
+  names = storage.listdir(out)
+  missing = [n for n in EXPORT_FILES if n not in names]
+  if missing:
+    return f"has no {missing[0]}"
+  folders = [n for n in names if storage.isdir(storage.join(out, n))]
+  return f"holds the folder {folders[0]!r}" if folders else None
 
 
 def _dataset_file(manifest, entry: dict, key: str, sha_key: str) -> str | None:

@@ -241,6 +241,18 @@ def download_tree(src: str, local_dir: str) -> None:
   _fs().get(src.rstrip("/") + "/", local_dir.rstrip("/") + "/", recursive=True)
 
 
+def check_writable(folder: str, what: str) -> None:
+  """StorageError (one line) unless a file can be created in `folder` (made if missing): checked before
+  long work whose results would otherwise be lost at the end."""
+  probe = join(folder, f".write-check-{os.getpid()}")
+  try:
+    makedirs(folder)
+    write_bytes(probe, b"")
+    remove(probe)
+  except OSError as e:
+    raise StorageError(f"{folder}: {what} is not writable ({e.strerror or e})") from None
+
+
 def check_reachable(path: str, what: str) -> None:
   """Raises StorageError in one line when `path` is a URL whose bucket cannot be reached
   (missing, no access, no credentials); local paths pass."""

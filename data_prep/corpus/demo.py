@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 
 from data_prep.build import journal
@@ -97,12 +98,51 @@ def is_ready(output: str, settings: dict) -> bool:
   return all(p and os.path.isfile(os.path.join(output, p)) for p in files)
 
 
+# What the demo builder writes into its directory (and data_prep.benchmarks.builtin beside it); a rebuild
+# clears its own shards and manifest, so it refuses a directory holding anything else.
+OWN_FILES = {MANIFEST, "tokenizer.model", "codebook.npy", "feature_stats.npy", "kmeans.joblib", "train", "heldout",
+             "benchmarks", ".build.lock"}
+OWN_SHARD = re.compile(r"(speech|text)-\d{5}-of-\d{5}\.array_record(\.tmp)?")
+
+
+def not_ours(output: str) -> str | None:
+  """Why <output> holds something the demo builder did not write (a rebuild would delete it), or None."""
+  if os.path.exists(output) and not os.path.isdir(output):
+    return f"{output} is a file, not a directory"
+  if not os.path.isdir(output):
+    return None
+  manifest = os.path.join(output, MANIFEST)
+  if os.path.exists(manifest):
+    try:
+      with open(manifest) as f:
+        raw = json.load(f)
+    except (OSError, ValueError):
+      return f"{manifest} is not a manifest this builder wrote (unreadable)"
+    if not isinstance(raw, dict) or "build" not in raw:
+      name = raw.get("name") if isinstance(raw, dict) else None
+      return f"{manifest} describes a dataset the demo builder did not write" + (f" ({name!r})" if name else "")
+  for name in sorted(os.listdir(output)):
+    path = os.path.join(output, name)
+    if name not in OWN_FILES and not name.endswith(".tmp"):
+      return f"{path} is not the demo builder's"
+    if name in ("train", "heldout") and os.path.isdir(path):
+      strange = [n for n in sorted(os.listdir(path)) if not OWN_SHARD.fullmatch(n)]
+      if strange:
+        return f"{os.path.join(path, strange[0])} is not the demo builder's"
+  return None
+
+
 def main(argv=None) -> int:
   args = parse_args(argv)
   settings = build_settings(args)
   if is_ready(args.output, settings):
     print(f"demo data ready at {args.output} (reused: same build settings)")
     return 0
+  why = not_ours(args.output)
+  if why:
+    print(f"error: {why}; building the demo there would delete it. Give another --output (DATA_DIR=...), "
+          f"or remove it yourself", file=sys.stderr)
+    return 2
   with journal.lock(args.output):  # e.g. parallel test workers: others wait, then reuse
     if is_ready(args.output, settings):  # another process built it while we waited
       print(f"demo data ready at {args.output} (reused: built by another process)")

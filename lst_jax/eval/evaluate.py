@@ -60,8 +60,14 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
   import jax
 
   from lst_jax import storage
+  from lst_jax.eval import benchmark_files as bench_lib
   from lst_jax.eval import runner as runner_lib
 
+  if benchmarks is not None and not runner_lib.find_benchmarks(benchmarks):
+    raise bench_lib.BenchmarkError(f"--benchmarks={','.join(benchmarks)}: no benchmark files (*.jsonl) there; "
+                                   f"nothing to evaluate")
+  if output is None:
+    storage.check_writable(storage.join(workdir, "eval"), "the run's eval folder")
   exp, manifest, vocab, mesh, setup, params, step = restore(config, workdir, step)
   extra = {k: v for k, v in (("max_tokens", max_tokens), ("max_patches", max_patches)) if v is not None}
   if benchmarks is None and not runner_lib.default_paths(manifest):
@@ -80,6 +86,10 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
   lead = jax.process_index() == 0
   if lead:
     output = output or storage.join(workdir, "eval", f"{step}.json")
+    poorer = _poorer_than(result, output)
+    if poorer:
+      kept, output = output, output[:-5] + ".partial.json" if output.endswith(".json") else output + ".partial"
+      log(f"note: {kept} holds a fuller evaluation ({poorer}); kept it, and wrote this one to {output}")
     storage.write_text(output, json.dumps(result, indent=2))
     base = output[:-5] if output.endswith(".json") else output
     storage.write_text(base + ".scores.jsonl", "".join(json.dumps(s) + "\n" for s in scores))
@@ -91,6 +101,29 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
           f"vocoder ceiling WER {li['vocoder_ceiling_wer']:.3f} (ground-truth units, same vocoder and ASR)")
     log(f"wrote {output} ({result['seconds']:.1f} s)")
   return result
+
+
+def coverage(result: dict) -> dict:
+  """What an evaluation covers: items per (benchmark, direction), and held-out losses / listening."""
+  cover = {f"{name}/{d}": r.get("n", 0) for name, dirs in result.get("benchmarks", {}).items() for d, r in dirs.items()}
+  cover.update({k: 1 for k in ("heldout", "listening") if k in result})
+  return cover
+
+
+def _poorer_than(result: dict, path: str) -> str | None:
+  """What the evaluation already at `path` has that `result` lacks (a partial one must not replace it)."""
+  import json
+
+  from lst_jax import storage
+  if not storage.isfile(path):
+    return None
+  try:
+    old = json.loads(storage.read_text(path))
+  except ValueError:
+    return None  # unreadable: replaced
+  new, had = coverage(result), coverage(old)
+  lacking = [k for k, n in had.items() if new.get(k, 0) < n]
+  return f"{len(lacking)} result(s) this one lacks or has fewer items of, e.g. {lacking[0]}" if lacking else None
 
 
 def _listen(setup, params, exp, manifest, vocab, num: int, log) -> dict:
