@@ -131,7 +131,7 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoin
   config.train.log_every = 1
   config.train.checkpoint_every = 1
   workdir = str(tmp_path / "run")
-  with pytest.raises(TrainingError, match=r"non-finite loss or gradient at step (\d+).*Last good checkpoint: "
+  with pytest.raises(TrainingError, match=r"non-finite loss, gradient or parameters at step (\d+).*Last good checkpoint: "
                                           r"step \d+") as err:
     train(config, workdir)
   bad = int(err.value.args[0].split("at step ")[1].split(":")[0])
@@ -373,3 +373,38 @@ def test_an_empty_split_and_deep_provenance_differences_are_named(tmp_path):
   b = {**a, "units": {**a["units"], "features": {**features, "n_mels": 80}}}
   with pytest.raises(DataError, match=r"^A and B differ in units\.features\.n_mels: 40 vs 80;"):
     provenance.check_compatible(a, b, "A", "B")
+
+
+@pytest.mark.slow
+def test_a_checkpoint_whose_held_out_loss_is_not_finite_is_set_aside(config, tmp_path):
+  """Parameters blown up to large finite values pass the step's guard but give a NaN held-out loss:
+  the run stops with one error naming the last good checkpoint, and the diverged one is moved aside
+  (kept, never restored), so a rerun or an export starts from a good one."""
+  import shutil
+
+  import orbax.checkpoint as ocp
+
+  from lst_jax.train.checkpoint import Checkpointer
+  config.train.steps = 2
+  config.train.checkpoint_every = 1
+  workdir = str(tmp_path / "run")
+  train(config, workdir)
+  vocab = pipeline.vocab_of(pipeline_manifest(config))
+  exp = config_lib.parse(config, vocab.size)
+  run = step_lib.setup(exp.model, exp.optim, vocab, sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1]))
+  ckpt = Checkpointer(f"{workdir}/checkpoints", 1, 3)
+  state, _ = ckpt.restore(2, run.abstract, run.shardings)
+  ckpt.close()
+  blown = step_lib.TrainState(step=state.step + 1, params=jax.tree.map(lambda x: x * 1e30, state.params),
+                              opt_state=state.opt_state)
+  shutil.copytree(f"{workdir}/checkpoints/2", f"{workdir}/checkpoints/3")   # its data position and config
+  shutil.rmtree(f"{workdir}/checkpoints/3/state")
+  saver = ocp.StandardCheckpointer()
+  saver.save(f"{workdir}/checkpoints/3/state", blown)
+  saver.wait_until_finished()
+  config.train.steps = 3
+  with pytest.raises(TrainingError, match=r"held-out loss at step 3 is nan: the model diverged \(its checkpoint "
+                                          r"moved aside to checkpoints/3.diverged\). Last good checkpoint: step 2"):
+    train(config, workdir)
+  assert os.path.isdir(f"{workdir}/checkpoints/3.diverged")
+  assert Checkpointer(f"{workdir}/checkpoints", 1, 3).latest_step() == 2

@@ -34,6 +34,9 @@ class Checkpointer:
                                              enable_async_checkpointing=True))
 
   def latest_step(self) -> int | None:
+    if self.manager is None:  # closed: the folder's complete checkpoints (numbered folders)
+      steps = [int(n) for n in storage.listdir(self._dir) if n.isdigit()] if storage.isdir(self._dir) else []
+      return max(steps, default=None)
     return self.manager.latest_step()
 
   def save(self, step: int, state: TrainState, data, config: dict | None = None, force: bool = False) -> bool:
@@ -104,6 +107,21 @@ class Checkpointer:
           multihost_utils.sync_global_devices(f"moved aside checkpoint {step}")
         self.manager.reload()
     return None
+
+  def set_aside(self, step: int, why: str) -> bool:
+    """Moves checkpoint `step` (if there is one) to <step>.<why>, kept for inspection but never
+    restored (e.g. parameters that diverged); True if there was one."""
+    if self.manager is not None:
+      self.manager.wait_until_finished()
+    path = storage.join(self._dir, str(step))
+    found = storage.isdir(path)
+    if found and jax.process_index() == 0:
+      storage.rename(path, f"{path}.{why}")
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+    if self.manager is not None:
+      self.manager.reload()
+    return found
 
   def close(self) -> None:
     """Waits for a save in flight (so no half-written checkpoint is left) and closes; idempotent."""

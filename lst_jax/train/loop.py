@@ -322,7 +322,7 @@ class _Trainer:
       self.ckpt.manager.wait_until_finished()  # the last good checkpoint, complete
       good = self.ckpt.latest_step()
       raise TrainingError(
-          f"non-finite loss or gradient at step {bad[0]}: the run stopped there (the update was not "
+          f"non-finite loss, gradient or parameters at step {bad[0]}: the run stopped there (the update was not "
           f"applied). Last good checkpoint: {f'step {good}' if good is not None else 'none'} in "
           f"{self.run.workdir}/checkpoints. Lower optim.learning_rate or check the data, then rerun to resume.")
 
@@ -381,8 +381,22 @@ class _Trainer:
     self.preempted = self.preemption.requested or (
         jax.process_count() > 1 and self.ckpt.manager.reached_preemption(step))
 
-  def heldout_eval(self, step: int) -> None:
+  def checked_heldout(self, step: int) -> dict:
+    """The held-out losses at `step`; a non-finite one stops the run, its checkpoint set aside."""
     ev = self.heldout()
+    if np.isfinite(ev["heldout_loss"]):
+      return ev
+    self.writer.write(self.accounting({"step": step, **ev}))
+    aside = self.ckpt.set_aside(step, "diverged")
+    good = self.ckpt.latest_step()
+    raise TrainingError(
+        f"held-out loss at step {step} is {ev['heldout_loss']}: the model diverged"
+        + (f" (its checkpoint moved aside to checkpoints/{step}.diverged)" if aside else "")
+        + f". Last good checkpoint: {f'step {good}' if good is not None else 'none'} in {self.run.workdir}/"
+        f"checkpoints. Lower optim.learning_rate or check the data, then rerun to resume.")
+
+  def heldout_eval(self, step: int) -> None:
+    ev = self.checked_heldout(step)
     self.writer.write(self.accounting({"step": step, **ev}))
     console(f"held-out loss at step {step}: {ev['heldout_loss']:.4f}", self.run.lead)
 
@@ -406,7 +420,7 @@ class _Trainer:
       console(f"preempted (SIGTERM) after step {final_step}: checkpoint saved in {workdir}/checkpoints; "
               f"rerun the same command to resume", lead)
       return Result(step=final_step, heldout_start=heldout_start, heldout_end=None, preempted=True)
-    heldout_end = self.heldout()
+    heldout_end = self.checked_heldout(final_step)
     self.writer.write(self.accounting({"step": final_step, "final": True, **heldout_end}))
     self.writer.close()
     msg = f"held-out loss after step {final_step}: {heldout_end['heldout_loss']:.4f} " \
