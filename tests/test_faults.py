@@ -408,3 +408,28 @@ def test_a_checkpoint_whose_held_out_loss_is_not_finite_is_set_aside(config, tmp
     train(config, workdir)
   assert os.path.isdir(f"{workdir}/checkpoints/3.diverged")
   assert Checkpointer(f"{workdir}/checkpoints", 1, 3).latest_step() == 2
+
+
+def test_ids_past_the_manifests_sizes_stop_training_and_fail_verify(config, tmp_path, capsys):
+  """A manifest whose units.num_units was lowered after the build (the shards hold ids up to 39):
+  training stops at the first such record, naming it, instead of a NaN loss; verify says which."""
+  import json
+  import shutil
+
+  from data_prep.maintenance import verify
+  from lst_jax.data.shards import ShardError
+  data = str(tmp_path / "data")
+  shutil.copytree(config.data.dir, data)
+  with open(f"{data}/manifest.json") as f:
+    manifest = json.load(f)
+  manifest["units"]["num_units"] = 8
+  with open(f"{data}/manifest.json", "w") as f:
+    json.dump(manifest, f)
+  config.data.dir = data
+  config.train.steps = 2
+  with pytest.raises(ShardError, match=r"\.array_record: record \d+: record '.*': unit id outside the codebook's "
+                                       r"\[0, 8\), but the manifest says units.num_units=8.*disagree"):
+    train(config, str(tmp_path / "run"))
+  assert verify.main([data]) == 1
+  out = capsys.readouterr().out
+  assert "unit id outside the codebook's [0, 8) (the manifest's units.num_units=8" in out and "all good" not in out

@@ -26,8 +26,10 @@ from lst_jax.data.manifest import MANIFEST, DataError
 PROGRESS_S = 10.0
 
 
-def check_shard(path: str, expected: dict | None) -> str | None:
-  """Why the shard at `path` is bad (None if good)."""
+def check_shard(path: str, expected: dict | None, limits: tuple[int | None, int | None] = (None, None)
+                ) -> str | None:
+  """Why the shard at `path` is bad (None if good). `limits`: the manifest's (units.num_units,
+  tokenizer.vocab_size): every record's ids must fall below them."""
   if not os.path.isfile(path):
     return "missing"
   if expected is None:
@@ -49,9 +51,13 @@ def check_shard(path: str, expected: dict | None) -> str | None:
       return f"{count} records, the manifest says {expected.get('records')}"
     for i in range(count):
       try:
-        records_lib.decode(reader.read([i])[0])
+        record = records_lib.decode(reader.read([i])[0])
       except Exception as e:  # noqa: BLE001 - a damaged record fails in many ways
         return f"record {i}: does not decode ({stats.first_line(e)})"
+      try:
+        record.validate(*limits)
+      except records_lib.RecordError as e:
+        return f"record {i}: {e} (the manifest's units.num_units={limits[0]}, tokenizer.vocab_size={limits[1]})"
   finally:
     reader.close()
   return None
@@ -62,10 +68,11 @@ def verify(directory: str, log: Callable[[str], None] = print) -> int:
   raw = _manifest(directory)
   expected = raw.get("shards", {})
   listed = sorted({s for split in raw["splits"].values() for k in ("speech", "text") for s in split.get(k, [])})
+  limits = (_count(raw, "units", "num_units"), _count(raw, "tokenizer", "vocab_size"))
   bad, start, last = 0, time.time(), time.time()
   for n, shard in enumerate(listed, 1):
     path = os.path.join(directory, shard)
-    why = check_shard(path, expected.get(shard))
+    why = check_shard(path, expected.get(shard), limits)
     if why:
       bad += 1
       log(f"{path}: {why}")
@@ -74,6 +81,11 @@ def verify(directory: str, log: Callable[[str], None] = print) -> int:
       last = time.time()
   log(f"verify: {len(listed)} shard(s) in {directory}: " + (f"{bad} bad" if bad else "all good"))
   return bad
+
+
+def _count(raw: dict, entry: str, key: str) -> int | None:
+  value = raw.get(entry, {}).get(key) if isinstance(raw.get(entry), dict) else None
+  return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _manifest(directory: str) -> dict:

@@ -59,6 +59,11 @@ class Manifest:
   raw: dict
   shard_records: dict = dataclasses.field(default_factory=dict)  # absolute shard path -> record count
 
+  @property
+  def limits(self) -> tuple[int, int]:
+    """(units, text pieces): every stored id must be below these (lst_jax.data.shards checks)."""
+    return self.num_units, self.text_vocab_size
+
   def split(self, name: str) -> Split:
     if name not in self.splits:
       raise DataError(f"{self.dir}: no split {name!r}; the manifest has {sorted(self.splits)}")

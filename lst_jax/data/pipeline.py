@@ -62,7 +62,7 @@ def vocab_of(manifest: Manifest) -> vocab_lib.Vocab:
 
 def _source(manifest: Manifest, paths, process_index: int, process_count: int) -> grain.MapDataset | None:
   """This process's slice of the records in `paths` (decoded; a damaged one raises ShardError)."""
-  source = Shards(paths, manifest.shard_records) if paths else None
+  source = Shards(paths, manifest.shard_records, manifest.limits) if paths else None
   if source is None or len(source) == 0:
     return None
   return grain.MapDataset.source(source)[process_index::process_count]

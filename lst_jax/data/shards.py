@@ -31,10 +31,13 @@ def _hint(path: str) -> str:
 class Shards:
   """The records of `paths`, in order, decoded (lst_jax.data.records.Record).
 
-  `expected_records`: {absolute shard path: record count} from the manifest (optional)."""
+  `expected_records`: {absolute shard path: record count} from the manifest (optional); `limits`:
+  the manifest's (num_units, text vocabulary size): each record is checked against them as it is read
+  (records.Record.validate: a few array reductions), so shards that disagree with their manifest stop
+  the run naming the record instead of training on ids past the embedding tables."""
 
-  def __init__(self, paths, expected_records: dict | None = None):
-    self.paths = list(paths)
+  def __init__(self, paths, expected_records: dict | None = None, limits: tuple[int, int] | None = None):
+    self.paths, self.limits = list(paths), limits
     self._sources, counts = [], []
     for path in self.paths:
       try:
@@ -57,12 +60,20 @@ class Shards:
   def __getitem__(self, index: int) -> records.Record:
     shard = bisect.bisect_right(self._starts, index) - 1
     local = index - self._starts[shard]
+    path = self.paths[shard]
     try:
-      return records.decode(self._sources[shard][local])
+      record = records.decode(self._sources[shard][local])
     except Exception as e:  # a damaged chunk (array_record) or record (msgpack, schema)
-      path = self.paths[shard]
       raise ShardError(f"{path}: record {local} cannot be read ({type(e).__name__}: {e}); "
                        f"{_hint(path)}") from None
+    if self.limits is not None:
+      try:
+        record.validate(*self.limits)
+      except records.RecordError as e:
+        raise ShardError(f"{path}: record {local}: {e}, but the manifest says units.num_units={self.limits[0]}, "
+                         f"tokenizer.vocab_size={self.limits[1]}: the shards and their manifest disagree; "
+                         f"{_hint(path)}") from None
+    return record
 
   def __repr__(self) -> str:
     return f"Shards({len(self.paths)} files, {len(self)} records)"

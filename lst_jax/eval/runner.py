@@ -184,7 +184,7 @@ def _heldout_sequences(manifest: Manifest, vocab: vocab_lib.Vocab, scorer: scori
   for kind, paths in (("speech", split.speech), ("text", split.text)):
     if not paths:
       continue
-    src = Shards(paths, manifest.shard_records)
+    src = Shards(paths, manifest.shard_records, manifest.limits)
     for i in range(len(src)):
       rec = src[i]
       seq = interleave.interleave(rec, vocab, np.random.default_rng(0), speech_only=rec.kind == records.SPEECH)
