@@ -345,3 +345,33 @@ def test_dataset_checks_give_the_same_answers_in_many_buckets(check, tmp_path, c
   from data_prep.build import dataset_checks
   monkeypatch.setattr(dataset_checks, "RECORDS_PER_BUCKET", 2)
   check(tmp_path, capsys)
+
+
+def test_symbolic_links_are_followed_once(tmp_path, capsys):
+  """A text folder holding a link to itself (a loop) and a second link to one of its files: each
+  document is read once, not once per path."""
+  folder = tmp_path / "docs"
+  (folder / "sub").mkdir(parents=True)
+  (folder / "a.txt").write_text("alpha beta gamma\n\ndelta epsilon\n")
+  (folder / "sub" / "b.txt").write_text("zeta eta theta\n")
+  os.symlink(folder, folder / "sub" / "loop")
+  os.symlink(folder / "a.txt", folder / "again.txt")
+  rc, log, err = run(capsys, "--format=text", f"--input={folder}", f"--output={tmp_path / 'ds'}", "--vocab_size=30")
+  assert rc == 0, err
+  assert f"{folder}: 3 entries" in log and "3 text records from 3 entries" in log, log
+
+
+def test_an_utterance_over_an_hour_is_refused(tmp_path, capsys):
+  units = " ".join(["1"] * (3600 * 25 + 25))
+  src = write(tmp_path / "in.jsonl", [official("TEXT long", f"HUBERT {units}", file_id="long")])
+  rc, _, err = run(capsys, "--format=lst_jsonl", f"--input={src}", f"--output={tmp_path / 'ds'}", "--vocab_size=30")
+  assert rc == 2 and err.startswith(f"error: {src}:1:") and "1.0 h of speech in one utterance; at most 1 h" in err, err
+
+
+def test_an_output_inside_the_input_folder_is_refused(tmp_path, capsys):
+  folder = tmp_path / "docs"
+  folder.mkdir()
+  (folder / "a.txt").write_text("alpha beta\n")
+  rc, _, err = run(capsys, "--format=text", f"--input={folder}", f"--output={folder / 'ds'}")
+  assert rc == 2 and err.startswith(f"error: --output={folder / 'ds'} is inside --input={folder}"), err
+  assert not (folder / "ds").exists()

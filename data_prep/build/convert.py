@@ -14,6 +14,7 @@ import numpy as np
 
 from data_prep import frame_spans
 from data_prep.formats.items import InputError, Item, check_word_times
+from lst_jax.data import audio as audio_lib
 from lst_jax.data import features
 from lst_jax.data import records as records_lib
 
@@ -65,6 +66,9 @@ def text_item(item: Item, encode: WordTokenizer) -> Converted:
 
 def units_item(item: Item, encode: WordTokenizer, num_units: int) -> Converted:
   """An item with user-given units and word spans."""
+  if len(item.units) / item.unit_rate > audio_lib.MAX_SECONDS:
+    raise item.error(f"{len(item.units)} units at {item.unit_rate:g} Hz are {len(item.units) / item.unit_rate / 3600:.1f} "
+                     f"h of speech in one utterance; at most {audio_lib.MAX_SECONDS / 3600:g} h (split it)")
   rec = records_lib.speech_record(item.id, encode(item.words), item.units, item.word_spans, item.unit_rate)
   return Converted(_validate(item, rec, num_units, encode.vocab_size), len(item.units) / item.unit_rate,
                    (item.file, item.line))

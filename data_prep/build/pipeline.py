@@ -54,6 +54,7 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = _log) -> str:
   if storage.is_url(args.output):
     storage.check_reachable(args.output, "--output")
   beam_local.check_runner(args)
+  check_output_outside_input(args.input, args.output)
   reader = READERS[args.format]
   sources = reader.list_sources(args.input)
   log(f"{args.input}: {len(sources)} entries ({args.format}, {reader.KIND} records)")
@@ -69,6 +70,16 @@ def build(args: argparse.Namespace, log: Callable[[str], None] = _log) -> str:
 # -- plan --------------------------------------------------------------------------------------
 
 # -- tokenizer and units -----------------------------------------------------------------------
+
+def check_output_outside_input(input: str, output: str) -> None:
+  """A dataset written inside its input folder would be read back as input by the next build."""
+  if storage.is_url(input) or storage.is_url(output) or not os.path.isdir(input):
+    return
+  inside, folder = storage.absolute(output), storage.absolute(input).rstrip("/")
+  if inside == folder or inside.startswith(folder + "/"):
+    raise DataError(f"--output={output} is inside --input={input}: the next build would read the dataset's "
+                    f"own files as input; write it elsewhere")
+
 
 def resolve_vocabularies(args, plan: Plan, log, scratch: str) -> tuple[dict, shard_job.Settings]:
   """The manifest's "tokenizer" and "units" entries (checked against the directory's), and the

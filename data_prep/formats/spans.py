@@ -9,7 +9,6 @@ and costs only its own entry.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 from typing import Iterable, Iterator, Sequence
@@ -61,11 +60,33 @@ def input_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
     return [path]
   if not os.path.isdir(path):
     raise DataError(f"{path}: no such file or directory")
-  files = sorted(p for p in glob.glob(os.path.join(path, "**", "*"), recursive=True)
-                 if p.endswith(suffixes) and os.path.isfile(p))
+  files = tree_files(path, suffixes)
   if not files:
     raise DataError(f"{path}: no input files ({' or '.join('*' + s for s in suffixes)}) in this folder")
   return files
+
+
+def tree_files(path: str, suffixes: tuple[str, ...]) -> list[str]:
+  """Files under the folder `path` ending in `suffixes`, sorted. Symbolic links are followed, but a
+  folder already visited (a link back up: a loop) is not entered again, and a file reached by a second
+  path (a link to it) is listed once, by its first path in sorted order."""
+  seen_dirs, found = set(), []
+  for folder, dirs, names in os.walk(path, followlinks=True):
+    st = os.stat(folder)
+    if (st.st_dev, st.st_ino) in seen_dirs:
+      dirs[:] = []
+      continue
+    seen_dirs.add((st.st_dev, st.st_ino))
+    found += [os.path.join(folder, n) for n in names if n.endswith(suffixes)]
+  seen_files, out = set(), []
+  for p in sorted(found):
+    if not os.path.isfile(p):
+      continue
+    st = os.stat(p)
+    if (st.st_dev, st.st_ino) not in seen_files:
+      seen_files.add((st.st_dev, st.st_ino))
+      out.append(p)
+  return out
 
 
 def line_spans(path: str) -> list[Span]:

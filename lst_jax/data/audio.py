@@ -21,6 +21,7 @@ from lst_jax import storage
 TARGET_RATE = 16000
 MIN_RATE = 8000      # below this speech loses too much (telephone audio is 8 kHz)
 MAX_RATE = 768000    # above any real recording format: a larger rate is a corrupt header
+MAX_SECONDS = 3600.0  # one utterance; longer audio is a recording to split, not a training example
 
 
 class AudioError(ValueError):
@@ -49,6 +50,12 @@ def load_audio(path: str) -> np.ndarray:
     raise AudioError(f"{path}: empty file (0 bytes)")
   try:
     source = io.BytesIO(storage.read_bytes(path)) if storage.is_url(path) else path
+    info = soundfile.info(source)
+    if info.frames / max(info.samplerate, 1) > MAX_SECONDS:  # before decoding it: 139 h would be 32 GB
+      raise AudioError(f"{path}: {info.frames / info.samplerate / 3600:.1f} h of audio in one file; an "
+                       f"utterance may last at most {MAX_SECONDS / 3600:g} h (split the recording)")
+    if hasattr(source, "seek"):
+      source.seek(0)
     data, rate = soundfile.read(source, dtype="float32", always_2d=True)
   except (RuntimeError, TypeError, ValueError) as e:  # LibsndfileError is a RuntimeError
     raise AudioError(f"{path}: unreadable or not a WAV/FLAC audio file ({e})") from None
