@@ -7,6 +7,7 @@ every good record.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 
 from data_prep.maintenance import merge, stats, verify
 from data_prep.formats import lst_jsonl
-from lst_jax.data.manifest import load_manifest
+from lst_jax.data.manifest import DataError, load_manifest
 from lst_jax.eval import benchmark_files
 from test_data_prep_build import official, run, write  # tests/ is on sys.path (pytest's rootdir)
 
@@ -375,3 +376,41 @@ def test_an_output_inside_the_input_folder_is_refused(tmp_path, capsys):
   rc, _, err = run(capsys, "--format=text", f"--input={folder}", f"--output={folder / 'ds'}")
   assert rc == 2 and err.startswith(f"error: --output={folder / 'ds'} is inside --input={folder}"), err
   assert not (folder / "ds").exists()
+
+
+def small_dataset(tmp_path) -> str:
+  """A dataset with a real tokenizer and codebook (files its manifest names, with their hashes)."""
+  from data_prep.corpus import random_dataset
+  return random_dataset.make_dataset(str(tmp_path / "data"), num_speech=4, num_text=4, num_units=40, text_vocab=60,
+                                     heldout=2, seed=0, listenable=True).dir
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("tokenizer.path", "../../../etc/passwd", "tokenizer.path '../../../etc/passwd' leaves the dataset folder"),
+    ("tokenizer.path", "/etc/passwd", "tokenizer.path '/etc/passwd' leaves the dataset folder"),
+    ("units.codebook", "sub/../../x.npy", "units.codebook 'sub/../../x.npy' leaves the dataset folder"),
+    ("tokenizer.sha256", "", "tokenizer.sha256 is '', not a sha256: the file's hash is required"),
+    ("units.codebook_sha256", None, "units.codebook_sha256 is None, not a sha256")])
+def test_a_manifest_names_only_files_inside_its_dataset_with_their_hashes(field, value, message, tmp_path):
+  data = small_dataset(tmp_path)
+  path = os.path.join(data, "manifest.json")
+  with open(path) as f:
+    raw = json.load(f)
+  entry, key = field.split(".")
+  raw[entry][key] = value
+  with open(path, "w") as f:
+    json.dump(raw, f)
+  with pytest.raises(DataError, match=re.escape(message)):
+    load_manifest(data)
+
+
+def test_a_swapped_tokenizer_is_refused_where_text_is_read(tmp_path):
+  data = small_dataset(tmp_path)
+  manifest = load_manifest(data)
+  assert manifest.load_tokenizer().get_piece_size() == manifest.text_vocab_size
+  model = os.path.join(data, "tokenizer.model")
+  with open(model, "r+b") as f:   # same size, other bytes (as another model of one size would be)
+    f.seek(100)
+    f.write(b"\x00" * 4)
+  with pytest.raises(DataError, match="differs from the manifest's .*the tokenizer changed since the dataset was built"):
+    load_manifest(data).load_tokenizer()

@@ -327,6 +327,7 @@ def test_audio_and_text_strings_go_through_the_datasets_quantizer_and_tokenizer(
   from data_prep import codebook_training, tokenizer_training
   from lst_jax.data import codebook as codebook_lib
   from lst_jax.data import features, tokenizer
+  from lst_jax.data.manifest import sha256_file
   rng = np.random.default_rng(5)
   codebook = codebook_lib.Codebook(centroids=rng.normal(size=(40, 80)).astype(np.float32),
                                    mean=np.zeros(80, np.float32), std=np.ones(80, np.float32))
@@ -334,7 +335,8 @@ def test_audio_and_text_strings_go_through_the_datasets_quantizer_and_tokenizer(
   model = tokenizer_training.train(["in the beginning god created the heaven and the earth"] * 20, 40)
   tok = tokenizer_training.save(model, str(tmp_path))
   units = {**dataset.raw["units"], "codebook": codebook_lib.CODEBOOK, "features": features.FEATURES}
-  manifest = dataclasses.replace(dataset, dir=str(tmp_path), units=units, tokenizer_path=tok)
+  manifest = dataclasses.replace(dataset, dir=str(tmp_path), units=units, tokenizer_path=tok,
+                                 tokenizer_sha256=sha256_file(tok))
   sp = tokenizer.load(tok)
   vocab = vocab_lib.Vocab(text_size=sp.get_piece_size(), num_units=40)
   t = np.arange(22050) / 22050

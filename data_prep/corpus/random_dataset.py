@@ -60,7 +60,7 @@ def make_dataset(directory: str, num_speech: int = 64, num_text: int = 64, num_u
   """Writes a train and a heldout split of random records plus a manifest."""
   rng = np.random.default_rng(seed)
   os.makedirs(directory, exist_ok=True)
-  tokenizer = {"path": "none", "sha256": "synthetic", "vocab_size": text_vocab}
+  tokenizer = {"path": None, "sha256": None, "vocab_size": text_vocab}   # no tokenizer: the text ids are random
   units = {"quantizer": "synthetic", "num_units": num_units, "frame_rate": 25.0, "codebook_sha256": "synthetic"}
   if listenable:
     tokenizer, units = _tokenizer_and_codebook(directory, rng, text_vocab, num_units)

@@ -49,8 +49,8 @@ class Split:
 class Manifest:
   dir: str
   name: str
-  tokenizer_path: str
-  tokenizer_sha256: str
+  tokenizer_path: str | None   # None: a dataset without a tokenizer (synthetic text ids)
+  tokenizer_sha256: str | None
   text_vocab_size: int
   num_units: int
   unit_rate: float
@@ -58,6 +58,19 @@ class Manifest:
   splits: dict[str, Split]
   raw: dict
   shard_records: dict = dataclasses.field(default_factory=dict)  # absolute shard path -> record count
+
+  def load_tokenizer(self):
+    """The dataset's SentencePiece model, refused (DataError) unless its sha256 is the manifest's."""
+    from lst_jax.data import tokenizer  # sentencepiece: only for who needs it
+    if self.tokenizer_path is None:
+      raise DataError(f"{self.dir}: this dataset has no tokenizer (its text ids are synthetic)")
+    data = storage.read_bytes(self.tokenizer_path)
+    got = hashlib.sha256(data).hexdigest()
+    if got != self.tokenizer_sha256:
+      raise DataError(f"{self.tokenizer_path}: sha256 {got[:16]}... differs from the manifest's "
+                      f"{self.tokenizer_sha256[:16]}...: the tokenizer changed since the dataset was built, so "
+                      f"its text ids would mean other words; put the dataset's tokenizer back")
+    return tokenizer.load(data)
 
   @property
   def limits(self) -> tuple[int, int]:
@@ -93,6 +106,30 @@ def _check_size(shard: str, size: int, info: dict | None, directory: str) -> Non
                     f"build; check it with `python -m data_prep.maintenance.verify {directory}` and rebuild it")
 
 
+UNIT_FILE_KEYS = ("codebook", "feature_stats", "kmeans")   # units entries naming a file, each with <key>_sha256
+
+
+def check_named_files(raw: dict, path: str) -> None:
+  """Every path the manifest names stays inside its dataset (relative, no '..'), and every file it
+  names for reading ids' meaning (tokenizer, quantizer files) has its sha256: DataError otherwise."""
+  tok, units = raw["tokenizer"], raw["units"]
+  named = [("tokenizer.path", tok.get("path"))] + [(f"units.{k}", units.get(k)) for k in UNIT_FILE_KEYS + ("kmeans_joblib",)]
+  named += [(f"splits.{name}", p) for name, s in raw["splits"].items() for k in ("speech", "text") for p in s.get(k, [])]
+  for what, rel in named:
+    if rel is None:
+      continue
+    parts = str(rel).replace("\\", "/").split("/")
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or storage.is_url(rel) or ".." in parts:
+      raise DataError(f"{path}: {what} {rel!r} leaves the dataset folder; every path a manifest names is "
+                      f"relative and inside it")
+  hashes = [("tokenizer.sha256", tok.get("sha256"))] * (tok.get("path") is not None) + [(f"units.{k}_sha256", units.get(f"{k}_sha256"))
+                                                         for k in UNIT_FILE_KEYS if units.get(k)]
+  for what, value in hashes:
+    if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
+      raise DataError(f"{path}: {what} is {value!r}, not a sha256: the file's hash is required (it says the "
+                      f"ids mean what they meant at the build)")
+
+
 def load_manifest(directory: str) -> Manifest:
   """Reads and checks <directory>/manifest.json; raises DataError saying what is wrong."""
   try:
@@ -114,6 +151,7 @@ def load_manifest(directory: str) -> Manifest:
     if raw.get("schema") != MANIFEST_SCHEMA:
       raise DataError(f"{path}: schema {raw.get('schema')!r}, this version reads {MANIFEST_SCHEMA}")
     tok, units = raw["tokenizer"], raw["units"]
+    check_named_files(raw, path)
     splits = {}
     listed = [storage.join(directory, p) for s in raw["splits"].values() for k in ("speech", "text")
               for p in s.get(k, [])]
@@ -128,7 +166,7 @@ def load_manifest(directory: str) -> Manifest:
                            num_speech=int(s.get("num_speech", 0)), num_text=int(s.get("num_text", 0)),
                            speech_hours=float(s.get("speech_hours", 0.0)))
     return Manifest(dir=directory, name=raw.get("name", directory.rstrip("/").rsplit("/", 1)[-1]),
-                    tokenizer_path=storage.join(directory, tok["path"]),
+                    tokenizer_path=storage.join(directory, tok["path"]) if tok["path"] is not None else None,
                     tokenizer_sha256=tok["sha256"], text_vocab_size=int(tok["vocab_size"]),
                     num_units=int(units["num_units"]), unit_rate=float(units["frame_rate"]),
                     units=units, splits=splits, raw=raw,

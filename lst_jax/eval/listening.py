@@ -81,12 +81,12 @@ class Listener:
 
   def __init__(self, model, exp, manifest, vocab: vocab_lib.Vocab, sampling, seed: int = 0,
                limits: Limits = Limits()):
-    from lst_jax.data import codebook as codebook_lib, tokenizer
+    from lst_jax.data import codebook as codebook_lib
     from lst_jax.data.features import FEATURES
     from lst_jax.decode import generate as gen
     from lst_jax.eval import asr
     self.manifest, self.vocab, self.sampling, self.seed, self.limits = manifest, vocab, sampling, seed, limits
-    self.sp = tokenizer.load(manifest.tokenizer_path)
+    self.sp = manifest.load_tokenizer()
     self.codebook = codebook_lib.load(manifest.dir)
     self.decoder = gen.Decoder(model, vocab, exp.data.patching.patch_size)
     self.recognizer = asr.Recognizer()

@@ -87,9 +87,8 @@ class Converter:
                              f"[0, {self.vocab.text_size})")
       return self.vocab.text(ids)
     if self._sp is None:
-      from lst_jax.data import tokenizer  # sentencepiece: only when text strings are scored
       try:
-        self._sp = tokenizer.load(self.manifest.tokenizer_path)
+        self._sp = self.manifest.load_tokenizer()
       except (FileNotFoundError, OSError, RuntimeError) as e:
         raise BenchmarkError(f"{where}: text needs the dataset's tokenizer ({e})") from None
     from lst_jax.data import tokenizer
