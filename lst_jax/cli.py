@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -63,6 +64,20 @@ def fail(message: str, code: int = 2):
   sys.exit(code)
 
 
+def bounded(name: str, low: float | None = None, high: float | None = None, open_low: bool = False) -> None:
+  """A float flag that must be a finite number within [low, high] ((low, high] with open_low): NaN passes
+  absl's own bounds, so this is checked as a validator."""
+  import math
+
+  def ok(value) -> bool:
+    if value is None:
+      return True
+    return math.isfinite(value) and (low is None or value > low or (value == low and not open_low)) and (
+        high is None or value <= high)
+  where = f"{'(' if open_low else '['}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+  flags.register_validator(name, ok, message=f"--{name} must be a finite number in {where}")
+
+
 def _config_file(argv: list[str]) -> str | None:
   for i, arg in enumerate(argv):
     if arg.startswith("--config="):
@@ -85,6 +100,18 @@ def check_argv(argv: list[str]) -> None:
   config_lib.check_override_flags(argv)
 
 
+_EXCEPTION_NAME = re.compile(r"^[\w.]*(Error|Exception): ")
+
+
+def _first_line(message: str) -> str:
+  """An absl flag error as one line: a config loader's embedded traceback reduced to its last line."""
+  if "Traceback (most recent call last)" not in message:
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+  flag = message.split(": Error whilst parsing")[0].split("\n")[0]
+  last = [line for line in message.splitlines() if line.strip()][-1].strip()
+  return f"{flag}: {_EXCEPTION_NAME.sub('', last)}"
+
+
 def run(main) -> None:
   """absl's app.run(main), with config arguments checked first and config/data errors as one line."""
   try:
@@ -92,10 +119,16 @@ def run(main) -> None:
   except ConfigError as e:
     fail(str(e))
 
+  def parse(argv):  # absl's own parser prints "FATAL Flags parsing error" and a usage hint, exit 1
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      fail(_first_line(str(e)))
+
   def guarded(argv):
     try:
       return main(argv)
     except (ConfigError, DataError, storage.StorageError) as e:
       fail(str(e))
 
-  app.run(guarded)
+  app.run(guarded, flags_parser=parse)

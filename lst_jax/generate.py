@@ -18,14 +18,19 @@ from lst_jax.eval.listening import TASKS, Limits, default_sampling
 _CONFIG = cli.config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "The trained run's directory: a path or gs://bucket/path.")
 _TASKS = flags.DEFINE_list("tasks", list(TASKS), f"Which tasks, of {', '.join(TASKS)}.")
-_NUM = flags.DEFINE_integer("num", 4, "Prompts per task (held-out utterances and documents).")
+_NUM = flags.DEFINE_integer("num", 4, "Prompts per task (held-out utterances and documents).", lower_bound=1)
 _SECONDS = flags.DEFINE_float("seconds", Limits.seconds, "Longest speech to generate, in seconds.")
-_TEXT_TOKENS = flags.DEFINE_integer("text_tokens", Limits.text_tokens, "Longest text to generate, in tokens.")
+_TEXT_TOKENS = flags.DEFINE_integer("text_tokens", Limits.text_tokens, "Longest text to generate, in tokens.",
+                                    lower_bound=1)
 _TEMPERATURE = flags.DEFINE_float("temperature", default_sampling().temperature, "0: greedy.")
-_TOP_K = flags.DEFINE_integer("top_k", default_sampling().top_k, "Sample among the k likeliest tokens (0: all).")
+_TOP_K = flags.DEFINE_integer("top_k", default_sampling().top_k, "Sample among the k likeliest tokens (0: all).",
+                              lower_bound=0)
 _TOP_P = flags.DEFINE_float("top_p", default_sampling().top_p, "Nucleus mass (1: all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Fixes the draws.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).", lower_bound=0)
+cli.bounded("seconds", low=0.0, open_low=True)
+cli.bounded("temperature", low=0.0)
+cli.bounded("top_p", low=0.0, high=1.0, open_low=True)
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: <workdir>/samples).")
 flags.mark_flags_as_required(["workdir"])
 

@@ -433,3 +433,11 @@ def test_ids_past_the_manifests_sizes_stop_training_and_fail_verify(config, tmp_
   assert verify.main([data]) == 1
   out = capsys.readouterr().out
   assert "unit id outside the codebook's [0, 8) (the manifest's units.num_units=8" in out and "all good" not in out
+
+
+def test_rows_too_short_for_any_word_stop_the_run(config, tmp_path):
+  """max_tokens=2: rows hold only markers, so the loss would read as learned; the run says why it stops."""
+  config.data.update(max_tokens=2, max_patches=2)
+  config.train.update(steps=2, log_every=1)
+  with pytest.raises(TrainingError, match=r"step 1 had no text or speech token to predict .*max_tokens=2"):
+    train(config, str(tmp_path / "run"))

@@ -23,17 +23,20 @@ from lst_jax.eval import evaluate
 _CONFIG = cli.config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's directory (checkpoints/, data_provenance.json): a "
                                 "path or gs://bucket/path.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the latest).", lower_bound=0)
 _BENCHMARKS = flags.DEFINE_list("benchmarks", None, "Benchmark JSONL files or directories, or published "
                                 "benchmarks as KIND:PATH with KIND swuggy, sblimp, ssc or tsc "
                                 "(default: <data dir>/benchmarks/).")
 _DIRECTIONS = flags.DEFINE_list("directions", None, "Only these directions (default: all a benchmark gives).")
 _OUTPUT = flags.DEFINE_string("output", None, "Result file (default: <workdir>/eval/<step>.json).")
-_MAX_TOKENS = flags.DEFINE_integer("max_tokens", None, "Row length in tokens (default: config.data.max_tokens).")
-_MAX_PATCHES = flags.DEFINE_integer("max_patches", None, "Row length in patches (default: config.data.max_patches).")
-_MAX_ITEMS = flags.DEFINE_integer("max_items", None, "Only the first N items of each benchmark (a quick look).")
+_MAX_TOKENS = flags.DEFINE_integer("max_tokens", None, "Row length in tokens (default: config.data.max_tokens).",
+                                   lower_bound=1)
+_MAX_PATCHES = flags.DEFINE_integer("max_patches", None, "Row length in patches (default: config.data.max_patches).",
+                                    lower_bound=1)
+_MAX_ITEMS = flags.DEFINE_integer("max_items", None, "Only the first N items of each benchmark (a quick look).",
+                                  lower_bound=1)
 _LISTEN = flags.DEFINE_integer("listen", 0, "Also generate speech for N held-out transcripts and report its "
-                               "word error rate beside the vocoder's ceiling (make eval: 8).")
+                               "word error rate beside the vocoder's ceiling (make eval: 8).", lower_bound=0)
 _NO_HELDOUT = flags.DEFINE_bool("no_heldout", False, "Skip the held-out losses.")
 flags.mark_flags_as_required(["workdir"])
 

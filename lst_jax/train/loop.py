@@ -329,6 +329,12 @@ class _Trainer:
   def log(self, step: int) -> None:
     self.check_finite(step)
     fetched = jax.device_get(self.window)
+    empty = [step - len(fetched) + 1 + i for i, m in enumerate(fetched) if m.pop("content_targets") == 0]
+    if empty:
+      d = self.run.exp.data
+      raise TrainingError(f"step {empty[0]} had no text or speech token to predict (only row markers): rows of "
+                          f"config.data.max_tokens={d.max_tokens} / max_patches={d.max_patches} hold no whole "
+                          f"example of this data; make them longer")
     record = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     record.update(step=step, lr=float(fetched[-1]["lr"]), **self.real_flops_per_step())
     timed = fetched[self.timed_from:]

@@ -127,6 +127,7 @@ def make_train_step(graphdef, optimizer, vocab: vocab_lib.Vocab, shardings: Trai
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     metrics = {**means, "grad_norm": grad_norm, "nonfinite": (~finite).astype(jnp.float32),
                "lr": lr_schedule(state.step), "target_tokens": sums["all_count"],
+               "content_targets": sums["text_count"] + sums["speech_count"],
                **token_counts(batch, vocab), **patch_statistics(batch, vocab)}
     return TrainState(step=state.step + 1, params=keep(params, state.params),
                       opt_state=keep(opt_state, state.opt_state)), metrics
