@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import typing
 
@@ -217,6 +218,11 @@ def defaults() -> ml_collections.ConfigDict:
   for label in LABELS:
     c[label] = ""
   return c
+
+
+def default_record() -> dict:
+  """The defaults in the form a checkpoint records a config (to_dict's keys, as JSON reads back)."""
+  return json.loads(json.dumps(_to_dict(Experiment)))
 
 
 def keys(cls=Experiment, prefix: str = "config") -> list[str]:

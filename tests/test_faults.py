@@ -249,6 +249,35 @@ def test_changed_settings_need_an_explicit_choice(two_step_run):
 
 
 @pytest.mark.slow
+def test_a_resume_names_what_a_changed_step_count_does_to_the_schedule(two_step_run, capsys):
+  config, workdir = two_step_run
+  config.train.steps = 8
+  capsys.readouterr()
+  train(config, workdir)
+  out = capsys.readouterr().out
+  assert "note: resuming with a changed setting, config.train.steps: 2 there, 8 here" in out
+  assert "note: the learning-rate schedule spans train.steps, so at step 2 the rate goes from " in out, out
+
+
+@pytest.mark.slow
+def test_a_setting_the_saved_run_predates_counts_as_changed_from_its_default(two_step_run):
+  """A checkpoint written before a setting existed ran at that setting's default: another value now is
+  a change to refuse, not a silent resume."""
+  import json
+  config, workdir = two_step_run
+  saved = f"{workdir}/checkpoints/2/config/metadata"
+  with open(saved) as f:
+    record = json.load(f)
+  del record["data"]["seed"]   # as an older version wrote it
+  with open(saved, "w") as f:
+    json.dump(record, f)
+  config.data.seed = 5
+  with pytest.raises(WorkdirError, match=r"config\.data\.seed: absent there \(a run before the setting existed, "
+                                         r"so its default 0\), 5 here"):
+    train(config, workdir)
+
+
+@pytest.mark.slow
 def test_archive_and_restart_keeps_the_old_run(two_step_run):
   config, workdir = two_step_run
   old_records = read_records(workdir)
@@ -295,6 +324,10 @@ def test_workdir_comparisons():
   current = {"model": {"d_global": 64, "attention": "xla"}, "train": {"steps": 4}}
   assert compare_configs(saved, current) == (
       [], ["config.model.attention: 'reference' there, 'xla' here", "config.train.steps: 2 there, 4 here"])
+  defaults = {"data": {"seed": 0}, "model": {"d_global": 512}}
+  assert compare_configs({"train": {"steps": 2}}, {"train": {"steps": 2}, "data": {"seed": 5}}, defaults) == (
+      ["config.data.seed: absent there (a run before the setting existed, so its default 0), 5 here"], [])
+  assert compare_configs({"train": {"steps": 2}}, {"train": {"steps": 2}, "data": {"seed": 0}}, defaults) == ([], [])
   assert compare_shapes({"a": (2, 3), "b": (4,)}, {"a": (2, 3), "b": (4,)}) is None
   assert compare_shapes({"a": (2, 3)}, {"a": (2, 4)}) == "a: (2, 3) there, (2, 4) here"
   assert compare_shapes({"a": (2,)}, {"a": (2,), "c": (1,)}) == "c: absent there, (1,) here"

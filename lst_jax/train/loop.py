@@ -57,6 +57,18 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def schedule_moves(exp: config_lib.Experiment, saved_steps: int, step: int) -> str:
+  """What a changed train.steps does to the learning rate: warmup and cosine decay span train.steps."""
+  import dataclasses as dc
+
+  from lst_jax.train import optimizer
+  before = float(optimizer.schedule(dc.replace(exp.optim, total_steps=saved_steps))(step))
+  after = float(optimizer.schedule(exp.optim)(step))
+  return (f"the learning-rate schedule spans train.steps, so at step {step} the rate goes from {before:.3g} "
+          f"(the schedule over {saved_steps} steps) to {after:.3g} (over {exp.train.steps})"
+          + (f", {after / before:.2g}x" if before > 0 else ""))
+
+
 def evaluate(eval_step, params, manifest, exp: config_lib.Experiment, mesh, local_batch: int) -> dict:
   """Held-out losses (nats per target token) over the held-out split, per modality."""
   batches = list(pipeline.eval_batches(manifest, exp.data, local_batch, "heldout", jax.process_index(),
@@ -259,7 +271,8 @@ class _Trainer:
         saved_config, saved_shapes = self.ckpt.saved_run(step)
       except Exception:  # unreadable: restore_latest_good sets it aside and tries the one before
         continue
-      defining, resumable = workdir_lib.compare_configs(saved_config or {}, self.config_record)
+      defining, resumable = workdir_lib.compare_configs(saved_config or {}, self.config_record,
+                                                        config_lib.default_record())
       shapes = workdir_lib.compare_shapes(saved_shapes, current_shapes)
       where = f"{run.workdir} holds a run (checkpoint {step})"
       if shapes is not None and not defining:
@@ -278,6 +291,9 @@ class _Trainer:
             f"--config.train.resume=archive_and_restart")
       for change in defining + resumable:
         console(f"note: resuming with a changed setting, {change}", run.lead)
+      saved_steps = (saved_config or {}).get("train", {}).get("steps")
+      if saved_steps is not None and saved_steps != run.exp.train.steps:
+        console(f"note: {schedule_moves(run.exp, saved_steps, step)}", run.lead)
       return
 
   def close(self) -> None:

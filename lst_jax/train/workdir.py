@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 
 from lst_jax import storage
 from lst_jax.train.run_lock import RunLock, WorkdirError  # noqa: F401 (the workdir's errors and lock)
@@ -39,14 +40,25 @@ def flatten(tree: dict, prefix: str = "") -> dict:
   return out
 
 
-def compare_configs(saved: dict, current: dict) -> tuple[list[str], list[str]]:
+def compare_configs(saved: dict, current: dict, defaults: dict | None = None) -> tuple[list[str], list[str]]:
   """(run-defining settings that differ, resumable ones that differ), each as
-  "config.KEY: SAVED there, CURRENT here"; keys only one side has are skipped."""
-  a, b = flatten(saved), flatten(current)
+  "config.KEY: SAVED there, CURRENT here". A key the saved config lacks (an older version of this
+  code, before the key existed) ran at its default: with `defaults`, a current value other than the
+  default is a change too; keys only the saved config has are skipped (removed settings)."""
+  as_saved = lambda tree: flatten(json.loads(json.dumps(tree)))   # tuples read back as lists
+  a, b, d = as_saved(saved), as_saved(current), as_saved(defaults or {})
   defining, resumable = [], []
-  for key in a:
-    if key in b and a[key] != b[key]:
-      (resumable if key in RESUMABLE else defining).append(f"config.{key}: {a[key]!r} there, {b[key]!r} here")
+  for key in b:
+    if key in a:
+      if a[key] == b[key]:
+        continue
+      change = f"config.{key}: {a[key]!r} there, {b[key]!r} here"
+    elif key in d and d[key] != b[key]:
+      change = f"config.{key}: absent there (a run before the setting existed, so its default {d[key]!r}), " \
+               f"{b[key]!r} here"
+    else:
+      continue
+    (resumable if key in RESUMABLE else defining).append(change)
   return defining, resumable
 
 
