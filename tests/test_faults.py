@@ -474,3 +474,23 @@ def test_rows_too_short_for_any_word_stop_the_run(config, tmp_path):
   config.train.update(steps=2, log_every=1)
   with pytest.raises(TrainingError, match=r"step 1 had no text or speech token to predict .*max_tokens=2"):
     train(config, str(tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_a_sigterm_at_an_evaluation_step_evaluates_on_resume(config, tmp_path):
+  """SIGTERM lands during step 3 (sent by a benchmark callback), so the run stops after step 4's
+  checkpoint, before step 4's held-out evaluation; the resumed run evaluates step 4 first."""
+  config.train.update(steps=6, eval_every=4, benchmark_every=3, checkpoint_every=2, log_every=2)
+
+  def sigterm_at_3(params, setup, exp, manifest, mesh, workdir):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return {}, ""
+  full = str(tmp_path / "full")
+  train(config, full, benchmarks=lambda *a: ({}, ""))
+  workdir = str(tmp_path / "run")
+  assert train(config, workdir, benchmarks=sigterm_at_3).preempted
+  assert not [r for r in read_records(workdir) if r.get("step") == 4 and "heldout_loss" in r]
+  train(config, workdir, benchmarks=lambda *a: ({}, ""))
+  held = lambda w: [(r["step"], round(r["heldout_loss"], 5)) for r in read_records(w)
+                    if "heldout_loss" in r and not r.get("final")]
+  assert held(workdir) == held(full) and [s for s, _ in held(full)] == [0, 4]

@@ -306,7 +306,13 @@ class _Trainer:
     return evaluate(r.setup.eval_step, self.state.params, r.manifest, r.exp, r.mesh, r.local_batch)
 
   def evaluate_before_training(self) -> dict | None:
+    """Held-out losses before the first step; on a resume, the evaluation due at the resumed step if
+    it never ran (a SIGTERM at an eval_every step stops right after the checkpoint)."""
     if self.start != 0:
+      t = self.t
+      due = t.eval_every > 0 and self.start % t.eval_every == 0 and self.start != t.steps
+      if due and not any(r.get("step") == self.start and "heldout_loss" in r for r in read_records(self.run.workdir)):
+        self.heldout_eval(self.start)
       return None
     ev = self.heldout()
     self.writer.write(self.accounting({"step": 0, **ev}))
