@@ -112,6 +112,12 @@ def _first_line(message: str) -> str:
   return f"{flag}: {_EXCEPTION_NAME.sub('', last)}"
 
 
+def _out_of_memory(message: str) -> str:
+  """XLA's RESOURCE_EXHAUSTED message cut to its first line."""
+  line = next((line for line in message.splitlines() if "RESOURCE_EXHAUSTED" in line), message)
+  return line.split("RESOURCE_EXHAUSTED:", 1)[-1].strip()[:300]
+
+
 def run(main) -> None:
   """absl's app.run(main), with config arguments checked first and config/data errors as one line."""
   try:
@@ -130,5 +136,13 @@ def run(main) -> None:
       return main(argv)
     except (ConfigError, DataError, storage.StorageError) as e:
       fail(str(e))
+    except KeyboardInterrupt:
+      fail("interrupted (Ctrl-C)", code=130)
+    except Exception as e:  # noqa: BLE001 - only device memory is turned into a line; the rest re-raised
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      fail(f"the accelerator ran out of memory ({_out_of_memory(str(e))}): lower config.data.batch_size, raise "
+           f"config.train.grad_accum_steps, set config.model.remat, or shorten the rows; `python -m "
+           f"lst_jax.tools.inspect` prints the memory a config needs")
 
   app.run(guarded, flags_parser=parse)

@@ -95,7 +95,7 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(config, tmp_path):
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0, out
-  assert "preempted (SIGTERM)" in out and "Traceback" not in out
+  assert "stopped (SIGTERM or Ctrl-C)" in out and "Traceback" not in out
   saved = [int(os.path.basename(p)) for p in glob.glob(f"{workdir}/checkpoints/*") if os.path.basename(p).isdigit()]
   assert 3 <= max(saved) < 24
   proc = _start(cfg, workdir)
@@ -494,3 +494,33 @@ def test_a_sigterm_at_an_evaluation_step_evaluates_on_resume(config, tmp_path):
   held = lambda w: [(r["step"], round(r["heldout_loss"], 5)) for r in read_records(w)
                     if "heldout_loss" in r and not r.get("final")]
   assert held(workdir) == held(full) and [s for s, _ in held(full)] == [0, 4]
+
+
+def test_ctrl_c_saves_a_checkpoint_like_sigterm(config, tmp_path, capsys):
+  config.train.update(steps=6, benchmark_every=2, checkpoint_every=6, eval_every=0)
+
+  def ctrl_c(params, setup, exp, manifest, mesh, workdir):
+    os.kill(os.getpid(), signal.SIGINT)
+    return {}, ""
+  workdir = str(tmp_path / "run")
+  result = train(config, workdir, benchmarks=ctrl_c)
+  out = capsys.readouterr().out
+  assert result.preempted and result.step == 3 and "interrupted (Ctrl-C): saving a checkpoint" in out
+  assert "3" in os.listdir(f"{workdir}/checkpoints")
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # restored after the run
+
+
+def test_a_workdir_that_is_a_file_or_a_truncated_provenance_is_one_line(config, tmp_path, two_step_run):
+  from lst_jax.data.manifest import DataError
+  (tmp_path / "afile").write_text("x")
+  with pytest.raises(WorkdirError, match="is a file, not a folder"):
+    train(config, str(tmp_path / "afile"))
+  config, workdir = two_step_run
+  path = f"{workdir}/data_provenance.json"
+  with open(path) as f:
+    text = f.read()
+  with open(path, "w") as f:
+    f.write(text[:len(text) // 2])
+  config.train.steps = 4
+  with pytest.raises(DataError, match=r"data_provenance.json: unreadable \(.*cut short\?\)"):
+    train(config, workdir)

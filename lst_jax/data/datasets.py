@@ -46,7 +46,14 @@ def check_run_provenance(workdir: str, manifest: Manifest, record: bool = True) 
   current = {"dir": manifest.dir, "tokenizer": manifest.raw.get("tokenizer", {}),
              "units": manifest.raw.get("units", {})}
   if storage.exists(path):
-    saved = json.loads(storage.read_text(path))
+    try:
+      saved = json.loads(storage.read_text(path))
+      if not isinstance(saved, dict):
+        raise ValueError("not a JSON object")
+    except ValueError as e:
+      raise DataError(f"{path}: unreadable ({e}; cut short?): it records the data this run trained on, which "
+                      f"a resume checks. Put back a good copy, or if {manifest.dir} is that data, remove the "
+                      f"file: the run records it again") from None
     provenance.check_compatible(saved, current, f"the data this run started with ({saved.get('dir')})",
                                 manifest.dir)
     return

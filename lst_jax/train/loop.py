@@ -36,25 +36,30 @@ class TrainingError(RuntimeError):
 
 
 class _Preemption:
-  """SIGTERM (a preempted VM, a scheduler's time limit) sets a flag the loop checks after each
-  step: it then saves a checkpoint and returns, and rerunning the same command resumes."""
+  """SIGTERM (a preempted VM, a scheduler's time limit) or a first Ctrl-C sets a flag the loop
+  checks after each step: it then saves a checkpoint and returns, and rerunning the same command
+  resumes. A second Ctrl-C stops at once (KeyboardInterrupt: one line from the command line)."""
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self._previous = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
     self.requested = True
+    if signum == signal.SIGINT:
+      print("\ninterrupted (Ctrl-C): saving a checkpoint after this step; Ctrl-C again to stop at once",
+            flush=True)
+      signal.signal(signal.SIGINT, signal.default_int_handler)
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
 
 
 def schedule_moves(exp: config_lib.Experiment, saved_steps: int, step: int) -> str:
@@ -121,6 +126,9 @@ def _prepare(config, workdir: str) -> _Run:
   config_lib.parse(config)  # every key and value checked before the data or any device is touched
   try:
     storage.check_reachable(workdir, "--workdir")  # a gs:// URL's bucket; an unknown scheme refused
+    if storage.isfile(workdir):
+      raise storage.StorageError(f"--workdir={workdir} is a file, not a folder")
+    storage.check_writable(workdir, "--workdir")   # read-only: before compiling, not at the first checkpoint
   except storage.StorageError as e:
     raise workdir_lib.WorkdirError(str(e)) from None
   manifest = datasets.open_datasets(config.data.dir)
@@ -445,7 +453,7 @@ class _Trainer:
     self.ckpt.close()
     if self.preempted:
       self.writer.close()
-      console(f"preempted (SIGTERM) after step {final_step}: checkpoint saved in {workdir}/checkpoints; "
+      console(f"stopped (SIGTERM or Ctrl-C) after step {final_step}: checkpoint saved in {workdir}/checkpoints; "
               f"rerun the same command to resume", lead)
       return Result(step=final_step, heldout_start=heldout_start, heldout_end=None, preempted=True)
     heldout_end = self.checked_heldout(final_step)
