@@ -524,3 +524,26 @@ def test_a_workdir_that_is_a_file_or_a_truncated_provenance_is_one_line(config, 
   config.train.steps = 4
   with pytest.raises(DataError, match=r"data_provenance.json: unreadable \(.*cut short\?\)"):
     train(config, workdir)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_written_stops_the_run(config, tmp_path):
+  """A full disk, simulated by a file-size limit (EFBIG) that the checkpoint's data files exceed: the run
+  stops at its next checkpoint call with one error line and exit 5, instead of training on without
+  checkpoints; nothing half-written is left as a checkpoint."""
+  import resource
+
+  def limit():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+  config.train.update(steps=8, checkpoint_every=2, log_every=1)
+  workdir = str(tmp_path / "run")
+  r = subprocess.run([sys.executable, "-m", "lst_jax.main", f"--config={_config_file(tmp_path, config)}",
+                      f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                     preexec_fn=limit, env=dict(os.environ, XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type="))
+  assert r.returncode == 5, r.stdout[-2000:] + r.stderr[-2000:]
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: a checkpoint could not be written in {workdir}/checkpoints (File too large): "
+                         f"the run stopped"), last
+  assert "step      8/8" not in r.stdout and "held-out loss after step" not in r.stdout
+  assert not [d for d in os.listdir(f"{workdir}/checkpoints") if d.isdigit()]

@@ -66,9 +66,9 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
   if benchmarks is not None and not runner_lib.find_benchmarks(benchmarks):
     raise bench_lib.BenchmarkError(f"--benchmarks={','.join(benchmarks)}: no benchmark files (*.jsonl) there; "
                                    f"nothing to evaluate")
-  if output is None:
-    storage.check_writable(storage.join(workdir, "eval"), "the run's eval folder")
   exp, manifest, vocab, mesh, setup, params, step = restore(config, workdir, step)
+  if output is None:   # before the evaluation, whose results would otherwise be lost at its end
+    storage.check_writable(storage.join(workdir, "eval"), "the run's eval folder")
   extra = {k: v for k, v in (("max_tokens", max_tokens), ("max_patches", max_patches)) if v is not None}
   if benchmarks is None and not runner_lib.default_paths(manifest):
     log(f"note: no benchmarks under {manifest.dir}/{runner_lib.BENCHMARK_DIR}/ (build the demo's with "

@@ -21,6 +21,10 @@ def state_shapes(tree) -> dict:
   return {name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written (a full disk, a folder that cannot be written)."""
+
+
 class Checkpointer:
   """Saves every `every` steps (async); keeps the last `keep` plus every `keep_every`-th step's;
   restores into sharded targets, falling back past a checkpoint that cannot be read."""
@@ -123,10 +127,37 @@ class Checkpointer:
       self.manager.reload()
     return found
 
-  def close(self) -> None:
-    """Waits for a save in flight (so no half-written checkpoint is left) and closes; idempotent."""
+  def check_saved(self, step: int) -> None:
+    """CheckpointWriteError if a save (in flight or finished) failed, e.g. a full disk."""
+    try:
+      self.manager.check_for_errors()
+    except Exception as e:  # orbax/tensorstore raise many types for a failed write
+      raise self.write_failed(step, e) from None
+
+  def write_failed(self, step: int, error: Exception) -> "CheckpointWriteError":
+    import logging as py_logging
+    py_logging.disable(py_logging.CRITICAL)   # the failed save's threads log it again as the run ends
+    text = str(error)
+    why = text.rsplit(": ", 1)[-1].split(" [")[0] if "Failed to write" in text else text.splitlines()[0][:200]
+    good = max((s for s in self.manager.all_steps() if s < step), default=None) if self.manager else None
+    return CheckpointWriteError(
+        f"a checkpoint could not be written in {self._dir} ({why}): the run stopped rather than train on "
+        f"without one. Earlier checkpoints are kept (latest complete: {f'step {good}' if good is not None else 'none'}"
+        f"); free space there (or fix the folder) and rerun the same command to resume")
+
+  def close(self, check: bool = True) -> None:
+    """Waits for a save in flight (so no half-written checkpoint is left) and closes; idempotent.
+    `check`: a failed save raises CheckpointWriteError (else, when already failing, it is dropped)."""
     if self.manager is None:
       return
-    self.manager.wait_until_finished()
-    self.manager.close()
-    self.manager = None
+    try:
+      self.manager.wait_until_finished()
+      if check:
+        self.check_saved(self.manager.latest_step() or 0)
+    finally:
+      try:
+        self.manager.close()
+      except Exception:  # noqa: BLE001 - a failed save surfaces above (or was already reported)
+        if check:
+          raise
+      self.manager = None

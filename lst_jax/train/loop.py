@@ -305,7 +305,7 @@ class _Trainer:
       return
 
   def close(self) -> None:
-    self.ckpt.close()
+    self.ckpt.close(check=False)   # after finish (checked there) or an error (already being reported)
     if self.writer is not None:
       self.writer.close()
 
@@ -391,7 +391,12 @@ class _Trainer:
     return {"real_flops": sum(per_module.values()), **per_module}
 
   def save(self, step: int, force: bool = False) -> None:
-    if self.ckpt.save(step, self.state, self.data, self.config_record, force=force):
+    self.ckpt.check_saved(step)   # an earlier save that failed in the background stops the run here
+    try:
+      saved = self.ckpt.save(step, self.state, self.data, self.config_record, force=force)
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for a failed write
+      raise self.ckpt.write_failed(step, e) from None
+    if saved:
       self.saved = step
 
   def checkpoint(self, step: int) -> None:
