@@ -29,13 +29,20 @@ def write_shard(path: str, payloads: Sequence[bytes]) -> str:
   """Writes serialized records to `path` via a temp file and an atomic rename."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   tmp = path + ".tmp"
-  writer = ArrayRecordWriter(tmp, "group_size:1")
   try:
-    for payload in payloads:
-      writer.write(payload)
-  finally:
-    writer.close()
-  os.replace(tmp, path)
+    writer = ArrayRecordWriter(tmp, "group_size:1")
+    try:
+      for payload in payloads:
+        writer.write(payload)
+    finally:
+      writer.close()
+    os.replace(tmp, path)
+  except BaseException as e:  # a full disk, Ctrl-C: no partial file left behind
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    if isinstance(e, (RuntimeError, ValueError)) and not isinstance(e, OSError):  # array_record's write errors
+      raise OSError(f"{path}: could not be written ({str(e).splitlines()[0][:200]})") from None
+    raise
   return path
 
 

@@ -414,3 +414,25 @@ def test_a_swapped_tokenizer_is_refused_where_text_is_read(tmp_path):
     f.write(b"\x00" * 4)
   with pytest.raises(DataError, match="differs from the manifest's .*the tokenizer changed since the dataset was built"):
     load_manifest(data).load_tokenizer()
+
+
+def test_a_full_disk_while_shards_are_written_is_one_line_and_leaves_no_partial_shard(tmp_path):
+  """A file-size limit (EFBIG) stands in for a full disk: the shard's write fails, the build says so in
+  one line (exit 2), and no temporary shard is left behind."""
+  import resource
+  import signal
+
+  def limit():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (400_000, 400_000))
+  src = write(tmp_path / "in.jsonl", utterances(6000))
+  tok = tmp_path / "tok.model"
+  from data_prep import tokenizer_training
+  tok.write_bytes(tokenizer_training.train([f"w{i} TEXT" for i in range(50)] * 10, vocab_size=40))
+  out = tmp_path / "ds"
+  p = subprocess.run([sys.executable, "-m", "data_prep.build", "--format=lst_jsonl", f"--input={src}",
+                      f"--output={out}", f"--tokenizer={tok}", "--workers=0"], capture_output=True, text=True,
+                     cwd=REPO, timeout=300, preexec_fn=limit)
+  assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+  assert "could not be written" in p.stderr and "File too large" in p.stderr, p.stderr
+  assert not [f for f in os.listdir(out / "train") if f.endswith(".tmp")] and not (out / "manifest.json").exists()
