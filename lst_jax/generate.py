@@ -58,6 +58,10 @@ def main(argv):
                                 Limits(_SECONDS.value, _TEXT_TOKENS.value))
   tasks = listener.tasks(_TASKS.value, _NUM.value)
   slots = listener.slots(tasks)
+  if slots > exp.data.max_tokens:   # past the trained row length, and a cache that may not fit in memory
+    cli.fail(f"the longest prompt plus --seconds={_SECONDS.value:g} of speech (or --text_tokens="
+             f"{_TEXT_TOKENS.value}) need {slots} token slots, more than the {exp.data.max_tokens} of a row "
+             f"the model trained on (config.data.max_tokens); lower --seconds or --text_tokens")
   samples, scores = [], {}
   for task, items in tasks.items():
     task_samples, task_scores = listener.run(task, items, slots, log=lambda m: print(m, flush=True))

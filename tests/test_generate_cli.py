@@ -79,6 +79,10 @@ def test_generate_writes_samples_and_eval_listens(tmp_path):
     if s["task"] in ("t2t", "s2t"):
       assert os.path.exists(out / f"{s['id']}_generated.txt")
 
+  r = _run("lst_jax.generate", f"--config={cfg}", f"--workdir={workdir}", "--num=1", "--seconds=100000")
+  assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+  assert "--seconds=100000 of speech" in r.stderr and "of a row the model trained on" in r.stderr, r.stderr
+
   from lst_jax.eval.evaluate import evaluate_checkpoint   # make eval's --listen, in-process (one import less)
   lines = []
   result = evaluate_checkpoint(config, workdir, heldout=False, listen=1, log=lines.append)
