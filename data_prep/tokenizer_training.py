@@ -15,6 +15,27 @@ import sentencepiece as spm
 from lst_jax.data.tokenizer import MODEL, UNK_ID
 
 
+MAX_SENTENCE_BYTES = 1 << 16   # SentencePiece skips longer sentences (all of them: it then fails)
+
+
+def sentences(line: str) -> list[str]:
+  """`line` cut at spaces into runs of whole words of at most MAX_SENTENCE_BYTES each (a paragraph of a
+  long document); a single word longer than that is left out (no piece could hold it)."""
+  if len(line.encode()) <= MAX_SENTENCE_BYTES:
+    return [line]
+  out, run, size = [], [], 0
+  for word in line.split():
+    n = len(word.encode()) + 1
+    if n > MAX_SENTENCE_BYTES:
+      continue
+    if size + n > MAX_SENTENCE_BYTES:
+      out.append(" ".join(run))
+      run, size = [], 0
+    run.append(word)
+    size += n
+  return out + ([" ".join(run)] if run else [])
+
+
 def train(lines: Iterable[str], vocab_size: int = 1000) -> bytes:
   """Trains a BPE model on `lines` (one sentence or document each); returns the serialized model.
 
@@ -24,10 +45,11 @@ def train(lines: Iterable[str], vocab_size: int = 1000) -> bytes:
   """
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(list(lines)), model_writer=model, model_type="bpe",
+      sentence_iterator=iter([piece for line in lines for piece in sentences(line)]), model_writer=model,
+      model_type="bpe",
       vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=1.0,
       bos_id=-1, eos_id=-1, pad_id=-1, unk_id=UNK_ID, num_threads=1,
-      input_sentence_size=0, shuffle_input_sentence=False, max_sentence_length=1 << 16,
+      input_sentence_size=0, shuffle_input_sentence=False, max_sentence_length=MAX_SENTENCE_BYTES,
       minloglevel=2)
   return model.getvalue()
 

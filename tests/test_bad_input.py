@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from data_prep.maintenance import merge, stats, verify
@@ -436,3 +437,19 @@ def test_a_full_disk_while_shards_are_written_is_one_line_and_leaves_no_partial_
   assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
   assert "could not be written" in p.stderr and "File too large" in p.stderr, p.stderr
   assert not [f for f in os.listdir(out / "train") if f.endswith(".tmp")] and not (out / "manifest.json").exists()
+
+
+def test_a_paragraph_longer_than_sentencepieces_limit_still_trains_a_tokenizer(tmp_path, capsys):
+  """SentencePiece skips sentences over 64 KB, and fails when that is all of them: the training text is
+  cut at word boundaries instead (the records keep the whole paragraph)."""
+  from data_prep import tokenizer_training
+  rng = np.random.default_rng(0)
+  words = ["".join(rng.choice(list("abcdefghij"), 6)) for _ in range(12000)]   # one 84 KB paragraph
+  (tmp_path / "docs").mkdir()
+  (tmp_path / "docs" / "a.txt").write_text(" ".join(words) + "\n")
+  rc, log, err = run(capsys, "--format=text", f"--input={tmp_path / 'docs'}", f"--output={tmp_path / 'ds'}",
+                     "--vocab_size=40")
+  assert rc == 0 and "1 text records from 1 entries, 12000 words" in log, err
+  pieces = tokenizer_training.sentences(" ".join(words))
+  assert len(pieces) == 2 and " ".join(pieces) == " ".join(words)
+  assert all(len(p.encode()) <= tokenizer_training.MAX_SENTENCE_BYTES for p in pieces)
