@@ -515,6 +515,8 @@ def test_a_workdir_that_is_a_file_or_a_truncated_provenance_is_one_line(config, 
   (tmp_path / "afile").write_text("x")
   with pytest.raises(WorkdirError, match="is a file, not a folder"):
     train(config, str(tmp_path / "afile"))
+  with pytest.raises(WorkdirError, match=r"holds a dataset \(manifest.json\), not a run"):
+    train(config, config.data.dir)
   config, workdir = two_step_run
   path = f"{workdir}/data_provenance.json"
   with open(path) as f:

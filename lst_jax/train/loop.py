@@ -128,6 +128,10 @@ def _prepare(config, workdir: str) -> _Run:
     storage.check_reachable(workdir, "--workdir")  # a gs:// URL's bucket; an unknown scheme refused
     if storage.isfile(workdir):
       raise storage.StorageError(f"--workdir={workdir} is a file, not a folder")
+    for name, what in (("manifest.json", "a dataset"), ("model.safetensors", "an export")):
+      if storage.exists(storage.join(workdir, name)):
+        raise storage.StorageError(f"--workdir={workdir} holds {what} ({name}), not a run: train in another "
+                                   f"folder (a run's files would mix with it)")
     storage.check_writable(workdir, "--workdir")   # read-only: before compiling, not at the first checkpoint
   except storage.StorageError as e:
     raise workdir_lib.WorkdirError(str(e)) from None
