@@ -101,15 +101,16 @@ def test_small_presets_compile_for_a_tpu_slice():
 
 @pytest.mark.slow
 def test_small_presets_compile_for_two_h100s():
-  """The same on a 2-GPU H100 system, plus cuDNN's fused attention in the LST's train step, with
-  cross-attention windows of 1 and 3 patches (the decoder's one-query cross-attention once made
-  cuDNN refuse the program)."""
-  results = _compile("h100-2", "tiny:lst", "demo:lst", "demo:baseline", "tiny:lst:cudnn", "tiny:lst:cudnn:3")
+  """tiny's LST and baseline on a 2-GPU H100 system, plus cuDNN's fused attention in the LST's train step,
+  with cross-attention windows of 1 and 3 patches (the decoder's one-query cross-attention once made
+  cuDNN refuse the program). The demo presets compile for the TPU slice above; on H100s they repeated its
+  checks at a large share of make test's time (`make aot` compiles any preset for any target)."""
+  results = _compile("h100-2", "tiny:lst", "tiny:baseline", "tiny:lst:cudnn", "tiny:lst:cudnn:3")
   _check_plans(results, "h100-2")
   assert all("compiler_estimate" not in r for r in results)   # XLA's GPU compiler has no cost model
-  for r in results[3:]:
+  for r in results[2:]:
     assert r["fused_calls"] > 0 and r["fits"], r["spec"]
-  assert results[4]["model_cfg"]["encoder_window"] == results[4]["model_cfg"]["decoder_window"] == 3
+  assert results[3]["model_cfg"]["encoder_window"] == results[3]["model_cfg"]["decoder_window"] == 3
 
 
 @pytest.mark.slow

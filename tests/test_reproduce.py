@@ -60,7 +60,7 @@ def test_study_end_to_end_on_a_tiny_plan(dataset, tmp_path, monkeypatch):
     c = tiny_config(data_dir, spec.kind)
     c.size, c.pairing = spec.size, spec.pairing
     c.train.update(steps=steps, eval_every=2, checkpoint_every=3, log_every=1, seed=spec.seed)
-    c.data.update(max_tokens=96, max_patches=64 if spec.kind == "lst" else 64, batch_size=4)
+    c.data.update(max_tokens=96, max_patches=64, batch_size=4)
     c.data.patching.strategy = spec.patching if spec.kind == "lst" else "static"
     return c
   monkeypatch.setattr(reproduce, "base_config", small)
@@ -75,7 +75,17 @@ def test_study_end_to_end_on_a_tiny_plan(dataset, tmp_path, monkeypatch):
   assert len(lst["curve"]["flops"]) >= 3 and lst["curve"]["flops"] == sorted(lst["curve"]["flops"])
   assert set(lst["real_flops_by_module"]) >= {"encoder", "global", "decoder", "head"}
   a = results["analysis"]["sizes"]["study_s"]
-  assert a["pairs"][0]["how"] in ("curve", "fit", "never")
+  pair, bc, lc = a["pairs"][0], base["curve"], lst["curve"]   # the ratio, checked against the two curves
+  assert pair["target_speech_bps"] == lc["speech_bps"][-1] and pair["lst_flops"] == lc["flops"][-1]
+  reached = [f for f, y in zip(bc["flops"][1:], bc["speech_bps"][1:]) if y <= pair["target_speech_bps"] and f > 0]
+  if reached:   # the baseline's curve gets there: interpolated between its points, never past the first
+    assert pair["how"] == "curve" and bc["flops"][0] <= pair["baseline_flops_needed"] <= reached[0]
+  else:         # extrapolated (past its last point) or never
+    assert pair["how"] in ("fit", "never")
+    assert (pair["baseline_flops_needed"] is None) == (pair["how"] == "never")
+    assert pair["how"] == "never" or pair["baseline_flops_needed"] > bc["flops"][-1]
+  assert (pair["ratio"] is None) == (pair["baseline_flops_needed"] is None)
+  assert pair["ratio"] is None or pair["ratio"] == pytest.approx(pair["baseline_flops_needed"] / pair["lst_flops"])
   report = open(os.path.join(out, "REPORT.md")).read()
   assert "compute-efficiency ratio" in report and "study_s/flop_matched/lst_seed0" in report
   for name in ("study_s_speech.png", "study_s_text.png"):

@@ -245,6 +245,7 @@ class _Trainer:
     self.start = self.saved = int(self.state.step)
     self.window, self.timed_from, self.t_window = [], 0, time.time()
     self.window_real_flops = []  # per step: forward FLOPs per module on this process's real tokens
+    self.params_finite = jax.jit(step_lib.all_finite)
     self.preempted = False
     every = lambda n: (lambda step: n > 0 and step % n == 0)
     self.after_each_step = [  # in this order; a preempted run stops right after its checkpoint
@@ -403,9 +404,21 @@ class _Trainer:
     if saved:
       self.saved = step
 
+  def check_params_finite(self, step: int) -> None:
+    """Never save parameters that overflowed (an update of finite loss and gradient can still give inf)."""
+    if bool(self.params_finite(self.state.params)):
+      return
+    self.ckpt.manager.wait_until_finished()
+    good = self.ckpt.latest_step()
+    raise TrainingError(
+        f"non-finite loss, gradient or parameters at step {step}: the parameters after it overflowed, so it "
+        f"was not saved. Last good checkpoint: {f'step {good}' if good is not None else 'none'} in "
+        f"{self.run.workdir}/checkpoints. Lower optim.learning_rate or check the data, then rerun to resume.")
+
   def checkpoint(self, step: int) -> None:
     if step % self.t.checkpoint_every == 0:
       self.check_finite(step)  # never save a state past a non-finite update
+      self.check_params_finite(step)
       self.check_lock()  # never write into a workdir another run has taken over
     self.save(step)  # Orbax decides: every checkpoint_every steps
 
@@ -458,6 +471,7 @@ class _Trainer:
     if self.window:
       self.check_finite(final_step)
     if self.saved != final_step:
+      self.check_params_finite(final_step)
       self.save(final_step, force=True)
     self.ckpt.close()
     if self.preempted:

@@ -93,8 +93,9 @@ def make_train_step(graphdef, optimizer, vocab: vocab_lib.Vocab, shardings: Trai
   device keeps its share of rows in each), run one after another under a scan,
   and their summed gradients divided by the whole batch's target count: the
   same update as one big batch, in a fraction of the activation memory.
-  A non-finite loss, gradient or updated parameter leaves the state as it was and
-  sets metrics["nonfinite"] (the loop stops the run on it).
+  A non-finite loss or gradient leaves the state as it was and sets
+  metrics["nonfinite"] (the loop stops the run on it; it also checks the parameters
+  before each checkpoint, with `all_finite`, outside this step's memory plan).
   """
   loss_fn = make_loss_fn(graphdef, vocab, mesh)
   sum_loss = lambda params, batch: (lambda out: (out[1]["all_nll"], out[1]))(loss_fn(params, batch))
@@ -123,7 +124,7 @@ def make_train_step(graphdef, optimizer, vocab: vocab_lib.Vocab, shardings: Trai
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     means, grad_norm = losses.mean_losses(sums), optax.tree.norm(grads)
-    finite = jnp.isfinite(means["loss"]) & jnp.isfinite(grad_norm) & all_finite(params)
+    finite = jnp.isfinite(means["loss"]) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     metrics = {**means, "grad_norm": grad_norm, "nonfinite": (~finite).astype(jnp.float32),
                "lr": lr_schedule(state.step), "target_tokens": sums["all_count"],
