@@ -87,15 +87,14 @@ def _check_plans(results, target):
 
 @pytest.mark.slow
 def test_small_presets_compile_for_a_tpu_slice():
-  """tiny (LST) and demo (LST and baseline) on a v5p-8 slice (4 chips, fsdp 4), plus the Pallas splash
-  kernel compiled as Mosaic (not interpreted) into the LST's train step."""
-  results = _compile("v5p-8", "tiny:lst", "demo:lst", "demo:baseline", "tiny:lst:pallas")
+  """tiny's LST and baseline and the demo's LST on a v5p-8 slice (4 chips, fsdp 4), plus the Pallas splash
+  kernel compiled as Mosaic (not interpreted) into the LST's train step. (The demo's baseline, compiled
+  here before, cost ~80 s of make test's CPU time for one comparison of XLA's FLOP estimates; `make aot`
+  compiles it.)"""
+  results = _compile("v5p-8", "tiny:lst", "tiny:baseline", "demo:lst", "tiny:lst:pallas")
   _check_plans(results, "v5p-8")
-  for r in results[1:3]:
-    c = r["compiler_estimate"]
-    assert c["flops"] > 0 and c["optimal_seconds"] > 0 and 0 < c["mfu"] < 1, r["spec"]
-  lst, base = results[1], results[2]   # demo: the LST does more work per step than its baseline
-  assert lst["compiler_estimate"]["flops"] > base["compiler_estimate"]["flops"]
+  c = results[2]["compiler_estimate"]   # XLA's TPU cost model, on the demo's LST
+  assert c["flops"] > 0 and c["optimal_seconds"] > 0 and 0 < c["mfu"] < 1, results[2]["spec"]
   assert results[3]["fused_calls"] > 0 and results[3]["fits"]
 
 
