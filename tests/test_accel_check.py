@@ -33,8 +33,24 @@ def test_bootstrap_installs_the_pinned_versions():
   assert rest == cuda[3:] == tpu[2:] and not any(r.startswith("jax") for r in rest)
   assert set(rest) <= set(project["dependencies"] + project["optional-dependencies"]["test"])
   assert {"flax==0.12.8", "optax==0.2.8", "grain==0.2.18", "pytest==9.2.0"} <= set(rest)
-  # This venv has everything at some version and a CPU-only JAX: only the CUDA JAX is missing.
-  assert _requirements("--accel=cuda", "--missing") == cuda[:3]
+
+
+def test_missing_lists_what_a_python_lacks(tmp_path):
+  """--missing in a bare venv that has only flax installed (a dist-info stands in for it) and no JAX:
+  everything pinned but flax, JAX included (this machine's own venv is not what is checked)."""
+  import venv
+  venv.EnvBuilder(with_pip=False).create(tmp_path / "venv")
+  python = str(tmp_path / "venv" / "bin" / "python")
+  site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                        capture_output=True, text=True, check=True).stdout.strip()
+  os.makedirs(os.path.join(site, "flax-0.12.8.dist-info"))
+  with open(os.path.join(site, "flax-0.12.8.dist-info", "METADATA"), "w") as f:
+    f.write("Metadata-Version: 2.1\nName: flax\nVersion: 0.12.8\n")
+  run = lambda *a: subprocess.run([python, os.path.join(REPO, "tools", "accel_requirements.py"), *a], cwd=REPO,
+                                  capture_output=True, text=True, timeout=60, check=True).stdout.split()
+  everything = _requirements("--accel=cuda")
+  assert run("--accel=cuda") == everything
+  assert run("--accel=cuda", "--missing") == [r for r in everything if r != "flax==0.12.8"]
 
 
 def test_peak_flops_by_device_kind():
