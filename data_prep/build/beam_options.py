@@ -1,9 +1,9 @@
 """Which Apache Beam runner a build's pipelines run on, from data_prep.build's command line.
 
-`--runner` (default: Beam's FnApiRunner, in this process: no cluster, nothing downloaded)
-and any other Beam pipeline option given to data_prep.build (e.g. `--runner=DataflowRunner
---project=P --region=R --temp_location=gs://B/tmp`, `--direct_num_workers=N
---direct_running_mode=multi_processing`, Flink's or Spark's options) go to Beam as they are;
+`--runner` (default: Beam's FnApiRunner with --workers processes, data_prep/build/beam_local.py:
+no cluster, nothing downloaded) and any other Beam pipeline option given to data_prep.build
+(e.g. `--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp`, Flink's or
+Spark's options) go to Beam as they are;
 a flag neither data_prep.build nor Beam knows is refused, as any unknown flag is.
 """
 

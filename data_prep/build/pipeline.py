@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import Callable, Iterator
 
+from data_prep import shards
 from data_prep.build import beam_local, beam_options, dataset_checks, finish, journal, shard_job, shard_plan, vocab
 from data_prep.build import plan as plan_lib
 from data_prep.build.plan import Plan
@@ -203,5 +204,4 @@ class Progress:
 
 def shard_name(split: str, kind: str, tag: str, index: int, count: int) -> str:
   """e.g. "train/speech-1a2b3c4d-00000-of-00003.array_record" (tag: the input's build_tag)."""
-  from data_prep import shards  # array_record: imported only once there is work
   return shards.shard_name(split, f"{kind}-{tag}", index, count)

@@ -25,9 +25,9 @@ from data_prep import shards
 from data_prep.build import beam_options, convert, journal, shard_plan, worker_status
 from data_prep.formats import READERS, audio_folder, spans as spans_lib
 from data_prep.formats.items import TEXT, InputError, Options
+from lst_jax import storage
 from lst_jax.data import codebook as codebook_lib
 from lst_jax.data import features, quantizers
-from lst_jax import storage
 from lst_jax.data import records as records_lib
 from lst_jax.data import tokenizer
 
@@ -80,7 +80,7 @@ class Result:
   def journal(self) -> dict:
     return {"shard": self.name, "fingerprint": self.fingerprint, "stats": self.stats, "errors": self.errors,
             "ids": self.ids, "digests": self.digests, "places": pack_places(self.places), "file": self.shard,
-            "records": len(self.ids), "run": self.run}
+            "run": self.run}
 
 
 def from_journal(entry: dict, entries: int, run_id: str) -> Result:
