@@ -25,7 +25,7 @@ DEMO_DATA := $(if $(filter demo demo_baseline,$(EXP))$(filter demo tiny 20m,$(SI
 
 STUDY_DIR ?= data/study
 
-.PHONY: accel-check accel-wheels aot aot-setup setup train data data-study test test-fast eval generate export bench bench-generate bench-data bench-storage compare reproduce plot clean help
+.PHONY: accel-check accel-wheels aot aot-setup setup train data data-study lint test test-fast eval generate export bench bench-generate bench-data bench-storage compare reproduce plot clean help
 
 help:
 	@echo "make train [EXP=demo] [SIZE=demo|tiny|20m|420m|1b|7b] [WORKDIR=runs/EXP] [ARGS='--config.KEY=VALUE ...']"
@@ -49,11 +49,13 @@ help:
 	@echo "                                            TPU compiler's step estimate (runs/aot/matrix.md)"
 	@echo "make aot-setup                              the compile-only venvs: .venv-aot-tpu (libtpu), .venv-aot-cuda (~4 GB)"
 	@echo "make setup [ACCEL=cuda|tpu]                 the venv: CPU JAX, or JAX with CUDA 13 / libtpu (remembered)"
-	@echo "make test                                   run the whole test suite (what CI runs)"
+	@echo "make test                                   ruff, then the whole test suite (what CI runs)"
+	@echo "make lint                                   ruff only (the rules in pyproject.toml)"
 	@echo "make test-fast                              the unit tier only (pytest -m 'not slow'), for the edit loop"
 	@echo "make data [DATA_DIR=data/demo]              build the demo corpus only"
-	@echo "make bench                                  model throughput figures (runs/bench.json)"
-	@echo "make bench-data                             loader throughput vs the train step it feeds"
+	@echo "make bench                                  model throughput figures (runs/bench.json; data_prep fills"
+	@echo "                                            the reference comparison's batches first: BENCH_BATCHES)"
+	@echo "make bench-data [EXP=demo] [SIZE=...]       loader throughput vs the train step it feeds"
 	@echo "make bench-storage                          the loader on gs:// (a local emulator) beside local disk"
 	@echo "make bench-generate                         decoding speed: LST vs baseline, cached vs uncached"
 	@echo "make accel-check [ACCEL=cuda|tpu] [ARGS=...]  on a GPU/TPU machine: tests, 1B bf16 MFU and memory, decoding"
@@ -115,17 +117,24 @@ aot-setup: setup $(AOT_VENVS)
 aot: aot-setup
 	$(PY) -m lst_jax.tools.aot --matrix $(if $(SIZES),--sizes=$(SIZES)) $(if $(TARGETS),--targets=$(TARGETS)) $(ARGS)
 
-test: setup $(AOT_VENVS)
+# The lint first (ruff, the rules in pyproject.toml), then the suite.
+lint: setup
+	$(PY) -m ruff check lst_jax data_prep tests tools
+
+test: lint $(AOT_VENVS)
 	$(PY) -m pytest -q -n 2 --dist=worksteal --durations=10 tests
 
-test-fast: setup $(AOT_VENVS)
+test-fast: lint $(AOT_VENVS)
 	$(PY) -m pytest -q -n 2 --dist=worksteal --durations=5 -m "not slow" tests
 
 # Model throughput: FLOP/s vs matmul peak, LST vs baseline per second of speech, reference config.
+# The reference comparison's batches are filled by data_prep first (lst_jax never runs data_prep).
+BENCH_BATCHES ?= runs/reference_fill.npz
 bench: setup
-	$(PY) -m lst_jax.tools.bench $(ARGS)
+	@mkdir -p $(dir $(BENCH_BATCHES))
+	$(PY) -m data_prep.corpus.reference_fill --out=$(BENCH_BATCHES)
+	$(PY) -m lst_jax.tools.bench --batches=$(BENCH_BATCHES) $(ARGS)
 
-# Decoding speed: LST vs baseline speech seconds per second (batch 1, 16), cached vs uncached.
 # A trained run as a self-contained directory (safetensors + config + tokenizer + unit spec + card);
 # FORMAT=hf_llama writes the baseline as a Hugging Face Llama.
 FORMAT ?= lst_jax
@@ -133,13 +142,15 @@ export: setup
 	$(PY) -m lst_jax.export --config=$(CONFIG) --workdir=$(WORKDIR) --out=$(or $(OUT),exports/$(EXP)) \
 	  --format=$(FORMAT) $(if $(STEP),--step=$(STEP)) $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
+# Decoding speed: LST vs baseline speech seconds per second (batch 1, 16), cached vs uncached.
 bench-generate: setup
 	$(PY) -m lst_jax.tools.bench_generate $(ARGS)
 
-# Input pipeline throughput vs the demo train step, and per-document preparation speed.
+# Input pipeline throughput vs the experiment's train step (the demo's unless EXP/SIZE), and
+# per-document preparation speed.
 bench-data: setup
 	$(PY) -m data_prep.corpus.demo --output=$(DATA_DIR)
-	$(PY) -m data_prep.maintenance.bench_loader --config=experiments/demo.py --config.data.dir=$(DATA_DIR) $(ARGS)
+	$(PY) -m data_prep.maintenance.bench_loader --config=$(CONFIG) --config.data.dir=$(DATA_DIR) $(ARGS)
 
 # The loader on a dataset in Cloud Storage (a local fake-gcs-server) beside local disk (runs/bench_storage.json).
 bench-storage: setup

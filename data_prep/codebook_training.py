@@ -29,7 +29,7 @@ SEED_POINTS = 20_000             # frames the k-means++ start is drawn from
 
 def fit(features: Sequence[np.ndarray], num_units: int = 500, seed: int = 0, iterations: int = 20,
         max_frames: int = 60_000) -> Codebook:
-  """Fits a codebook on a list of [F, D] feature arrays (at most `max_frames` sampled frames)."""
+  """Fits a codebook on a list of [F, E] feature arrays (at most `max_frames` sampled frames)."""
   x = np.concatenate([np.asarray(f, np.float32) for f in features], axis=0)
   if len(x) < num_units:
     raise QuantizerError(f"k-means needs at least num_units={num_units} frames, got {len(x)}; "
@@ -45,19 +45,19 @@ def fit(features: Sequence[np.ndarray], num_units: int = 500, seed: int = 0, ite
                   std=std.astype(np.float32))
 
 
-def kmeans(x_ND: np.ndarray, k: int, rng: np.random.Generator, iterations: int):
+def kmeans(x_FE: np.ndarray, k: int, rng: np.random.Generator, iterations: int):
   """A fitted sklearn KMeans: Lloyd's iterations from a seeded k-means++ start, on one thread."""
   from sklearn.cluster import KMeans, kmeans_plusplus
   from threadpoolctl import threadpool_limits
-  x_ND = np.asarray(x_ND, np.float32)
-  sample = x_ND
-  if len(x_ND) > SEED_POINTS:
-    sample = x_ND[np.sort(rng.choice(len(x_ND), SEED_POINTS, replace=False))]
+  x_FE = np.asarray(x_FE, np.float32)
+  sample = x_FE
+  if len(x_FE) > SEED_POINTS:
+    sample = x_FE[np.sort(rng.choice(len(x_FE), SEED_POINTS, replace=False))]
   seed = int(rng.integers(2**31 - 1))
   with threadpool_limits(1), warnings.catch_warnings():
     warnings.simplefilter("ignore")  # ConvergenceWarning: fewer distinct points than k is handled below
     start, _ = kmeans_plusplus(sample, k, random_state=seed)
-    return KMeans(k, init=start, n_init=1, max_iter=iterations, tol=0.0, random_state=seed).fit(x_ND)
+    return KMeans(k, init=start, n_init=1, max_iter=iterations, tol=0.0, random_state=seed).fit(x_FE)
 
 
 def as_kmeans(codebook: Codebook):

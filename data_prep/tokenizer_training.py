@@ -12,6 +12,7 @@ from typing import Iterable
 
 import sentencepiece as spm
 
+from lst_jax import storage
 from lst_jax.data.tokenizer import MODEL, UNK_ID
 
 
@@ -57,7 +58,5 @@ def train(lines: Iterable[str], vocab_size: int = 1000) -> bytes:
 def save(model: bytes, directory: str) -> str:
   """Writes <directory>/tokenizer.model atomically; returns its path."""
   path = os.path.join(directory, MODEL)
-  with open(path + ".tmp", "wb") as f:
-    f.write(model)
-  os.replace(path + ".tmp", path)
+  storage.write_bytes(path, model)
   return path

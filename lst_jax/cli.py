@@ -15,7 +15,6 @@ into `error: ...` and exit status 2.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import sys
@@ -55,7 +54,7 @@ def load_experiment(spec: str):
 
 def write_results(path: str, results: dict) -> None:
   """A command's figures as JSON (e.g. runs/bench.json), written whole or not at all."""
-  storage.write_text(path, json.dumps(results, indent=2))
+  storage.write_json(path, results)
   print(f"written to {path}")
 
 

@@ -17,7 +17,6 @@ The directory is written beside DIR and moved into place whole.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -40,7 +39,7 @@ def export(config, workdir: str, out: str, step: int | None = None, fmt: str = "
   from lst_jax import hf_llama, pretrained
   from lst_jax.config import ConfigError
   from lst_jax.data.manifest import DataError
-  from lst_jax.eval.evaluate import restore
+  from lst_jax.train.restore import restore
 
   if fmt not in FORMATS:
     raise ConfigError(f"unknown export format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -92,8 +91,7 @@ def export(config, workdir: str, out: str, step: int | None = None, fmt: str = "
                      "token_names": {"specials": list(hf_llama.SPECIAL_NAMES), "text_mode": hf_llama.TEXT_MODE,
                                      "speech_mode": hf_llama.SPEECH_MODE, "unit": hf_llama.UNIT_FORMAT.format("u"),
                                      "text": "the SentencePiece piece of id - text_offset"}}
-      with open(os.path.join(tmp, "lst_vocab.json"), "w") as f:
-        json.dump(config_json, f, indent=2)
+      storage.write_json(os.path.join(tmp, "lst_vocab.json"), config_json)
     _write_units(tmp, manifest)
     with open(os.path.join(tmp, "README.md"), "w") as f:
       f.write(model_card(fmt, exp, vocab, described, sum(t.size for t in tensors.values()), bool(sp_model)))
@@ -133,8 +131,7 @@ def _dataset_file(manifest, entry: dict, key: str, sha_key: str) -> str | None:
 def _write_units(directory: str, manifest) -> None:
   """units.json: the manifest's "units" entry as is, plus copies of the files it names."""
   units = manifest.raw["units"]
-  with open(os.path.join(directory, UNITS), "w") as f:
-    json.dump(units, f, indent=2, sort_keys=True)
+  storage.write_json(os.path.join(directory, UNITS), units, sort_keys=True)
   for key in UNIT_FILES:
     path = _dataset_file(manifest, units, key, f"{key}_sha256")
     if path:
@@ -174,7 +171,7 @@ def model_card(fmt: str, exp, vocab, described: dict, num_params: int, has_token
     lines += ["```python", "import lst_jax", "model = lst_jax.load_pretrained(\"DIR\")   # a flax.nnx module",
               "from lst_jax.pretrained import read_config", "cfg, vocab, config = read_config(\"DIR\")",
               "# logits [B, T, V] = model(batch): a packed batch as lst_jax.data.packing builds it, e.g. one",
-              "# document per row with lst_jax.decode.rows.document_row(tokens, vocab, patch_size, T, P)",
+              "# document per row with lst_jax.data.packing.inference_row(tokens, vocab, patch_size, T, P)",
               "```", "",
               "Weights: `model.safetensors`, fp32, named by parameter path; scanned stacks keep their "
               "layers on a leading axis (see `config.json` \"weights\")."]

@@ -31,7 +31,7 @@ import functools
 import numpy as np
 
 from lst_jax.model import attention
-from lst_jax.model.patcher import CROSS_BLOCK
+from lst_jax.model.cross_attention import CROSS_BLOCK
 from lst_jax.config import ModelConfig
 
 # Module names, in the order data flows through them.
@@ -114,7 +114,7 @@ def patch_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) ->
   needed = proj(patches) + 2 * 2 * d * rows * k * windowed_keys(tokens, patches, w)
   if w == 1:  # every gathered slot of every patch
     dense = proj(patches) + 2 * 2 * d * rows * patches * k * slots
-  else:       # lst_jax.model.patcher.windowed_cross_attend: blocks of patches over a span of tokens
+  else:       # lst_jax.model.cross_attention.windowed_cross_attend: blocks of patches over a span of tokens
     width = min(tokens, (CROSS_BLOCK + w - 1) * slots)
     queries = patches if width >= tokens else -(-patches // CROSS_BLOCK) * CROSS_BLOCK
     dense = proj(queries) + 2 * 2 * d * rows * queries * k * width
@@ -132,7 +132,7 @@ def token_cross_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int) ->
   needed = layer(tokens, 0) + 2 * 2 * d * rows * k * windowed_keys(tokens, patches, w)
   if w == 1:  # each token gathers the k vectors of one patch
     executed = needed
-  else:       # lst_jax.model.patcher.windowed_cross_attend: blocks of tokens over a span of patches
+  else:       # lst_jax.model.cross_attention.windowed_cross_attend: blocks of tokens over a span of patches
     width = min(patches, CROSS_BLOCK + w)
     queries = tokens if width >= patches else -(-tokens // CROSS_BLOCK) * CROSS_BLOCK
     executed = layer(queries, width * k)
@@ -183,9 +183,9 @@ def model_flops(cfg: ModelConfig, rows: int, tokens: int, patches: int = 0) -> d
           "train_executed": 3 * total["executed"], "global_only": modules["global"]["forward"]}
 
 
-def speech_flops_per_second(cfg: ModelConfig, tokens: int, patch_size: int = 4,
-                            unit_rate: float = 25.0) -> dict:
-  """Forward FLOPs per second of audio on speech-only rows of `tokens` units.
+def speech_flops_per_second(cfg: ModelConfig, tokens: int, patch_size: int = 4, *, unit_rate: float) -> dict:
+  """Forward FLOPs per second of audio on speech-only rows of `tokens` units at `unit_rate` units per
+  second (the data's: manifest.unit_rate; no default, so no rate is assumed).
 
   The LST sees one patch per `patch_size` units (static patching); the baseline
   one position per unit. Mode tokens are ignored.

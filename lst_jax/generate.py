@@ -44,7 +44,7 @@ def main(argv):
     cli.fail(f"unknown task(s) {bad}; choose from {', '.join(TASKS)}")
   from lst_jax.decode.sampling import Sampling
   from lst_jax.eval import listening, samples as samples_lib
-  from lst_jax.eval.evaluate import restore_model
+  from lst_jax.train.restore import restore_model
 
   from lst_jax.data import datasets
 

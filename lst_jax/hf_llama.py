@@ -18,11 +18,11 @@ SpmConverter does), the mode tokens and one token per speech unit ("<unit_17>").
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
+from lst_jax import storage
 from lst_jax import vocab as vocab_lib
 from lst_jax.config import ConfigError, ModelConfig
 
@@ -195,8 +195,7 @@ def save_hf_llama(directory: str, cfg: ModelConfig, tensors: dict[str, np.ndarra
   written = []
 
   def dump(name, obj):
-    with open(os.path.join(directory, name), "w") as f:
-      json.dump(obj, f, indent=2)
+    storage.write_json(os.path.join(directory, name), obj)
     written.append(name)
 
   dump("config.json", config)

@@ -52,14 +52,14 @@ from lst_jax import flops as flops_lib
 from lst_jax import sharding
 from lst_jax import vocab as vocab_lib
 from lst_jax.data import packing
+from lst_jax.model import attention as attention_lib
 from lst_jax.train import step as step_lib
 from lst_jax.train.optimizer import make_optimizer
 
 GiB = 2 ** 30
-# The paper's vocabulary (Llama-2's 32,000 text pieces, 501 HuBERT units, specials, two mode
-# tokens): used when the experiment has no dataset vocabulary yet (vocab_size 0).
-PAPER_VOCAB_SIZE = vocab_lib.Vocab(text_size=32000, num_units=501).size
-FLASH_BACKENDS = ("cudnn", "pallas")  # keep no [queries x keys] scores for the backward pass
+# Used when the experiment has no dataset vocabulary yet (vocab_size 0).
+PAPER_VOCAB_SIZE = vocab_lib.PAPER.size
+FLASH_BACKENDS = attention_lib.FLASH
 DEFAULT_BUDGET = 0.75                 # of device memory: room for XLA's fragmentation and the runtime
 
 
@@ -255,7 +255,8 @@ def activation_bytes(cfg: config_lib.ModelConfig, tokens: int, patches: int) -> 
     none = dataclasses.replace(cfg, remat="none")
     recompute = max(_block(none, *s) for s in set(shapes))
   weights = sum(block_weight_copy_bytes(s[1], cfg.mlp_dim(s[1]), c, cfg.remat) for s in shapes)
-  return {"blocks": blocks, "other": other, "weights": weights, "logits": head_n * (4 * cfg.vocab_size + 9), "recompute": recompute}
+  return {"blocks": blocks, "other": other, "weights": weights, "logits": head_n * (4 * cfg.vocab_size + 9),
+          "recompute": recompute}
 
 
 # ----------------------------------------------------------------------------- the estimate

@@ -186,7 +186,8 @@ SIZES = {
     "7b": Size(d_global=4096, global_layers=32, global_heads=32, d_local=2048, local_heads=16, encoder_layers=1,
                decoder_layers=9, rows=256, positions=4096, steps=200_000, warmup=2000, deployments=(
                    Deployment("h100-64", fsdp=64, grad_accum=1, attention="cudnn", why="eight nodes, fsdp over all"),
-                   Deployment("v5p-128", fsdp=64, grad_accum=1, attention="pallas", why="64 chips, fsdp over the slice"),
+                   Deployment("v5p-128", fsdp=64, grad_accum=1, attention="pallas",
+                              why="64 chips, fsdp over the slice"),
                    Deployment("v6e-256", fsdp=256, grad_accum=1, attention="pallas",
                               why="256 chips of 32 GiB, fsdp over the slice, one row per chip"))),
 }

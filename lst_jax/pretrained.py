@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from lst_jax import config as config_lib
+from lst_jax import storage
 from lst_jax import vocab as vocab_lib
 
 FORMAT = "lst_jax"
@@ -77,8 +78,7 @@ def save_pretrained(directory: str, model_cfg: config_lib.ModelConfig, params, v
                         "layers": "stacked on a leading axis (scan_layers)" if model_cfg.scan_layers
                                   else "one tensor per layer"},
             **(extra or {})}
-  with open(os.path.join(directory, CONFIG), "w") as f:
-    json.dump(config, f, indent=2)
+  storage.write_json(os.path.join(directory, CONFIG), config)
   return config
 
 

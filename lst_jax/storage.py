@@ -15,6 +15,7 @@ On a Cloud TPU VM or GCE the VM's service account authenticates; elsewhere
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import posixpath
 import shutil
@@ -156,6 +157,12 @@ def write_bytes(path: str, data: bytes) -> None:
 
 def write_text(path: str, text: str) -> None:
   write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str, obj, **dumps_options) -> None:
+  """`obj` as JSON (indent 2 unless told otherwise), written whole or not at all (write_bytes): the
+  one way results, configs, manifests and journal entries reach disk or a bucket."""
+  write_text(path, json.dumps(obj, **{"indent": 2, **dumps_options}))
 
 
 def rmtree(path: str) -> None:

@@ -94,8 +94,8 @@ def parse(name: str) -> Target:
   """A Target from "v5p-64", "v6e-32", "v5e-16", "h100-8", "h200-32" (case-insensitive)."""
   m = re.fullmatch(r"([a-z0-9]+)-(\d+)", name.strip().lower())
   if not m or m.group(1) not in GENERATIONS:
-    raise TargetError(f"unknown target {name!r}: name a TPU slice ({', '.join(g + '-N' for g, s in GENERATIONS.items() if s.platform == 'tpu')}) "
-                      f"or a GPU system ({', '.join(g + '-N' for g, s in GENERATIONS.items() if s.platform == 'cuda')})")
+    of = lambda platform: ", ".join(g + "-N" for g, s in GENERATIONS.items() if s.platform == platform)
+    raise TargetError(f"unknown target {name!r}: name a TPU slice ({of('tpu')}) or a GPU system ({of('cuda')})")
   gen, count = m.group(1), int(m.group(2))
   spec = GENERATIONS[gen]
   if spec.platform == "tpu":
@@ -182,6 +182,7 @@ def _tell_cudnn_the_target(target: Target) -> None:
   at_least = lambda c: capability >= tuple(int(x) for x in c.split("."))
   equal = lambda c: capability == tuple(int(x) for x in c.split("."))
   fa.check_compute_capability, fa.is_cuda_compute_capability_equal = at_least, equal
-  cudnn = re.search(r"dnn_version_info\s*{\s*major:\s*(\d+)\s*minor:\s*(\d+)\s*patch:\s*(\d+)", gpu_target_config(target))
+  cudnn = re.search(r"dnn_version_info\s*{\s*major:\s*(\d+)\s*minor:\s*(\d+)\s*patch:\s*(\d+)",
+                    gpu_target_config(target))
   version = int(cudnn.group(1)) * 10000 + int(cudnn.group(2)) * 100 + int(cudnn.group(3))
   fa.check_cudnn_version = lambda: version

@@ -45,11 +45,29 @@ class Vocab:
   def units(self, unit_ids) -> np.ndarray:
     return np.asarray(unit_ids, np.int32) + self.unit_offset
 
-  def is_speech(self, ids) -> np.ndarray:
-    """True for speech-unit ids (not the speech mode token)."""
-    return np.asarray(ids) >= self.unit_offset
+  # The token classes below take numpy or jax arrays (also traced, under jit) and answer in kind:
+  # the one definition for data preparation, training losses and decoding alike.
 
-  def is_text(self, ids) -> np.ndarray:
+  def is_speech(self, ids):
+    """True for speech-unit ids (not the speech mode token)."""
+    return _array(ids) >= self.unit_offset
+
+  def is_text(self, ids):
     """True for text-piece ids (not specials or mode tokens)."""
-    ids = np.asarray(ids)
+    ids = _array(ids)
     return (ids >= NUM_SPECIAL) & (ids < self.text_mode)
+
+  def is_mode(self, ids):
+    """True for the two mode tokens (<t>, <s>) that open a span."""
+    ids = _array(ids)
+    return (ids == self.text_mode) | (ids == self.speech_mode)
+
+
+# The paper's vocabulary: Llama-2's 32,000 text pieces and 501 HuBERT units (what memory and
+# compile estimates assume before a dataset is read).
+PAPER = Vocab(text_size=32000, num_units=501)
+
+
+def _array(ids):
+  """Arrays (numpy, jax, traced) as they are; lists and scalars as numpy."""
+  return ids if hasattr(ids, "shape") else np.asarray(ids)

@@ -101,7 +101,7 @@ def main() -> int:
   with open(args.config_json) as f:
     config = ml_collections.ConfigDict(json.load(f))
   result = train(config, args.workdir)
-  print(f"done: step {result.step}, held-out {result.heldout_end['heldout_loss']:.6f}", flush=True)
+  print(f"done: step {result.step}, held-out {result.heldout_end['heldout_interleaved_loss']:.6f}", flush=True)
   return 0
 
 

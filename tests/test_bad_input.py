@@ -79,7 +79,8 @@ LINE_CASES = {
                                 "b"),
     "manifest_unit_float": ("manifest", manifest_line("b", [1, 2.0]), "\"units\": 2.0 is not a unit id", "b"),
     "manifest_unit_bool": ("manifest", manifest_line("b", [True, 2]), "\"units\": True is not a unit id", "b"),
-    "manifest_duplicate_id": ("manifest", manifest_line("g1", [5, 6]), "duplicate record id 'g1' (first at {file}:1)", "g1"),
+    "manifest_duplicate_id": ("manifest", manifest_line("g1", [5, 6]), "duplicate record id 'g1' (first at {file}:1)",
+                              "g1"),
     "manifest_utf16_line": ("manifest", manifest_line("b", [1]).encode("utf-16-le"), "UTF-16 text", None),
 }
 
@@ -261,7 +262,8 @@ def test_manifest_lists_every_shard_checksum_and_verify_finds_damage(tmp_path, c
   bad = [l for l in lines if l.startswith(str(out / "train"))]
   assert len(bad) == 1 and bad[0].startswith(f"{damaged}: sha256 ") and "damaged" in bad[0], lines
   # stats names the damaged shard in one line (no traceback).
-  p = subprocess.run([sys.executable, "-m", "data_prep.maintenance.stats", str(out)], capture_output=True, text=True, cwd=REPO)
+  p = subprocess.run([sys.executable, "-m", "data_prep.maintenance.stats", str(out)], capture_output=True, text=True,
+                     cwd=REPO)
   assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
   assert p.stderr.startswith(f"error: {damaged}: ") and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
@@ -413,7 +415,8 @@ def test_a_swapped_tokenizer_is_refused_where_text_is_read(tmp_path):
   with open(model, "r+b") as f:   # same size, other bytes (as another model of one size would be)
     f.seek(100)
     f.write(b"\x00" * 4)
-  with pytest.raises(DataError, match="differs from the manifest's .*the tokenizer changed since the dataset was built"):
+  changed = "differs from the manifest's .*the tokenizer changed since the dataset was built"
+  with pytest.raises(DataError, match=changed):
     load_manifest(data).load_tokenizer()
 
 

@@ -56,7 +56,7 @@ def _write_gold(folder, columns, rows):
 def _swuggy(root):
   """lexical/dev of a ZeroSpeech 2021 dataset: 2 pairs x 2 voices; pair "b" is out of vocabulary."""
   rows = []
-  for pid, word, nonword, freq in (("a", "brick", "brilk", 12), ("b", "quaff", "quaft", 0)):
+  for pid, word, _nonword, freq in (("a", "brick", "brilk", 12), ("b", "quaff", "quaft", 0)):
     for voice in ("Alex", "Bruce"):
       rows.append((pid, f"{pid}{voice}w", word, "b r I k", 4, freq, voice, 1))
       rows.append((pid, f"{pid}{voice}n", "", "b r I l k", 5, "", voice, 0))
@@ -221,7 +221,7 @@ def test_end_to_end_through_the_runner_and_the_datasets_quantizer(dataset, tmp_p
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   setup = step_lib.setup(exp.model, exp.optim, vocab, mesh)
   params = nnx.state(build_model(exp.model, 0), nnx.Param)
-  run = runner_lib.BenchmarkRunner(setup.graphdef, setup.shardings.params, vocab, manifest, mesh, kind="baseline",
+  run = runner_lib.BenchmarkRunner(setup.graphdef, setup.shardings.params, vocab, manifest, mesh, model_kind="baseline",
                                    max_tokens=128, max_patches=128, patch_size=4, batch_size=8,
                                    paths=[f"swuggy:{tmp_path / 'zr'}", f"ssc:{ssc}"], heldout=False)
   result = run(params, with_scores=True)

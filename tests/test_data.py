@@ -171,7 +171,7 @@ def test_aligned_patches_split_long_words_and_stay_in_one_modality():
   for rec in _speech(rng):
     seq = interleave.interleave(rec, VOCAB, rng)
     starts = patching.aligned_patch_starts(seq, cfg)
-    assert np.all(starts[seq.aligned_marks(merge_silence=False)]) and np.all(starts[~seq.is_speech])
+    assert np.all(starts[patching.aligned_segment_starts(seq, merge_silence=False)]) and np.all(starts[~seq.is_speech])
     assert patching.patch_lengths(starts).max() <= 3
     ids = np.cumsum(starts) - 1
     for j in range(ids[-1] + 1):

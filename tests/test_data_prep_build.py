@@ -281,7 +281,8 @@ def test_tokenizer_trains_on_a_seeded_sample_of_shards(tmp_path, capsys, monkeyp
   assert [c.entries for c in chunks] == [3] * 10 and shard_plan.load(chunks[1]) == ("s3", "s4", "s5")
   assert shard_plan.sample(chunks, 30, seed=0) == chunks
   picked = shard_plan.sample(chunks, 7, seed=0)
-  assert len(picked) == 3 and picked == sorted(picked, key=lambda c: c.index) and picked == shard_plan.sample(chunks, 7, seed=0)
+  assert len(picked) == 3 and picked == sorted(picked, key=lambda c: c.index)
+  assert picked == shard_plan.sample(chunks, 7, seed=0)
   assert picked != shard_plan.sample(chunks, 7, seed=1)
   monkeypatch.setattr(vocab, "TOKENIZER_SAMPLE", 4)
   lines = [official(*[seg for w in SENTENCES[i % 4].split() for seg in (f"TEXT {w}", f"HUBERT {i} 1")],
@@ -289,7 +290,8 @@ def test_tokenizer_trains_on_a_seeded_sample_of_shards(tmp_path, capsys, monkeyp
   src = write(tmp_path / "in.jsonl", lines)
   rc, log, err = run(capsys, "--format=lst_jsonl", f"--input={src}", f"--output={tmp_path / 'ds'}",
                      "--shard_size=2", "--vocab_size=30")
-  assert rc == 0 and "tokenizer: reading the transcripts of 4 entries (a seeded sample of 2 shards of 12 entries)" in log, err
+  assert rc == 0, err
+  assert "tokenizer: reading the transcripts of 4 entries (a seeded sample of 2 shards of 12 entries)" in log
   assert "training a 30-piece BPE model on 4 transcripts" in log and len(records(tmp_path / "ds")) == 12
 
 
@@ -552,13 +554,13 @@ def test_stats_prints_counts_and_patch_lengths(tmp_path, capsys):
   tokens = [l.split() for l in text.splitlines() if l.strip().startswith("text tokens")][0]
   assert int(tokens[2]) == int(tokens[3]) + int(tokens[6]) and int(tokens[6]) >= 4
   row = {k: [l for l in text.splitlines() if l.strip().startswith(k)][0].split()
-         for k in ("static", "aligned, sil separate", "aligned, sil merged")}
+         for k in ("static", "aligned, silence separate", "aligned, silence merged")}
   # Units 18; static p=4 patches per utterance: 9 -> 4+4+1, 6 -> 4+2, 3 -> 3: 6 patches.
   assert row["static"][2] == "6"
   # Silence separate: words 5 + silences (text_first 2, speech_first 1, silence_first 1) = 9 patches.
-  assert row["aligned, sil separate"][3] == "9" and float(row["aligned, sil separate"][4]) == 2.0
+  assert row["aligned, silence separate"][3] == "9" and float(row["aligned, silence separate"][4]) == 2.0
   # Silence merged: one patch per word.
-  assert row["aligned, sil merged"][3] == "5" and float(row["aligned, sil merged"][4]) == 3.6
+  assert row["aligned, silence merged"][3] == "5" and float(row["aligned, silence merged"][4]) == 3.6
   assert "histogram" in text
 
 

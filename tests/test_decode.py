@@ -12,7 +12,7 @@ from flax import nnx
 from lst_jax import vocab as vocab_lib
 from lst_jax.config import ModelConfig
 from lst_jax.data import packing
-from lst_jax.decode import generate as gen, rows
+from lst_jax.decode import generate as gen
 from lst_jax.decode.sampling import Sampling, filter_logits
 from lst_jax.model.factory import build_model
 
@@ -65,7 +65,7 @@ def _continuation(token: int) -> int:
   return VOCAB.unit_offset if token >= VOCAB.unit_offset else vocab_lib.NUM_SPECIAL
 
 
-@pytest.mark.parametrize("kind,scan_layers", [("lst", False), ("baseline", False), ("baseline", True)])
+@pytest.mark.parametrize("kind,scan_layers", [("lst", False), ("lst", True), ("baseline", False), ("baseline", True)])
 def test_cached_logits_equal_the_full_forward_of_every_prefix(kind, scan_layers):
   _, decoder = _model_and_decoder(kind, scan_layers=scan_layers)   # scanned: stacked parameters
   cached, _ = _cached_logits(decoder, SEQUENCES)
@@ -74,7 +74,7 @@ def test_cached_logits_equal_the_full_forward_of_every_prefix(kind, scan_layers)
   prefixes, where = [], []
   for i, s in enumerate(SEQUENCES):
     for t in range(len(s)):
-      prefixes.append(rows.document_row(s[:t + 1] + [_continuation(s[t])], VOCAB, P, MAX_TOKENS, MAX_PATCHES))
+      prefixes.append(packing.inference_row(s[:t + 1] + [_continuation(s[t])], VOCAB, P, MAX_TOKENS, MAX_PATCHES))
       where.append((i, t))
   graphdef, params = nnx.split(model)
   full = np.asarray(jax.jit(lambda p, b: nnx.merge(graphdef, p)(b))(params, packing.stack(prefixes)))
@@ -86,7 +86,7 @@ def test_the_global_model_steps_once_per_static_patch():
   _, decoder = _model_and_decoder("lst")
   _, state = _cached_logits(decoder, SEQUENCES)
   for i, s in enumerate(SEQUENCES):
-    row = rows.document_row(s, VOCAB, P, MAX_TOKENS, MAX_PATCHES)
+    row = packing.inference_row(s, VOCAB, P, MAX_TOKENS, MAX_PATCHES)
     closed = int((row["patch_segment"] > 0).sum()) - int(state.open_len[i] > 0)
     assert int(state.patches[i]) == closed, s
   chex.assert_trees_all_equal(state.tokens, jnp.array([len(s) for s in SEQUENCES]))
@@ -155,7 +155,7 @@ def test_a_seed_fixes_sampling_and_rules_hold():
   assert any(t in (VOCAB.text_mode, VOCAB.speech_mode) for g in switching for t in g.tokens)  # a switch
   _, state = _cached_logits(decoder, generated, MAX_TOKENS + 12)
   for i, s in enumerate(generated):
-    row = rows.document_row(s, VOCAB, P, MAX_TOKENS + 12, MAX_TOKENS + 12)
+    row = packing.inference_row(s, VOCAB, P, MAX_TOKENS + 12, MAX_TOKENS + 12)
     assert int(state.patches[i]) == int((row["patch_segment"] > 0).sum()) - int(state.open_len[i] > 0)
     first_of_patch = row["patch_first"][:int((row["patch_segment"] > 0).sum())]
     is_unit = np.asarray(s) >= VOCAB.unit_offset

@@ -18,7 +18,7 @@ from lst_jax.distributed import DistributedError, Options, Plan
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO, "tests", "distributed_worker.py")
 COMPARED = ("loss", "text_loss", "speech_loss", "grad_norm")
-HELDOUT = ("heldout_loss", "heldout_text_loss", "heldout_speech_loss")
+HELDOUT = ("heldout_interleaved_loss", "heldout_interleaved_text_loss", "heldout_interleaved_speech_loss")
 # Variables through which JAX detects a cluster (jax/_src/clusters/*.py) or that steer it.
 CLUSTER_VARS = ("SLURM_", "OMPI_", "KUBERNETES_", "TPU_", "MEGASCALE_", "JAX_COORDINATOR", "JAX_LOCAL_DEVICE")
 
@@ -83,7 +83,7 @@ def test_two_processes_match_one(config, tmp_path):
 
   multi_records, single_records = _records(multi), _records(single)
   steps = lambda rs: [r for r in rs if "loss" in r]
-  held = lambda rs: [r for r in rs if "heldout_loss" in r]
+  held = lambda rs: [r for r in rs if "heldout_interleaved_loss" in r]
   assert [r["step"] for r in steps(multi_records)] == [1, 2, 3, 4]
   assert [r["step"] for r in steps(single_records)] == [1, 2, 3, 4]
   for m, s in zip(steps(multi_records), steps(single_records)):
@@ -96,7 +96,7 @@ def test_two_processes_match_one(config, tmp_path):
   for m, s in zip(held(multi_records), held(single_records)):
     for k in HELDOUT:
       np.testing.assert_allclose(m[k], s[k], rtol=2e-5, err_msg=f"{k} at step {m['step']}")
-    assert m["heldout_target_tokens"] == s["heldout_target_tokens"]
+    assert m["heldout_interleaved_target_tokens"] == s["heldout_interleaved_target_tokens"]
   # Only process 0 writes metrics; both wrote the shared checkpoints.
   assert sorted(os.listdir(multi / "checkpoints")) == ["2", "4"]
 

@@ -220,14 +220,16 @@ def test_runner_all_directions_and_heldout(model, dataset, tmp_path, monkeypatch
     assert r["n"] == 6 and r["chance"] == pytest.approx(1 / 3)
     for acc, ci in ((r["acc_sum"], r["ci_sum"]), (r["acc_mean"], r["ci_mean"])):
       assert 0 <= ci[0] <= acc <= ci[1] <= 1
-  h = result["heldout"]
+  h = result["heldout_unimodal"]
   assert h["text_documents"] == 8 and h["speech_documents"] == 8
   # An untrained model spreads its mass over the whole vocabulary: several bits per token.
   assert 0.5 * np.log2(vocab.size) < h["text_bits_per_token"] < 2 * np.log2(vocab.size)
   assert h["speech_bits_per_second"] == pytest.approx(25 * h["speech_bits_per_unit"])
   table = runner_lib.format_table(result)
   assert "toy" in table and "T->S" in table and "held-out" in table
-  assert "bench/toy/S->T/acc_sum" in runner_lib.flat_metrics(result)
+  flat = runner_lib.flat_metrics(result)
+  assert "bench/toy/S->T/acc_sum" in flat and flat["heldout_unimodal_text_bits_per_token"] == h["text_bits_per_token"]
+  assert not any(k.startswith("heldout_interleaved") for k in flat)   # the training loop's, not these
   built = []
   real_from_setup = runner_lib.BenchmarkRunner.from_setup
   monkeypatch.setattr(runner_lib.BenchmarkRunner, "from_setup",
@@ -238,12 +240,12 @@ def test_runner_all_directions_and_heldout(model, dataset, tmp_path, monkeypatch
   few = runner_lib.run_benchmarks(model["params"], model["setup"], model["exp"], dataset, model["mesh"],
                                   paths=[path], max_items=2, directions=["T->S"], heldout=False)
   assert list(few["benchmarks"]["toy"]) == ["T->S"] and few["benchmarks"]["toy"]["T->S"]["n"] == 2
-  assert "heldout" not in few
+  assert "heldout_unimodal" not in few
 
 
 @pytest.mark.slow
 def test_evaluate_checkpoint_writes_result(dataset, tmp_path):
-  from lst_jax.eval.checkpoint import restore_params
+  from lst_jax.train.restore import restore_params
   from lst_jax.eval.evaluate import evaluate_checkpoint
   config = tiny_config(dataset.dir, kind="baseline")   # compiles fastest; the LST is covered above
   vocab = pipeline.vocab_of(dataset)

@@ -21,8 +21,7 @@ from lst_jax import sharding
 from lst_jax import vocab as vocab_lib
 from lst_jax.data import datasets, packing, pipeline, tokenizer as tokenizer_lib
 from lst_jax.data.manifest import sha256_file
-from lst_jax.decode import rows
-from lst_jax.eval.evaluate import restore_model
+from lst_jax.train.restore import restore_model
 from lst_jax.export import export
 from lst_jax.train import step as step_lib
 from lst_jax.train.checkpoint import Checkpointer
@@ -85,7 +84,7 @@ def _forward(graphdef, params, batch):
 
 def _logits(model, seqs, vocab, exp):
   """Our logits [B, T, V] of one unpacked document per row."""
-  batch = packing.stack([rows.document_row(s, vocab, exp.data.patching.patch_size, exp.data.max_tokens,
+  batch = packing.stack([packing.inference_row(s, vocab, exp.data.patching.patch_size, exp.data.max_tokens,
                                            exp.data.max_patches) for s in seqs])
   graphdef, params = nnx.split(model)
   return np.asarray(_forward(graphdef, params, jax.tree.map(jnp.asarray, batch)))

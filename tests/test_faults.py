@@ -131,7 +131,8 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_good_checkpoin
   config.train.log_every = 1
   config.train.checkpoint_every = 1
   workdir = str(tmp_path / "run")
-  with pytest.raises(TrainingError, match=r"non-finite loss, gradient or parameters at step (\d+).*Last good checkpoint: "
+  with pytest.raises(TrainingError, match=r"non-finite loss, gradient or parameters at step (\d+).*"
+                                          r"Last good checkpoint: "
                                           r"step \d+") as err:
     train(config, workdir)
   bad = int(err.value.args[0].split("at step ")[1].split(":")[0])
@@ -288,7 +289,7 @@ def test_archive_and_restart_keeps_the_old_run(two_step_run):
   assert "2" in os.listdir(f"{previous}/checkpoints")
   assert read_records(previous) == old_records
   new = read_records(workdir)
-  assert [r["step"] for r in new if "heldout_loss" in r] == [0, 2]   # one run per metrics.jsonl
+  assert [r["step"] for r in new if "heldout_interleaved_loss" in r] == [0, 2]   # one run per metrics.jsonl
   assert new != old_records
 
 
@@ -489,10 +490,10 @@ def test_a_sigterm_at_an_evaluation_step_evaluates_on_resume(config, tmp_path):
   train(config, full, benchmarks=lambda *a: ({}, ""))
   workdir = str(tmp_path / "run")
   assert train(config, workdir, benchmarks=sigterm_at_3).preempted
-  assert not [r for r in read_records(workdir) if r.get("step") == 4 and "heldout_loss" in r]
+  assert not [r for r in read_records(workdir) if r.get("step") == 4 and "heldout_interleaved_loss" in r]
   train(config, workdir, benchmarks=lambda *a: ({}, ""))
-  held = lambda w: [(r["step"], round(r["heldout_loss"], 5)) for r in read_records(w)
-                    if "heldout_loss" in r and not r.get("final")]
+  held = lambda w: [(r["step"], round(r["heldout_interleaved_loss"], 5)) for r in read_records(w)
+                    if "heldout_interleaved_loss" in r and not r.get("final")]
   assert held(workdir) == held(full) and [s for s, _ in held(full)] == [0, 4]
 
 

@@ -125,7 +125,8 @@ def _records(workdir: str) -> list[dict]:
 
 @pytest.mark.slow
 def test_a_run_on_gcs_killed_and_resumed_equals_a_local_run(gcs, dataset, tmp_path):
-  from lst_jax.eval.evaluate import evaluate_checkpoint, restore
+  from lst_jax.eval.evaluate import evaluate_checkpoint
+  from lst_jax.train.restore import restore
   from lst_jax.export import export
 
   data = _fresh(gcs, "data")
@@ -165,7 +166,7 @@ def test_a_run_on_gcs_killed_and_resumed_equals_a_local_run(gcs, dataset, tmp_pa
 
   result = evaluate_checkpoint(config, workdir, log=lambda *_: None)
   assert storage.isfile(f"{workdir}/eval/12.json") and storage.isfile(f"{workdir}/eval/12.scores.jsonl")
-  assert json.loads(storage.read_text(f"{workdir}/eval/12.json"))["heldout"] == result["heldout"]
+  assert json.loads(storage.read_text(f"{workdir}/eval/12.json"))["heldout_unimodal"] == result["heldout_unimodal"]
   export(config, workdir, str(tmp_path / "export"), log=lambda *_: None)
   exported = json.loads((tmp_path / "export" / "config.json").read_text())
   assert exported["training"]["workdir"] == workdir and exported["training"]["step"] == 12
@@ -175,7 +176,7 @@ def test_a_run_on_gcs_killed_and_resumed_equals_a_local_run(gcs, dataset, tmp_pa
   from safetensors.numpy import load, load_file
   chex.assert_trees_all_equal(load(storage.read_bytes(f"{workdir}-export/model.safetensors")),
                               load_file(str(tmp_path / "export" / "model.safetensors")))
-  assert result["step"] == 12 and result["heldout"]
+  assert result["step"] == 12 and result["heldout_unimodal"]
 
 
 @pytest.mark.slow

@@ -29,8 +29,21 @@ def _config_file(tmp_path, config) -> str:
   return str(path)
 
 
+def _own_modality_head(model, vocab) -> None:
+  """The baseline's output head set so that every row keeps to its modality up to its length limit:
+  the EOS and mode-token columns zero (logit 0), every text and unit column 100x its random init
+  (logits ~N(0, 100^2)), so a row's likeliest own-modality token outscores EOS and a switch by
+  >= 50 (all 40 units below 0.5 sigma: p ~ 1e-7) and no sampling draws them: speech prompts
+  always generate speech (--seconds of units), text prompts text."""
+  from lst_jax import vocab as vocab_lib
+  w = np.array(model.head.kernel[...]) * 100.0
+  w[:, [vocab_lib.EOS, vocab.text_mode, vocab.speech_mode]] = 0.0
+  model.head.kernel[...] = w
+
+
 def _save_initial_checkpoint(config, data, workdir: str, step: int) -> None:
-  """A checkpoint as training writes it (random parameters: this tests the plumbing, not the model)."""
+  """A checkpoint as training writes it (random parameters: this tests the plumbing, not the model;
+  the head keeps each row to its modality, _own_modality_head)."""
   import jax
   from flax import nnx
 
@@ -43,7 +56,9 @@ def _save_initial_checkpoint(config, data, workdir: str, step: int) -> None:
   exp = config_lib.parse(config, vocab.size)
   setup = step_lib.setup(exp.model, exp.optim, vocab, sharding.make_mesh(1, 1, 1))
   datasets.check_run_provenance(workdir, data)
-  params = nnx.state(build_model(exp.model, 0), nnx.Param)
+  model = build_model(exp.model, 0)
+  _own_modality_head(model, vocab)
+  params = nnx.state(model, nnx.Param)
   state = step_lib.TrainState(step=jax.numpy.full((), step, jax.numpy.int32), params=params,
                               opt_state=setup.optimizer.init(params))
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), 1, 2)
@@ -69,15 +84,18 @@ def test_generate_writes_samples_and_eval_listens(tmp_path):
                                                     for i in range(1))
   html = open(out / "index.html").read()
   assert html.count("<tr>") >= 1 + 4 and "t2s_wer" in r.stdout and "vocoder_ceiling_wer" in r.stdout
-  for s in samples:
-    assert s["stop"] in ("eos", "length", "switch"), s
-    if s["task"] in ("s2s", "t2s") and s.get("generated_wav"):
+  for s in samples:   # every row runs to its limit (the head keeps it to its modality)
+    assert s["stop"] == "length", s
+    if s["task"] in ("s2s", "t2s"):   # 1 s of units -> a 1 s WAV through the vocoder, every time
+      assert s["generated_wav"] == f"{s['id']}_generated.wav", s
       wave, rate = soundfile.read(out / s["generated_wav"])
-      units = open(out / s["generated_wav"].replace(".wav", ".units.txt")).read().split()
-      assert rate == 16000 and len(wave) == len(units) * 16000 // 25 and 0 < len(units) <= 25
-      assert np.isfinite(wave).all()
+      units = open(out / s["generated_units"]).read().split()
+      assert rate == 16000 and len(units) == 25 and len(wave) == 25 * 16000 // 25, (rate, len(units), len(wave))
+      assert all(0 <= int(u) < 40 for u in units) and len(set(units)) > 1
+      assert np.isfinite(wave).all() and np.abs(wave).max() > 1e-3
+      assert f'src="{s["generated_wav"]}"' in html
     if s["task"] in ("t2t", "s2t"):
-      assert os.path.exists(out / f"{s['id']}_generated.txt")
+      assert "generated_wav" not in s and open(out / f"{s['id']}_generated.txt").read().strip()
 
   r = _run("lst_jax.generate", f"--config={cfg}", f"--workdir={workdir}", "--num=1", "--seconds=100000")
   assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -86,7 +104,8 @@ def test_generate_writes_samples_and_eval_listens(tmp_path):
   from lst_jax.eval.evaluate import evaluate_checkpoint   # make eval's --listen, in-process (one import less)
   lines = []
   result = evaluate_checkpoint(config, workdir, heldout=False, listen=1, log=lines.append)
-  assert json.load(open(tmp_path / "run" / "eval" / "2.json"))["listening"] == json.loads(json.dumps(result["listening"]))
+  written = json.loads((tmp_path / "run" / "eval" / "2.json").read_text())
+  assert written["listening"] == json.loads(json.dumps(result["listening"]))
   listening = result["listening"]
   assert listening["prompts"] == 1 and listening["t2s_wer"] >= 0 and listening["vocoder_ceiling_wer"] >= 0
   assert any("t2s WER" in line and "vocoder ceiling WER" in line for line in lines)

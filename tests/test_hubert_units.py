@@ -25,24 +25,31 @@ LAYER, K, HOP, FIELD = 1, 8, 640, 650   # receptive field 1 + 19 * 1 + 7 * 10 + 
 SENTENCES = ["Let there be light and there was light", "The LORD is my shepherd I shall not want"]
 
 
-def tiny_hubert(path, seed):
+def tiny_hubert(path, seed, layers=2, large=False):
+  """large: HuBERT large's layout (layer-norm conv stack on normalized waveforms, pre-norm transformer)."""
   torch.manual_seed(seed)
   config = transformers.HubertConfig(
-      hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+      hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64,
       conv_dim=(16, 16, 16), conv_stride=(10, 8, 8), conv_kernel=(20, 8, 8), num_conv_pos_embeddings=16,
-      num_conv_pos_embedding_groups=2, feat_extract_norm="group", do_stable_layer_norm=False)
+      num_conv_pos_embedding_groups=2, feat_extract_norm="layer" if large else "group",
+      do_stable_layer_norm=large)
   transformers.HubertModel(config).save_pretrained(str(path))
   return str(path)
 
 
-def reference_units(checkpoint, wave, kmeans):
-  """The independent computation: zero-pad to centred frames, HubertModel hidden_states[LAYER], predict."""
+def centred_frames_input(wave):
+  """Zero-padded so that frame i of the conv stack is centred on [i * HOP, (i + 1) * HOP): [1, samples]."""
   frames = math.ceil(len(wave) / HOP)
   left = (FIELD - HOP) // 2
   x = np.pad(wave, (left, (frames - 1) * HOP + FIELD - left - len(wave)))
+  return torch.from_numpy(x[None].astype(np.float32))
+
+
+def reference_units(checkpoint, wave, kmeans):
+  """The independent computation: zero-pad to centred frames, HubertModel hidden_states[LAYER], predict."""
   model = transformers.HubertModel.from_pretrained(checkpoint, local_files_only=True).eval()
   with torch.inference_mode():
-    h = model(torch.from_numpy(x[None].astype(np.float32)), output_hidden_states=True).hidden_states[LAYER]
+    h = model(centred_frames_input(wave), output_hidden_states=True).hidden_states[LAYER]
   return kmeans.predict(h[0].numpy())
 
 
@@ -226,12 +233,27 @@ def test_our_logmel_codebook_is_reusable_with_kmeans_flag(assets, tmp_path, caps
     np.testing.assert_array_equal(records(first)[id_].units, records(second)[id_].units)
 
 
-def test_any_layer_and_mixed_lengths_match_one_full_forward_each(assets):
-  """Layers past N are dropped and equal lengths share a batch; neither changes hidden_states[N]."""
-  full = transformers.HubertModel.from_pretrained(assets["a"], local_files_only=True).eval()
-  waves = [assets["waves"]["s0"], assets["waves"]["s1"], assets["waves"]["s0"][::-1].copy()]
-  got = hubert.Hubert(assets["a"], 0, "cpu").features(waves)   # keeps 1 of the 2 layers
-  for w, g in zip(waves, got):
-    with torch.inference_mode():
-      ref = full(torch.from_numpy(hubert.pad(w, HOP, FIELD)[None]), output_hidden_states=True).hidden_states
-    np.testing.assert_allclose(g, ref[0][0].numpy(), atol=1e-5)
+@pytest.mark.parametrize("large", [False, True])
+def test_every_layer_and_mixed_lengths_match_one_full_forward_each(tmp_path, large):
+  """A 3-layer HuBERT (base and large layouts): hidden_states[N] for N = 0 (the encoder's input) to 3, taken
+  from the model with the layers past N dropped, equals the untrimmed model's own hidden_states[N] (a
+  full forward per waveform; padding and normalization done here); equal
+  lengths share a batch, mixed lengths do not, neither changes the states."""
+  checkpoint = tiny_hubert(tmp_path / "hubert3", 2, layers=3, large=large)
+  full = transformers.HubertModel.from_pretrained(checkpoint, local_files_only=True).eval()
+  assert len(full.encoder.layers) == 3
+  s0 = sine_audio(1.2, 220.0)
+  waves = [s0, sine_audio(0.8, 500.0), s0[::-1].copy()]
+  normalized = lambda w: (w - w.mean()) / np.sqrt(w.var() + 1e-7) if large else w
+  with torch.inference_mode():
+    refs = [full(centred_frames_input(normalized(w)), output_hidden_states=True).hidden_states for w in waves]
+  assert len(refs[0]) == 4
+  for layer in range(4):
+    h = hubert.Hubert(checkpoint, layer, "cpu")
+    assert len(h.model.encoder.layers) <= layer + 1, layer   # the layers past N (+ 1) are dropped
+    got = h.features(waves)
+    for w, g, ref in zip(waves, got, refs):
+      assert g.shape == (math.ceil(len(w) / HOP), 32)
+      np.testing.assert_allclose(g, ref[layer][0].numpy(), atol=1e-5, err_msg=f"layer {layer}")
+    if layer:   # each layer's states are its own (a transformer layer ran)
+      assert np.abs(got[0] - refs[0][layer - 1][0].numpy()).max() > 1e-2, layer

@@ -79,7 +79,8 @@ def test_cli_reexecs_on_fake_devices():
   assert "mesh {'data': 1, 'fsdp': 4, 'tensor': 1}" in out.stdout and "memory per device" in out.stdout
   # The memory model beside XLA's figure, on the compile mesh, with its share of the preset's device.
   assert "memory model per device on mesh (data, fsdp, tensor) = (1, 4, 1)" in out.stdout
-  assert "the memory model says" in out.stdout and "of a device of the preset's hardware, this 2-core CPU machine" in out.stdout
+  assert "the memory model says" in out.stdout
+  assert "of a device of the preset's hardware, this 2-core CPU machine" in out.stdout
   assert "0.00M" not in out.stdout.split("total")[0]   # every module has parameters
 
 

@@ -95,6 +95,41 @@ def test_block_residuals_match_jax(dtype, attention, length, window):
     assert model == pytest.approx(measured, rel=tol), (remat, model, measured)
 
 
+def block_residuals(attention, length, window, rows=1, d=64, heads=4, mlp=192):
+  """JAX's saved residuals of one fp32 block without remat, arguments excluded: [(shape, bytes)]."""
+  block = nnx.eval_shape(lambda: transformer.Block(d, heads, mlp, rngs=nnx.Rngs(0), dtype=jnp.float32,
+                                                   implementation=attention))
+  graphdef, state = nnx.split(block)
+  run = lambda state, x, pos, seg: transformer.run_block(nnx.merge(graphdef, state), x, pos, seg, window,
+                                                         "none").sum()
+  ints = jax.ShapeDtypeStruct((rows, length), jnp.int32)
+  saved = ad_checkpoint.saved_residuals(run, state, jax.ShapeDtypeStruct((rows, length, d), jnp.float32), ints, ints)
+  return [(aval.shape, aval.size * aval.dtype.itemsize) for aval, source in saved if "from the argument" not in source]
+
+
+@pytest.mark.parametrize("window", [None, 256])
+def test_a_flash_backend_keeps_no_scores(window):
+  """The Pallas splash kernel (memory.FLASH_BACKENDS; interpreted on CPU, traced only) keeps no
+  [queries x keys] scores for the backward pass, causal or windowed: no saved residual is larger than
+  the widest [T x mlp] activation, what one block keeps grows as T (1k -> 8k tokens: 8x, measured
+  7.9x), and memory.block_residual_bytes counts it within 10% at 8k (measured 0.93). The reference
+  backend, at the same shapes, keeps wider residuals (its scores: [512 x T] query blocks causal,
+  [128 x 384] blocks in a window of 256) that grow 51x causal, so the checks can tell."""
+  d, heads, mlp = 64, 4, 192
+  short, long = 1024, 8192
+  def checks(attention):
+    kept = {t: block_residuals(attention, t, window, d=d, heads=heads, mlp=mlp) for t in (short, long)}
+    total = {t: sum(b for _, b in r) for t, r in kept.items()}
+    widest = max(b for _, b in kept[long])
+    model = memory.block_residual_bytes(long, d, heads, mlp, 4, "none", attention, window)
+    return widest <= 4 * long * mlp, total[long] / total[short], model / total[long]   # fp32
+  assert "pallas" in memory.FLASH_BACKENDS
+  narrow, growth, model = checks("pallas")
+  assert narrow and 7.0 <= growth <= 8.05 and model == pytest.approx(1, rel=0.1), (narrow, growth, model)
+  narrow, growth, _ = checks("reference")
+  assert not narrow and (window is not None or growth > 20), (narrow, growth)
+
+
 @pytest.mark.parametrize("kind,dtype,policies,shape", [
     ("lst", "bfloat16", POLICIES, {}), ("lst", "float32", ("none", "full"), {}),
     ("lst", "bfloat16", ("none", "full"), dict(encoder_layers=3, decoder_layers=2)),

@@ -24,8 +24,10 @@ def test_bits_and_speech_bits_per_second():
   assert metrics.bits(math.log(2)) == pytest.approx(1.0)
   assert metrics.bits(2.0) == pytest.approx(2.0 / 0.6931471805599453)
   # 1.5 nats per unit at 25 units/s = 37.5 nats/s = 54.1 bits/s.
-  assert metrics.speech_bits_per_second(1.5) == pytest.approx(37.5 / 0.6931471805599453)
+  assert metrics.speech_bits_per_second(1.5, 25.0) == pytest.approx(37.5 / 0.6931471805599453)
   assert metrics.speech_bits_per_second(1.5, unit_rate=50.0) == pytest.approx(75.0 / 0.6931471805599453)
+  with pytest.raises(TypeError):
+    metrics.speech_bits_per_second(1.5)   # no assumed unit rate: the caller gives the data's
 
 
 def test_mfu_and_peak():
@@ -56,9 +58,11 @@ def test_accounting_hand_computed():
   assert r2["cumulative_flops"] == 8e9
   assert r2["flops_per_s"] == pytest.approx(2e9 / 0.04)   # 50 GFLOP/s
   assert r2["mfu"] == pytest.approx(0.5)                  # of 100 GFLOP/s
-  ev = acc({"step": 4, "heldout_loss": 2.0, "heldout_text_loss": 1.0, "heldout_speech_loss": 2.0})
-  assert ev["heldout_text_bits_per_token"] == pytest.approx(1 / math.log(2))
-  assert ev["heldout_speech_bits_per_second"] == pytest.approx(50 / math.log(2))
+  ev = acc({"step": 4, "heldout_interleaved_loss": 2.0, "heldout_interleaved_text_loss": 1.0,
+            "heldout_interleaved_speech_loss": 2.0})
+  assert ev["heldout_interleaved_text_bits_per_token"] == pytest.approx(1 / math.log(2))
+  assert ev["heldout_interleaved_speech_bits_per_unit"] == pytest.approx(2 / math.log(2))
+  assert ev["heldout_interleaved_speech_bits_per_second"] == pytest.approx(50 / math.log(2))
   assert ev["cumulative_flops"] == 8e9 and ev["tokens_seen"] == 500.0
   # Resumed at step 4 after those records: tokens continue from the record at step 4, not later ones.
   later = {"step": 6, "loss": 1.0, "text_loss": 1.0, "speech_loss": 1.0, "tokens_seen": 9999.0}
@@ -71,7 +75,7 @@ def test_accounting_hand_computed():
 
 
 def test_cumulative_tokens():
-  records = [{"step": 0, "heldout_loss": 5.0}, {"step": 5, "loss": 4, "real_tokens": 10.0},
+  records = [{"step": 0, "heldout_interleaved_loss": 5.0}, {"step": 5, "loss": 4, "real_tokens": 10.0},
              {"step": 10, "loss": 3, "real_tokens": 20.0}, {"step": 12, "loss": 3, "real_tokens": 5.0}]
   assert metrics.cumulative_tokens(records) == {0: 0.0, 5: 50.0, 10: 150.0, 12: 160.0}
 
@@ -94,15 +98,17 @@ def _tb_scalars(workdir):
 
 def test_writer_jsonl_and_tensorboard(tmp_path):
   w = MetricsWriter(str(tmp_path))
-  w.write({"step": 0, "heldout_loss": 5.0, "heldout_text_loss": 5.5})
+  w.write({"step": 0, "heldout_interleaved_loss": 5.0, "heldout_interleaved_text_loss": 5.5})
+  w.write({"step": 1, "heldout_unimodal_text_bits_per_token": 7.5})
   w.write({"step": 2, "loss": np.float32(3.0), "text_loss": 2.0, "speech_loss": 4.0, "lr": 1e-3,
            "mfu": 0.25, "cumulative_flops": 4e9, "tokens_seen": 200.0, "final": True, "note": "x"})
   w.close()
   records = metrics.read_records(str(tmp_path))
-  assert [r["step"] for r in records] == [0, 2]
-  assert records[1]["loss"] == 3.0 and isinstance(records[1]["loss"], float) and "time" in records[1]
+  assert [r["step"] for r in records] == [0, 1, 2]
+  assert records[2]["loss"] == 3.0 and isinstance(records[2]["loss"], float) and "time" in records[2]
   tb = _tb_scalars(str(tmp_path))
-  assert tb["heldout/loss"] == [(0, 5.0)] and tb["heldout/text_loss"] == [(0, 5.5)]
+  assert tb["heldout/interleaved_loss"] == [(0, 5.0)] and tb["heldout/interleaved_text_loss"] == [(0, 5.5)]
+  assert tb["heldout/unimodal_text_bits_per_token"] == [(1, 7.5)]
   assert tb["train/loss"] == [(2, 3.0)] and tb["train/text_loss"] == [(2, 2.0)]
   assert tb["perf/mfu"] == [(2, 0.25)] and tb["progress/cumulative_flops"] == [(2, 4e9)]
   assert tb["train/lr"][0][1] == pytest.approx(1e-3)
@@ -117,7 +123,7 @@ def test_writer_resume_drops_records_past_the_checkpoint(tmp_path):
   w = MetricsWriter(str(tmp_path))
   for step in (0, 2, 4, 6):
     w.write({"step": step, "loss": float(step)})
-  w.write({"step": 4, "final": True, "heldout_loss": 1.0})  # a finished attempt's last evaluation
+  w.write({"step": 4, "final": True, "heldout_interleaved_loss": 1.0})  # a finished attempt's last evaluation
   w.close()
   with open(tmp_path / "metrics.jsonl", "a") as f:
     f.write('{"step": 8, "lo')  # killed mid-line
@@ -128,6 +134,44 @@ def test_writer_resume_drops_records_past_the_checkpoint(tmp_path):
   assert [(r["step"], r["loss"]) for r in metrics.read_records(str(tmp_path))] == [(0, 0), (2, 2), (4, 4), (6, 60)]
   # TensorBoard: the new attempt's step 6 replaces the old one (purge_step=5 in the second file).
   assert _tb_scalars(str(tmp_path))["train/loss"][-1] == (6, 60.0)
+
+
+def test_heldout_names_one_per_quantity():
+  assert metrics.interleaved("text_bits_per_token") == "heldout_interleaved_text_bits_per_token"
+  assert metrics.unimodal("text_bits_per_token") == "heldout_unimodal_text_bits_per_token"
+  assert metrics.tb_tag("heldout_interleaved_speech_bits_per_second") == "heldout/interleaved_speech_bits_per_second"
+  assert metrics.tb_tag("heldout_unimodal_speech_units") == "heldout/unimodal_speech_units"
+  # Earlier versions' names: the loop's heldout_<q>, the runner's heldout/<q> and eval JSON section.
+  old = {"step": 4, "heldout_loss": 2.0, "heldout_text_bits_per_token": 1.5, "heldout/text_bits_per_token": 1.7,
+         "loss": 3.0, "bench/toy/S->S/acc_sum": 0.5}
+  assert metrics.renamed(old) == {"step": 4, "heldout_interleaved_loss": 2.0,
+                                  "heldout_interleaved_text_bits_per_token": 1.5,
+                                  "heldout_unimodal_text_bits_per_token": 1.7, "loss": 3.0,
+                                  "bench/toy/S->S/acc_sum": 0.5}
+  new = metrics.renamed(old)
+  assert metrics.renamed(new) == new and list(new)[1] == "heldout_interleaved_loss"   # today's kept, order too
+  from lst_jax.eval import evaluate
+  assert evaluate.coverage({"heldout": {"text_bits_per_token": 1.0}}) == \
+      evaluate.coverage({"heldout_unimodal": {"text_bits_per_token": 1.0}}) == {"heldout_unimodal": 1}
+
+
+def test_run_logged_under_the_old_names_reads_and_resumes(tmp_path):
+  """A metrics.jsonl written before the held-out names: read under today's names, and a resume rewrites
+  the records it keeps under them (one run, one set of names)."""
+  old = [{"time": 1.0, "step": 0, "heldout_loss": 5.0, "heldout_text_bits_per_token": 7.0},
+         {"time": 2.0, "step": 2, "loss": 3.0},
+         {"time": 3.0, "step": 2, "heldout/text_bits_per_token": 6.0},
+         {"time": 4.0, "step": 4, "heldout_loss": 4.0}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+  records = metrics.read_records(str(tmp_path))
+  assert [r["step"] for r in records if "heldout_interleaved_loss" in r] == [0, 4]
+  assert records[2] == {"time": 3.0, "step": 2, "heldout_unimodal_text_bits_per_token": 6.0}
+  w = MetricsWriter(str(tmp_path), tensorboard=False, resume_step=2)
+  w.write({"step": 4, "heldout_interleaved_loss": 3.5})
+  w.close()
+  lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert lines[:3] == records[:3] and lines[3]["heldout_interleaved_loss"] == 3.5 and len(lines) == 4
+  assert not any(k.startswith(("heldout_loss", "heldout/")) for r in lines for k in r)
 
 
 def test_progress_line():
@@ -143,13 +187,15 @@ def _synthetic_run(workdir, scale=1.0, with_flops=True):
   os.makedirs(workdir)
   acc = Accounting(flops_per_step=1e12 * scale)
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-    records = [{"step": 0, "heldout_loss": 6.0, "heldout_text_loss": 6.2, "heldout_speech_loss": 5.8}]
+    records = [{"step": 0, "heldout_interleaved_loss": 6.0, "heldout_interleaved_text_loss": 6.2,
+                "heldout_interleaved_speech_loss": 5.8}]
     for step in range(10, 101, 10):
       records.append({"step": step, "loss": 6 - step / 40, "text_loss": 6.2 - step / 35,
                       "speech_loss": 5.8 - step / 50, "real_tokens": 1000.0, "lr": 1e-3})
       if step % 50 == 0:
-        records.append({"step": step, "heldout_loss": 6 - step / 45, "heldout_text_loss": 6.1 - step / 40,
-                        "heldout_speech_loss": 5.9 - step / 60})
+        records.append({"step": step, "heldout_interleaved_loss": 6 - step / 45,
+                        "heldout_interleaved_text_loss": 6.1 - step / 40,
+                        "heldout_interleaved_speech_loss": 5.9 - step / 60})
     for r in records:
       r = acc(r) if with_flops else r
       f.write(json.dumps(r) + "\n")

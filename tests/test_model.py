@@ -211,7 +211,8 @@ def test_remat_and_xla_attention_keep_the_numbers(dataset, config, remat):
   for change in ({}, {"remat": remat}, {"attention": "xla"}):
     for k, v in change.items():
       config.model[k] = v
-    model, batch, _ = _setup(dataset, config, "lst") if batch is None else (_setup(dataset, config, "lst")[0], batch, None)
+    model, made, _ = _setup(dataset, config, "lst")
+    batch = made if batch is None else batch
     graphdef, params = nnx.split(model, nnx.Param)
     loss_fn = step_lib.make_loss_fn(graphdef, vocab)
     grads.append(jax.jit(jax.grad(lambda p: loss_fn(p, batch)[0]))(params))
@@ -336,9 +337,9 @@ def _window_setup(dataset, config, window, monkeypatch, block=None):
   """The tiny LST with both cross-attention windows = `window` on a 4-row batch of 256 tokens /
   96 patches (2-4 documents a row, text and speech, padding); `block` shrinks the query block of
   the windowed path so that it runs in blocks over gathered spans."""
-  from lst_jax.model import patcher
+  from lst_jax.model import cross_attention
   if block is not None:
-    monkeypatch.setattr(patcher, "CROSS_BLOCK", block)
+    monkeypatch.setattr(cross_attention, "CROSS_BLOCK", block)
   config.data.update(max_tokens=256, max_patches=96)
   config.model.update(encoder_window=window, decoder_window=window)
   return _setup(dataset, config, "lst")

@@ -96,7 +96,7 @@ def test_a_poorer_evaluation_never_replaces_a_fuller_one(run):
   assert open(path).read() == before
   assert any("holds a fuller evaluation" in n for n in notes), notes
   partial = json.loads(open(path[:-5] + ".partial.json").read())
-  assert "heldout" not in partial and "heldout" in json.loads(before)
+  assert "heldout_unimodal" not in partial and "heldout_unimodal" in json.loads(before)
   evaluate.evaluate_checkpoint(config, workdir, log=lambda _: None)   # as full again: replaces it
   assert json.loads(open(path).read())["step"] == full["step"]
 

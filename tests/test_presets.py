@@ -13,6 +13,7 @@ from lst_jax import config as config_lib
 from lst_jax import memory
 from lst_jax import presets
 from lst_jax.tools import compare
+from lst_jax.train import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = 32000 + 5 + 501
@@ -82,18 +83,26 @@ def test_bad_override_names_the_key_and_the_allowed_values(tmp_path):
                       f"--workdir={tmp_path}", "--config.data.patching.strategy=sometimes"], cwd=REPO,
                      capture_output=True, text=True, timeout=300)
   assert r.returncode == 2 and "Traceback" not in r.stderr
-  assert "config.data.patching.strategy='sometimes' is not one of 'static', 'aligned', 'mixed', 'curriculum'" in r.stderr
+  assert ("config.data.patching.strategy='sometimes' is not one of 'static', 'aligned', 'mixed', 'curriculum'"
+          in r.stderr)
 
 
 def test_compare_table_reads_the_runs_records():
-  record = lambda flops, text: {"step": 10, "final": True, "heldout_loss": 2.0, "heldout_text_loss": text,
-                                "heldout_speech_loss": 1.0, "cumulative_flops": flops,
-                                "text_tokens_seen": 100.0, "speech_tokens_seen": 300.0}
-  lst = compare.summarize([{"step": 0, "heldout_loss": 9.0}, record(2e12, 2.0)])
+  # The records as the loop writes them: bits derived by Accounting at the data's unit rate (50 Hz here).
+  acc = metrics.Accounting(flops_per_step=1.0, unit_rate=50.0)
+  record = lambda flops, text: {**acc({"step": 10, "final": True, "heldout_interleaved_loss": 2.0,
+                                       "heldout_interleaved_text_loss": text, "heldout_interleaved_speech_loss": 1.0}),
+                                "cumulative_flops": flops, "text_tokens_seen": 100.0, "speech_tokens_seen": 300.0}
+  lst = compare.summarize([{"step": 0, "heldout_interleaved_loss": 9.0}, record(2e12, 2.0)])
   base = compare.summarize([record(1e12, 3.0)])
-  assert lst["flops"] == 2e12 and lst["speech_bits_per_second"] == pytest.approx(25 / 0.6931471805599453)
+  assert lst["flops"] == 2e12
+  assert lst["heldout_interleaved_speech_bits_per_second"] == pytest.approx(50 / 0.6931471805599453)
   table = compare.format_table("compute_matched", "tiny", {"lst": lst, "baseline": base})
   assert "2.000e+12" in table and "1.000e+12" in table and "4.328" in table  # 3 nats = 4.328 bits
+  assert "72.1" in table                                                      # 1 nat/unit at 50 Hz, in bits/s
+  # A run logged before the held-out names (heldout_*) reads the same (metrics.read_records renames).
+  old = [metrics.renamed({k.replace("heldout_interleaved_", "heldout_"): v for k, v in record(2e12, 2.0).items()})]
+  assert compare.summarize(old) == lst
 
 
 @pytest.mark.parametrize("size", [s for s, v in presets.SIZES.items() if not v.accelerator])
@@ -114,7 +123,7 @@ def test_every_cpu_size_fits_its_hardware(size):
     assert est.fraction(hw.memory_bytes) <= 0.75, (kind, est.describe())
 
 
-_TRACED = [s for s in ("demo", "tiny")] + [f"{s}@{d.target}" for s, v in presets.SIZES.items() for d in v.deployments]
+_TRACED = ["demo", "tiny"] + [f"{s}@{d.target}" for s, v in presets.SIZES.items() for d in v.deployments]
 
 
 @pytest.mark.parametrize("size", _TRACED)

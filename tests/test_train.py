@@ -67,9 +67,9 @@ def test_loss_falls(dataset, config, kind, tmp_path):
   logged = [l for l in lines if "loss" in l]
   assert {"step", "loss", "text_loss", "speech_loss", "lr", "tokens_per_s"} <= set(logged[0])
   assert logged[-1]["loss"] < logged[0]["loss"] - 0.5
-  held = [l for l in lines if "heldout_loss" in l]
+  held = [l for l in lines if "heldout_interleaved_loss" in l]
   assert held[0]["step"] == 0 and held[-1]["step"] == 25
-  assert held[-1]["heldout_loss"] < held[0]["heldout_loss"]
+  assert held[-1]["heldout_interleaved_loss"] < held[0]["heldout_interleaved_loss"]
 
 
 @pytest.mark.slow

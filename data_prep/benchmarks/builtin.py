@@ -49,6 +49,7 @@ import numpy as np
 from data_prep.benchmarks import lexical
 from data_prep.corpus import kjv, render, tts
 from data_prep.corpus import selection as corpus_lib
+from lst_jax import storage
 from lst_jax.data import codebook as codebook_lib
 from lst_jax.data.features import FEATURES
 
@@ -290,11 +291,8 @@ def _build_cloze(data_dir, output, raw, settings, paths, extra, seed, workers, c
         "build": settings,
     }
     items = make_items(verses, units, ways, seed)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      f.write(json.dumps({"header": header}, sort_keys=True) + "\n")
-      for item in items:
-        f.write(json.dumps(item, separators=(",", ":")) + "\n")
-    os.replace(path + ".tmp", path)
+    storage.write_text(path, json.dumps({"header": header}, sort_keys=True) + "\n"
+                       + "".join(json.dumps(item, separators=(",", ":")) + "\n" for item in items))
   seconds = sum(len(u) for u in unit_lists) / FEATURES["frame_rate"]
   log(f"wrote {', '.join(paths)}: {len(verses)} items each, {seconds / 60:.1f} min of speech "
       f"({time.time() - start:.1f} s)")

@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from data_prep.corpus import tts
+from lst_jax import storage
 
 BUILD_VERSION = 1
 NAME = "lexical"
@@ -223,10 +224,8 @@ def build(data_dir: str, output: str, raw: dict, training_lines: Callable[[], Se
             "units": raw["units"], "tokenizer": {"sha256": tok["sha256"], "vocab_size": tok["vocab_size"]},
             "build": settings}
   os.makedirs(output, exist_ok=True)
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    f.write(json.dumps({"header": header}, sort_keys=True) + "\n")
-    for item in make_items(pairs, units, seed, counts):
-      f.write(json.dumps(item, separators=(",", ":")) + "\n")
-  os.replace(path + ".tmp", path)
+  storage.write_text(path, json.dumps({"header": header}, sort_keys=True) + "\n"
+                     + "".join(json.dumps(item, separators=(",", ":")) + "\n"
+                               for item in make_items(pairs, units, seed, counts)))
   log(f"wrote {path}: {len(pairs)} pairs ({time.time() - start:.1f} s)")
   return path

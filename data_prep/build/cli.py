@@ -82,7 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   args.beam_args, unknown = beam_options.beam_flags(extra)
   if unknown:
     p.error(f"unrecognized arguments: {' '.join(unknown)}")
-  if args.shard_size < 1 or (args.workers is not None and args.workers < 0) or (args.num_units is not None and args.num_units < 1):
+  if (args.shard_size < 1 or (args.workers is not None and args.workers < 0)
+      or (args.num_units is not None and args.num_units < 1)):
     p.error("--shard_size and --num_units must be >= 1, --workers >= 0")
   if args.units is None and args.hubert:
     args.units = HUBERT

@@ -67,7 +67,8 @@ def text_item(item: Item, encode: WordTokenizer) -> Converted:
 def units_item(item: Item, encode: WordTokenizer, num_units: int) -> Converted:
   """An item with user-given units and word spans."""
   if len(item.units) / item.unit_rate > audio_lib.MAX_SECONDS:
-    raise item.error(f"{len(item.units)} units at {item.unit_rate:g} Hz are {len(item.units) / item.unit_rate / 3600:.1f} "
+    hours = len(item.units) / item.unit_rate / 3600
+    raise item.error(f"{len(item.units)} units at {item.unit_rate:g} Hz are {hours:.1f} "
                      f"h of speech in one utterance; at most {audio_lib.MAX_SECONDS / 3600:g} h (split it)")
   rec = records_lib.speech_record(item.id, encode(item.words), item.units, item.word_spans, item.unit_rate)
   return Converted(_validate(item, rec, num_units, encode.vocab_size), len(item.units) / item.unit_rate,
@@ -87,7 +88,7 @@ def load_wave(item: Item) -> tuple[np.ndarray, float]:
 
 
 def load_features(item: Item) -> tuple[np.ndarray, np.ndarray, float]:
-  """(built-in features [F, D], 16 kHz wave, seconds) of an audio item (fitting the codebook)."""
+  """(built-in features [F, E], 16 kHz wave, seconds) of an audio item (fitting the codebook)."""
   wave, seconds = load_wave(item)
   return features.logmel(wave, SAMPLE_RATE), wave, seconds
 

@@ -50,7 +50,7 @@ def read_entry(path: str) -> dict | None:
 
 def write_entry(path: str, entry: dict) -> None:
   """Writes one shard's entry whole or not at all."""
-  storage.write_text(path, json.dumps(entry))
+  storage.write_json(path, entry, indent=None)
 
 
 def keep_only(output: str, split: str, kind: str, tag: str, shards: set[str]) -> None:
@@ -66,7 +66,7 @@ def failure_path(entry: str) -> str:
 
 
 def write_failure(entry: str, error: dict) -> None:
-  storage.write_text(failure_path(entry), json.dumps(error))
+  storage.write_json(failure_path(entry), error, indent=None)
 
 
 def failures(output: str, split: str, kind: str, tag: str) -> dict[str, dict]:

@@ -247,7 +247,7 @@ def _save_features(item: tuple, settings, folder: str) -> None:
   buffer = io.BytesIO()
   np.savez(buffer, *feats)
   storage.write_bytes(storage.join(folder, f"{index}.npz"), buffer.getvalue())
-  storage.write_text(storage.join(folder, f"{index}.json"), json.dumps([e.to_json() for e in errors]))
+  storage.write_json(storage.join(folder, f"{index}.json"), [e.to_json() for e in errors], indent=None)
 
 
 def _load_features(folder: str, index: int) -> tuple[list[np.ndarray], list[dict]]:

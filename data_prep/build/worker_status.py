@@ -18,7 +18,7 @@ import json
 import os
 import time
 
-from lst_jax import process
+from lst_jax import process, storage
 from lst_jax.data.manifest import DataError
 
 WRITE_S = 1.0   # a worker rewrites its file at most this often while converting
@@ -54,9 +54,7 @@ class Reporter:
   def _write(self) -> None:
     if self.path is None:
       return
-    with open(self.path + ".tmp", "w") as f:
-      json.dump(self.state, f)
-    os.replace(self.path + ".tmp", self.path)
+    storage.write_json(self.path, self.state, indent=None)
     self.written = time.time()
 
 

@@ -44,7 +44,10 @@ def official_lines(n: int, seed: int = 0, num_units: int = 501, first: int = 0) 
   (ids u<first>, u<first + 1>, ...)."""
   from data_prep.formats.lst_jsonl import format_interleaved
   rng = np.random.default_rng(seed)
-  lexicon = [w.strip() for w in "the of and to in that he shall unto for i his a lord they be is him not them it with all thou thy was god which my me said but ye their have will thee from as are when this out were upon man by you israel king son up there hath then people came had house into on her come one we children s before your also day land men shall against".split()]
+  lexicon = ("the of and to in that he shall unto for i his a lord they be is him not them it with all thou "
+             "thy was god which my me said but ye their have will thee from as are when this out were upon man "
+             "by you israel king son up there hath then people came had house into on her come one we children "
+             "s before your also day land men shall against").split()
   lines = []
   for i in range(n):
     rec = random_speech_record(rng, f"u{first + i}", num_units, 10)

@@ -8,7 +8,8 @@ interleaved and statically patched (p=4) by our pipeline's MakeDocument, and
 packed by our packer into rows of 768 tokens / 256 patches, one open row at a
 time (in order, as the reference's iterator fills its rows): the 256-patch cap
 binds first, ~1.9k real tokens per 4-row batch. Deterministic; no downloads.
-(lst_jax never imports data_prep, so lst_jax.tools.bench runs this as a process.)
+(lst_jax never imports or runs data_prep: `make bench` runs this first and hands the file to
+lst_jax.tools.bench --batches.)
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class Job:
 @dataclasses.dataclass(frozen=True)
 class Rendered:
   id: str
-  features: np.ndarray    # float32 [F, D] at 25 Hz
+  features: np.ndarray    # float32 [F, E] at 25 Hz
   word_times: np.ndarray  # float32 [W, 2] seconds
   duration_s: float
 

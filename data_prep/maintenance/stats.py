@@ -3,10 +3,10 @@
 Counts (utterances, hours of speech, units, words, text tokens, text documents)
 and the patch-length distribution of the speech, with each utterance taken as
 one speech span (lst_jax.data.interleave, speech_only), for three strategies
-(lst_jax.data.patching; paper.md section 3):
-  static p=4            chunks of p units
-  aligned, sil separate one patch per word and one per silence
-  aligned, sil merged   each silence joins the word before it (leading silence the first word)
+(lst_jax.data.patching; paper.md section 3), named as patching.describe names them:
+  static p=4                 chunks of p units
+  aligned, silence separate  one patch per word and one per silence
+  aligned, silence merged    each silence joins the word before it (leading silence the first word)
 Aligned lengths are the words' and silences' own lengths unless --max_patch_len
 splits longer ones, as training does.
 """
@@ -25,8 +25,6 @@ from lst_jax.data import interleave, patching
 from lst_jax.data import records as records_lib
 from lst_jax.data.manifest import DataError, load_manifest
 
-STRATEGIES = ("static", "aligned_sep", "aligned_merged")
-LABELS = {"static": "static p={p}", "aligned_sep": "aligned, sil separate", "aligned_merged": "aligned, sil merged"}
 HIST_BINS = 16  # lengths 1..16 each, then one bin for longer
 
 
@@ -57,21 +55,21 @@ def first_line(e: Exception) -> str:
   return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
 
 
-def patch_lengths(record: records_lib.Record, vocab: vocab_lib.Vocab, strategy: str, patch_size: int = 4,
-                  max_patch_len: int = 0) -> np.ndarray:
-  """int32 [patches]: lengths of the patches of a speech record's units under `strategy`."""
+def strategies(patch_size: int = 4, max_patch_len: int = 0) -> tuple[config_lib.PatchingConfig, ...]:
+  """The patchings compared: static, and aligned with silences separate or merged (max_patch_len 0:
+  aligned segments never split)."""
+  cap = max_patch_len if max_patch_len > 0 else 2 ** 31 - 1
+  aligned = lambda silence: config_lib.PatchingConfig(strategy=config_lib.ALIGNED, max_patch_len=cap, silence=silence)
+  return (config_lib.PatchingConfig(strategy=config_lib.STATIC, patch_size=patch_size),
+          aligned(config_lib.SILENCE_SEPARATE), aligned(config_lib.SILENCE_MERGED))
+
+
+def patch_lengths(record: records_lib.Record, vocab: vocab_lib.Vocab, cfg: config_lib.PatchingConfig) -> np.ndarray:
+  """int32 [patches]: lengths of the patches of a speech record's units under a static or aligned `cfg`."""
   if len(record.units) == 0:
     return np.zeros(0, np.int32)
   seq = interleave.interleave(record, vocab, np.random.default_rng(0), speech_only=True)
-  if strategy == "static":
-    starts = patching.static_patch_starts(seq.is_speech, patch_size)
-  elif strategy in ("aligned_sep", "aligned_merged"):
-    silence = config_lib.SILENCE_SEPARATE if strategy == "aligned_sep" else config_lib.SILENCE_MERGED
-    cap = max_patch_len if max_patch_len > 0 else len(seq.tokens)
-    starts = patching.aligned_patch_starts(
-        seq, patching.PatchingConfig(strategy=patching.ALIGNED, max_patch_len=cap, silence=silence))
-  else:
-    raise ValueError(f"unknown strategy {strategy!r}")
+  starts, _ = patching.document_patch_starts(seq, cfg, 0.0, np.random.default_rng(0))
   return patching.patch_lengths(starts[seq.is_speech])
 
 
@@ -87,7 +85,7 @@ def split_stats(speech: Iterable[records_lib.Record], text: Iterable[records_lib
   """Counts and patch-length histograms (np.bincount over lengths) of one split."""
   s = {"utterances": 0, "seconds": 0.0, "units": 0, "words": 0, "silence_units": 0, "transcript_tokens": 0,
        "documents": 0, "document_words": 0, "document_tokens": 0,
-       "lengths": {k: np.zeros(1, np.int64) for k in STRATEGIES + ("words", "silences")}}
+       "lengths": {k: np.zeros(1, np.int64) for k in _names(patch_size, max_patch_len) + ("words", "silences")}}
   for r in speech:
     s["utterances"] += 1
     s["seconds"] += len(r.units) / r.unit_rate
@@ -96,7 +94,7 @@ def split_stats(speech: Iterable[records_lib.Record], text: Iterable[records_lib
     s["transcript_tokens"] += len(r.text_ids)
     sil = silence_lengths(r)
     s["silence_units"] += int(sil.sum())
-    add = {k: patch_lengths(r, vocab, k, patch_size, max_patch_len) for k in STRATEGIES}
+    add = {patching.describe(c): patch_lengths(r, vocab, c) for c in strategies(patch_size, max_patch_len)}
     add["words"] = r.word_spans[:, 1] - r.word_spans[:, 0]
     add["silences"] = sil
     for k, v in add.items():
@@ -138,22 +136,23 @@ def render(name: str, s: dict, patch_size: int, max_patch_len: int) -> str:
            f"  text documents   {s['documents']:>10}   {s['document_words']} words"]
   if not s["utterances"]:
     return "\n".join(lines)
-  cap = f", longer split at {max_patch_len}" if max_patch_len else ""
+  cap = f", aligned ones longer than {max_patch_len} split" if max_patch_len else ""
   lines.append(f"  patch lengths in units (each utterance one speech span{cap}):")
-  lines.append(f"    {'strategy':<24}{'patches':>9}{'mean':>7}{'p10':>5}{'p50':>5}{'p90':>5}{'p99':>5}{'max':>5}")
-  for k in STRATEGIES:
+  names = _names(patch_size, max_patch_len)
+  lines.append(f"    {'strategy':<28}{'patches':>9}{'mean':>7}{'p10':>5}{'p50':>5}{'p90':>5}{'p99':>5}{'max':>5}")
+  for k in names:
     m = summarize(s["lengths"][k])
-    lines.append(f"    {LABELS[k].format(p=patch_size):<24}{m['count']:>9}{m['mean']:>7.2f}"
+    lines.append(f"    {k:<28}{m['count']:>9}{m['mean']:>7.2f}"
                  + "".join(f"{m[q]:>5}" for q in ("p10", "p50", "p90", "p99", "max")))
   w, sil = summarize(s["lengths"]["words"]), summarize(s["lengths"]["silences"])
   lines.append(f"    (words: mean {w.get('mean', 0):.2f} units; silences: {sil['count']}, mean "
                f"{sil.get('mean', 0):.2f} units)")
   lines.append("  histogram (% of patches):")
-  lines.append(f"    {'len':>5}" + "".join(f"{LABELS[k].format(p=patch_size):>24}" for k in STRATEGIES))
-  binned = {k: _bins(s["lengths"][k]) for k in STRATEGIES}
+  lines.append(f"    {'len':>5}" + "".join(f"{k:>28}" for k in names))
+  binned = {k: _bins(s["lengths"][k]) for k in names}
   for b in range(HIST_BINS + 1):
     label = str(b + 1) if b < HIST_BINS else f">{HIST_BINS}"
-    cells = "".join(f"{_bar(binned[k][b], binned[k].max()):>24}" for k in STRATEGIES)
+    cells = "".join(f"{_bar(binned[k][b], binned[k].max()):>28}" for k in names)
     lines.append(f"    {label:>5}{cells}")
   return "\n".join(lines)
 
@@ -165,6 +164,10 @@ def _bins(counts: np.ndarray) -> np.ndarray:
   c[:upto - 1] = counts[1:upto]
   c[HIST_BINS] = counts[HIST_BINS + 1:].sum()
   return c / max(counts.sum(), 1)
+
+
+def _names(patch_size: int, max_patch_len: int) -> tuple[str, ...]:
+  return tuple(patching.describe(c) for c in strategies(patch_size, max_patch_len))
 
 
 def _bar(fraction: float, largest: float, width: int = 12) -> str:

@@ -1,4 +1,4 @@
-"""A speech-unit codebook and applying it: [F, D] features -> unit ids (the nearest centroid).
+"""A speech-unit codebook and applying it: [F, E] features -> unit ids (the nearest centroid).
 
 The codebook lives in normalized feature space: centroids beside the training
 features' mean and std, saved as two .npy files. It is here in lst_jax because
@@ -26,31 +26,31 @@ class QuantizerError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Codebook:
-  centroids: np.ndarray  # float32 [K, D]
-  mean: np.ndarray       # float32 [D]
-  std: np.ndarray        # float32 [D]
+  centroids: np.ndarray  # float32 [C, E]
+  mean: np.ndarray       # float32 [E]
+  std: np.ndarray        # float32 [E]
 
   @property
   def num_units(self) -> int:
     return len(self.centroids)
 
 
-def nearest(x_ND: np.ndarray, c_KD: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest(x_FE: np.ndarray, c_CE: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Index of and squared distance to the nearest centroid for each row, in chunks."""
-  c_sq = np.sum(c_KD.astype(np.float32) ** 2, axis=1)
-  idx = np.empty(len(x_ND), np.int32)
-  dist = np.empty(len(x_ND), np.float32)
-  for lo in range(0, len(x_ND), _CHUNK):
-    x = np.asarray(x_ND[lo:lo + _CHUNK], np.float32)
-    d_CK = c_sq[None, :] - 2.0 * (x @ c_KD.T)
-    idx[lo:lo + len(x)] = np.argmin(d_CK, axis=1)
+  c_sq = np.sum(c_CE.astype(np.float32) ** 2, axis=1)
+  idx = np.empty(len(x_FE), np.int32)
+  dist = np.empty(len(x_FE), np.float32)
+  for lo in range(0, len(x_FE), _CHUNK):
+    x = np.asarray(x_FE[lo:lo + _CHUNK], np.float32)
+    d_FC = c_sq[None, :] - 2.0 * (x @ c_CE.T)
+    idx[lo:lo + len(x)] = np.argmin(d_FC, axis=1)
     dist[lo:lo + len(x)] = np.maximum(
-        d_CK[np.arange(len(x)), idx[lo:lo + len(x)]] + np.sum(x * x, axis=1), 0.0)
+        d_FC[np.arange(len(x)), idx[lo:lo + len(x)]] + np.sum(x * x, axis=1), 0.0)
   return idx, dist
 
 
 def quantize(features: np.ndarray, codebook: Codebook) -> np.ndarray:
-  """[F, D] features -> int32 [F] unit ids in [0, num_units)."""
+  """[F, E] features -> int32 [F] unit ids in [0, num_units)."""
   f = np.asarray(features, np.float32)
   if f.ndim != 2 or f.shape[1] != codebook.centroids.shape[1]:
     raise QuantizerError(f"features of shape {f.shape} do not match a codebook of dimension "

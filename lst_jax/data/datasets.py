@@ -59,4 +59,4 @@ def check_run_provenance(workdir: str, manifest: Manifest, record: bool = True) 
     return
   if not record:
     return
-  storage.write_text(path, json.dumps(current, indent=2, sort_keys=True))
+  storage.write_json(path, current, sort_keys=True)

@@ -41,9 +41,9 @@ def logmel(wave: np.ndarray, sample_rate: int, settings: dict = FEATURES) -> np.
   win = int(round(sr * settings["win_ms"] / 1000))
   left = (win - hop) // 2  # centre each window on its hop
   x = np.pad(x, (left, max(0, frames * hop + win - left - len(x))))
-  windows_FW = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:frames]
-  spectrum_FK = np.abs(np.fft.rfft(windows_FW * signal.get_window("hann", win), settings["n_fft"])) ** 2
-  mel_FM = spectrum_FK @ _mel_filters(sr, settings["n_fft"], settings["n_mels"],
+  windows_FA = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:frames]
+  spectrum_FY = np.abs(np.fft.rfft(windows_FA * signal.get_window("hann", win), settings["n_fft"])) ** 2
+  mel_FM = spectrum_FY @ _mel_filters(sr, settings["n_fft"], settings["n_mels"],
                                       settings["fmin_hz"], settings["fmax_hz"]).T
   log_FM = np.log(mel_FM + settings["log_floor"])
   log_FM -= speech_mean(mel_FM, log_FM, settings["cmn_range_db"])
@@ -61,10 +61,10 @@ def speech_mean(mel_FM: np.ndarray, log_FM: np.ndarray, range_db: float) -> np.n
   return log_FM[speech].mean(axis=0)
 
 
-def deltas(x_FD: np.ndarray, width: int) -> np.ndarray:
-  """Regression deltas over +-width frames (edges repeated), [F, D]."""
-  padded = np.pad(x_FD, ((width, width), (0, 0)), mode="edge")
-  n = len(x_FD)
+def deltas(x_FE: np.ndarray, width: int) -> np.ndarray:
+  """Regression deltas over +-width frames (edges repeated), [F, E]."""
+  padded = np.pad(x_FE, ((width, width), (0, 0)), mode="edge")
+  n = len(x_FE)
   num = sum(k * (padded[width + k:width + k + n] - padded[width - k:width - k + n])
             for k in range(1, width + 1))
   return num / (2 * sum(k * k for k in range(1, width + 1)))

@@ -114,7 +114,7 @@ def pad(wave: np.ndarray, hop: int, field: int) -> np.ndarray:
 
 
 class Hubert:
-  """A loaded checkpoint that turns 16 kHz waveforms into hidden_states[layer], [F, D] each."""
+  """A loaded checkpoint that turns 16 kHz waveforms into hidden_states[layer], [F, E] each."""
 
   def __init__(self, directory: str, layer: int, device: str | None = None):
     import torch  # lazily: only builds and evaluations that use HuBERT pay for it

@@ -19,7 +19,7 @@ from lst_jax.data import records
 
 
 @dataclasses.dataclass(frozen=True)
-class Sequence:
+class Document:
   """One document as tokens, with what patching needs to know.
 
   tokens         int32 [n]  shared-vocabulary ids
@@ -32,29 +32,6 @@ class Sequence:
   is_speech: np.ndarray
   speech_ranges: tuple[tuple[int, int, int, int], ...]
   word_spans: np.ndarray
-
-  def aligned_marks(self, merge_silence: bool) -> np.ndarray:
-    """Bool [n]: where aligned segments start inside speech.
-
-    Silence separate: where each word and each silence (units between words) begins.
-    Silence merged: where each word begins, except the first word of a span, so a span's
-    leading silence joins its first word and every other silence joins the word before it.
-    """
-    marks = np.zeros(len(self.tokens), bool)
-    if not self.speech_ranges:
-      return marks
-    starts, ends = self.word_spans[:, 0], self.word_spans[:, 1]
-    unit_marks = np.zeros(int(ends[-1]) + 1, bool)  # units past the last word never start a segment
-    unit_marks[starts] = True
-    if not merge_silence:
-      unit_marks[ends] = True
-    for offset, lo, hi, first_word in self.speech_ranges:
-      top = min(hi, len(unit_marks))
-      if top > lo:
-        marks[offset:offset + top - lo] = unit_marks[lo:top]
-      if merge_silence and starts[first_word] > lo:  # leading silence joins the first word
-        marks[offset + starts[first_word] - lo] = False
-    return marks
 
 
 def draw_spans(num_words: int, rng: np.random.Generator, cfg: InterleaveConfig) -> list[tuple[str, int, int]]:
@@ -77,18 +54,18 @@ def draw_spans(num_words: int, rng: np.random.Generator, cfg: InterleaveConfig) 
   return spans
 
 
-def speech_span_units(spans_WK: np.ndarray, num_units: int, a: int, b: int) -> tuple[int, int]:
+def speech_span_units(spans_W2: np.ndarray, num_units: int, a: int, b: int) -> tuple[int, int]:
   """Unit range [start, end) of words [a, b): boundary silences are split in half.
 
   The first word takes all leading silence and the last word all trailing silence.
   """
-  start = 0 if a == 0 else (int(spans_WK[a - 1, 1]) + int(spans_WK[a, 0])) // 2
-  end = num_units if b == len(spans_WK) else (int(spans_WK[b - 1, 1]) + int(spans_WK[b, 0])) // 2
+  start = 0 if a == 0 else (int(spans_W2[a - 1, 1]) + int(spans_W2[a, 0])) // 2
+  end = num_units if b == len(spans_W2) else (int(spans_W2[b - 1, 1]) + int(spans_W2[b, 0])) // 2
   return start, end
 
 
 def interleave(record: records.Record, vocab: vocab_lib.Vocab, rng,
-               cfg: InterleaveConfig = InterleaveConfig(), speech_only: bool = False) -> Sequence:
+               cfg: InterleaveConfig = InterleaveConfig(), speech_only: bool = False) -> Document:
   """Draws one interleaving of a record: BOS, spans each opened by its mode token, EOS.
 
   Text-only records are one text span; with `speech_only` an utterance is one speech span.
@@ -126,4 +103,4 @@ def interleave(record: records.Record, vocab: vocab_lib.Vocab, rng,
       is_speech[o + 1:end] = True
       speech_ranges.append((o + 1, lo, hi, a))
     o = end
-  return Sequence(tokens, is_speech, tuple(speech_ranges), word_spans)
+  return Document(tokens, is_speech, tuple(speech_ranges), word_spans)

@@ -94,7 +94,7 @@ def sha256_file(path: str) -> str:
 def write_manifest(directory: str, manifest: dict) -> str:
   """Writes manifest.json atomically (a reader never sees half a manifest)."""
   path = storage.join(directory, MANIFEST)
-  storage.write_text(path, json.dumps({"schema": MANIFEST_SCHEMA, **manifest}, indent=2, sort_keys=True))
+  storage.write_json(path, {"schema": MANIFEST_SCHEMA, **manifest}, sort_keys=True)
   return path
 
 
@@ -113,8 +113,10 @@ def check_named_files(raw: dict, path: str) -> None:
   """Every path the manifest names stays inside its dataset (relative, no '..'), and every file it
   names for reading ids' meaning (tokenizer, quantizer files) has its sha256: DataError otherwise."""
   tok, units = raw["tokenizer"], raw["units"]
-  named = [("tokenizer.path", tok.get("path"))] + [(f"units.{k}", units.get(k)) for k in UNIT_FILE_KEYS + ("kmeans_joblib",)]
-  named += [(f"splits.{name}", p) for name, s in raw["splits"].items() for k in ("speech", "text") for p in s.get(k, [])]
+  named = [("tokenizer.path", tok.get("path"))]
+  named += [(f"units.{k}", units.get(k)) for k in UNIT_FILE_KEYS + ("kmeans_joblib",)]
+  named += [(f"splits.{name}", p) for name, s in raw["splits"].items() for k in ("speech", "text")
+            for p in s.get(k, [])]
   for what, rel in named:
     if rel is None:
       continue
@@ -122,8 +124,8 @@ def check_named_files(raw: dict, path: str) -> None:
     if not isinstance(rel, str) or not rel or rel.startswith("/") or storage.is_url(rel) or ".." in parts:
       raise DataError(f"{path}: {what} {rel!r} leaves the dataset folder; every path a manifest names is "
                       f"relative and inside it")
-  hashes = [("tokenizer.sha256", tok.get("sha256"))] * (tok.get("path") is not None) + [(f"units.{k}_sha256", units.get(f"{k}_sha256"))
-                                                         for k in UNIT_FILE_KEYS if units.get(k)]
+  hashes = [("tokenizer.sha256", tok.get("sha256"))] * (tok.get("path") is not None)
+  hashes += [(f"units.{k}_sha256", units.get(f"{k}_sha256")) for k in UNIT_FILE_KEYS if units.get(k)]
   for what, value in hashes:
     if not (isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)):
       raise DataError(f"{path}: {what} is {value!r}, not a sha256: the file's hash is required (it says the "

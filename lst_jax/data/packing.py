@@ -5,7 +5,9 @@ and per-patch features (patch_len). Grain's first-fit packer places whole
 documents so that both caps hold; `finalize_row` then derives the index maps
 the model needs. A document longer than either cap is truncated first (the
 one documented loss, counted in `truncated_tokens`). Training, held-out
-evaluation and benchmark scoring all make their rows with `pack_rows`.
+evaluation and benchmark scoring all make their rows with `pack_rows`; every
+inference path (scoring, decoding, benchmarks) turns a token sequence into a
+document with `inference_document` (static patches, cut to both caps).
 
 The row schema (what the model reads; numpy int32 unless said):
   [T] tokens, targets, loss_mask (bool), token_segment (document in the row, 0 = padding),
@@ -57,7 +59,7 @@ def pack_rows(documents: grain.IterDataset, max_tokens: int, max_patches: int, b
   `carry_token_features`: extra per-token document features laid into the row as they are
   (e.g. which scored sequence a target belongs to)."""
   token_keys = TOKEN_FEATURES + tuple(carry_token_features)
-  length = {**{k: max_tokens for k in token_keys}, **{k: max_patches for k in PATCH_FEATURES}}
+  length = {**dict.fromkeys(token_keys, max_tokens), **dict.fromkeys(PATCH_FEATURES, max_patches)}
   rows = grain.experimental.FirstFitPackIterDataset(
       documents, length_struct=length, num_packing_bins=bins, seed=seed, shuffle_bins=shuffle_bins)
   return rows.map(FinalizeRow(max_patches, tuple(carry_token_features)))
@@ -94,10 +96,7 @@ def document_features(tokens: np.ndarray, starts: np.ndarray, max_tokens: int, m
   document's first token (0 elsewhere); `patch_aligned` marks aligned patching.
   """
   n = len(tokens)
-  keep = n
-  if n > max_tokens or starts.sum() > max_patches:
-    patches_upto = np.cumsum(starts)
-    keep = int(min(n, max_tokens, np.searchsorted(patches_upto, max_patches, side="right")))
+  keep = fitting_length(starts, max_tokens, max_patches)
   targets = np.empty(keep, np.int32)
   targets[:-1] = tokens[1:keep]
   targets[-1] = vocab_lib.PAD
@@ -108,6 +107,36 @@ def document_features(tokens: np.ndarray, starts: np.ndarray, max_tokens: int, m
            "truncated": truncated, "patch_len": lengths,
            "patch_aligned": (np.ones if aligned else np.zeros)(len(lengths), np.int32)}
   return feats, n - keep
+
+
+def fitting_length(starts: np.ndarray, max_tokens: int, max_patches: int) -> int:
+  """How many leading tokens of a document with these patch starts fit [max_tokens] tokens and
+  [max_patches] patches."""
+  n = len(starts)
+  if n <= max_tokens and starts.sum() <= max_patches:
+    return n
+  return int(min(n, max_tokens, np.searchsorted(np.cumsum(starts), max_patches, side="right")))
+
+
+def inference_document(tokens, vocab: vocab_lib.Vocab, patch_size: int, max_tokens: int,
+                       max_patches: int) -> tuple[dict, int]:
+  """A token sequence as every inference path reads it (scoring, decoding, benchmarks):
+  patched as inference patches (patching.inference_starts) and cut at the end to fit both
+  caps; returns (document_features, tokens cut)."""
+  tokens = np.asarray(tokens, np.int32)
+  return document_features(tokens, patching.inference_starts(vocab.is_speech(tokens), patch_size), max_tokens,
+                           max_patches)
+
+
+def inference_row(tokens, vocab: vocab_lib.Vocab, patch_size: int, max_tokens: int, max_patches: int) -> dict:
+  """A row holding `tokens` as its only document (inference_document), the rest padding: what a
+  from-scratch forward of a decoded sequence or an exported model's check reads. Raises
+  ValueError when the sequence does not fit whole."""
+  features, cut = inference_document(tokens, vocab, patch_size, max_tokens, max_patches)
+  if cut:
+    raise ValueError(f"{len(tokens)} tokens do not fit a row of {max_tokens} tokens / {max_patches} patches "
+                     f"({cut} would be cut)")
+  return single_document_row(features, max_tokens, max_patches)
 
 
 def finalize_row(packed: dict, max_patches: int) -> dict:

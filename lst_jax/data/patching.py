@@ -10,7 +10,9 @@ non-speech tokens always start one.
 
 Strategies: static, aligned, mixed (aligned with a fixed probability per
 document) and curriculum (aligned with probability 1 before progress t1,
-falling linearly to 0 at t2, 0 after; inference uses static).
+falling linearly to 0 at t2, 0 after). Inference (scoring, decoding,
+benchmarks, held-out losses) has no aligner and always patches statically:
+`for_inference` and `inference_starts` are the one place that says so.
 """
 
 from __future__ import annotations
@@ -19,6 +21,24 @@ import numpy as np
 
 from lst_jax.config import (ALIGNED, CURRICULUM, MIXED, PATCHING_STRATEGIES as STRATEGIES, SILENCE_MERGED, STATIC,
                             PatchingConfig)
+
+
+def describe(cfg: PatchingConfig) -> str:
+  """A patching configuration as tables and logs name it, e.g. "static p=4", "aligned, silence merged"
+  (data_prep's statistics and loader benchmark use these words too)."""
+  if cfg.strategy == STATIC:
+    return f"static p={cfg.patch_size}"
+  aligned = f"aligned, silence {cfg.silence}"
+  if cfg.strategy == ALIGNED:
+    return aligned
+  if cfg.strategy == MIXED:
+    return f"mixed ({aligned} with p={cfg.mixed_aligned_prob:g})"
+  return f"curriculum ({aligned}, then static p={cfg.patch_size})"
+
+
+def uses_progress(cfg: PatchingConfig) -> bool:
+  """Whether the strategy changes over training, so the loader must know the run's length in documents."""
+  return cfg.strategy == CURRICULUM
 
 
 def aligned_probability(cfg: PatchingConfig, progress: float) -> float:
@@ -58,8 +78,19 @@ def static_patch_starts(is_speech: np.ndarray, patch_size: int) -> np.ndarray:
   return patch_starts(is_speech, np.zeros_like(is_speech), patch_size)
 
 
+def for_inference(cfg: PatchingConfig) -> PatchingConfig:
+  """The patching inference uses for a model trained with `cfg`: static, at its patch size (no
+  aligner at test time, so the words' boundaries are unknown)."""
+  return PatchingConfig(strategy=STATIC, patch_size=cfg.patch_size)
+
+
+def inference_starts(is_speech: np.ndarray, patch_size: int) -> np.ndarray:
+  """Bool [n]: the patch starts inference uses for a token sequence (`for_inference`'s rule)."""
+  return static_patch_starts(is_speech, patch_size)
+
+
 def static_sequence_starts(seq, patch_size: int) -> np.ndarray:
-  """Static patches of an interleave.Sequence (same as static_patch_starts, span by span)."""
+  """Static patches of an interleave.Document (same as static_patch_starts, span by span)."""
   starts = ~seq.is_speech
   for offset, lo, hi, _ in seq.speech_ranges:
     starts[offset:offset + hi - lo:patch_size] = True
@@ -67,9 +98,33 @@ def static_sequence_starts(seq, patch_size: int) -> np.ndarray:
 
 
 def aligned_patch_starts(seq, cfg: PatchingConfig) -> np.ndarray:
-  """Aligned patches of an interleave.Sequence: one per word (and silence), split past max_patch_len."""
-  marks = seq.aligned_marks(merge_silence=cfg.silence == SILENCE_MERGED)
+  """Aligned patches of an interleave.Document: one per word (and silence), split past max_patch_len."""
+  marks = aligned_segment_starts(seq, merge_silence=cfg.silence == SILENCE_MERGED)
   return patch_starts(seq.is_speech, marks, cfg.max_patch_len)
+
+
+def aligned_segment_starts(seq, merge_silence: bool) -> np.ndarray:
+  """Bool [n]: where aligned segments start inside the speech of an interleave.Document.
+
+  Silence separate: where each word and each silence (units between words) begins.
+  Silence merged: where each word begins, except the first word of a span, so a span's
+  leading silence joins its first word and every other silence joins the word before it.
+  """
+  marks = np.zeros(len(seq.tokens), bool)
+  if not seq.speech_ranges:
+    return marks
+  starts, ends = seq.word_spans[:, 0], seq.word_spans[:, 1]
+  unit_marks = np.zeros(int(ends[-1]) + 1, bool)  # units past the last word never start a segment
+  unit_marks[starts] = True
+  if not merge_silence:
+    unit_marks[ends] = True
+  for offset, lo, hi, first_word in seq.speech_ranges:
+    top = min(hi, len(unit_marks))
+    if top > lo:
+      marks[offset:offset + top - lo] = unit_marks[lo:top]
+    if merge_silence and starts[first_word] > lo:  # leading silence joins the first word
+      marks[offset + starts[first_word] - lo] = False
+  return marks
 
 
 def document_patch_starts(seq, cfg: PatchingConfig, progress: float,

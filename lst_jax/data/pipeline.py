@@ -111,6 +111,13 @@ def docs_per_batch(manifest: Manifest, cfg: DataConfig, batch_size: int, batches
   return docs / batches
 
 
+def total_documents(manifest: Manifest, cfg: DataConfig, batch_size: int, steps: int) -> int:
+  """Documents a run of `steps` batches reads (0 when its patching does not depend on progress)."""
+  if not patching.uses_progress(cfg.patching):
+    return 0
+  return int(docs_per_batch(manifest, cfg, batch_size) * steps)
+
+
 def eval_batches(manifest: Manifest, cfg: DataConfig, batch_size: int, split: str = "heldout",
                  process_index: int = 0, process_count: int = 1, max_batches: int | None = None):
   """Every document of a split once, statically patched, with one fixed draw; the
@@ -121,8 +128,8 @@ def eval_batches(manifest: Manifest, cfg: DataConfig, batch_size: int, split: st
   if not srcs:
     raise DataError(f"split {split!r} of {manifest.dir} is empty: nothing to evaluate on")
   ds = grain.MapDataset.concatenate(srcs) if len(srcs) > 1 else srcs[0]
-  static = PatchingConfig(strategy=patching.STATIC, patch_size=cfg.patching.patch_size)
-  ds = ds.map_with_index(MakeDocument(vocab_of(manifest), cfg, static, cfg.seed + 7919))
+  inference = patching.for_inference(cfg.patching)
+  ds = ds.map_with_index(MakeDocument(vocab_of(manifest), cfg, inference, cfg.seed + 7919))
   rows = _rows(ds.to_iter_dataset(), cfg, shuffle_bins=False)
   batch, produced = [], 0
   for row in rows:

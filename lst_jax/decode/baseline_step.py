@@ -26,10 +26,6 @@ def init_state(model: Baseline, batch: int, slots: int) -> BaselineState:
 def step(model: Baseline, state: BaselineState, token_B, active_B) -> tuple[jax.Array, BaselineState]:
   """Consumes one token per active row; returns fp32 logits [B, V] for the next token (rows that are
   not active keep their state; their logits are meaningless)."""
-  x_BD = model.embed(token_B)
-  layers = []
-  for block, layer_cache in zip(cache_lib.blocks_of(model.body), state.layers):
-    x_BD, layer_cache = cache_lib.block_one(block, x_BD, layer_cache, state.length)
-    layers.append(layer_cache)
-  logits = model.head(model.body.norm(x_BD)).astype(jnp.float32)
-  return logits, BaselineState(tuple(layers), state.length + active_B.astype(jnp.int32))
+  layers = cache_lib.CachedLayers(state.layers, state.length)
+  logits = model.head(model.body.over_blocks(model.embed(token_B), layers)).astype(jnp.float32)
+  return logits, BaselineState(tuple(layers.updated), state.length + active_B.astype(jnp.int32))

@@ -17,7 +17,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lst_jax.model.layers import rope
 from lst_jax.model.transformer import Block, SelfAttention
 
 
@@ -38,19 +37,14 @@ def write_row_slots(cache_B_, new_B_, index_B, axis: int = 0):
 
 def attend_one(attention: SelfAttention, x_BD, cache: LayerCache, length_B, window: int | None):
   """Self-attention of one new position per row (at slot length[b]) over its cached prefix."""
-  b, d = x_BD.shape
-  split = lambda y: y.reshape(b, 1, attention.heads, attention.head_dim)
-  pos_B1 = length_B[:, None]
-  q = rope(split(attention.q(x_BD)), pos_B1, attention.rope_theta)
-  k = rope(split(attention.k(x_BD)), pos_B1, attention.rope_theta)
-  v = split(attention.v(x_BD))
+  q, k, v = attention.queries_keys_values(x_BD[:, None], length_B[:, None])   # [B, 1, N, H]
   cache = LayerCache(write_row_slots(cache.k, k[:, 0], length_B, axis=1),
                      write_row_slots(cache.v, v[:, 0], length_B, axis=1))
   slot = jnp.arange(cache.k.shape[2])
   visible_BS = slot[None, :] <= length_B[:, None]
   if window is not None:
     visible_BS &= length_B[:, None] - slot[None, :] < window
-  return attention.o(_one_query_attention(q[:, 0], cache.k, cache.v, visible_BS).reshape(b, d)), cache
+  return attention.output(_one_query_attention(q[:, 0], cache.k, cache.v, visible_BS)), cache
 
 
 def _one_query_attention(q_BNH, k_BNSH, v_BNSH, visible_BS):
@@ -65,9 +59,27 @@ def _one_query_attention(q_BNH, k_BNSH, v_BNSH, visible_BS):
 
 def block_one(block: Block, x_BD, cache: LayerCache, length_B, window: int | None = None):
   """One pre-norm block on one new position per row: (output [B, D], updated cache)."""
-  a, cache = attend_one(block.attn, block.attn_norm(x_BD), cache, length_B, window)
-  x_BD = x_BD + a
-  return x_BD + block.mlp(block.mlp_norm(x_BD)), cache
+  updated = []
+
+  def attend(y_BD):
+    out_BD, new = attend_one(block.attn, y_BD, cache, length_B, window)
+    updated.append(new)
+    return out_BD
+
+  return block.around(x_BD, attend), updated[0]
+
+
+class CachedLayers:
+  """`run_layer(i, block, x)` for a module's layer loop (Transformer.over_blocks, the LST's encoder
+  and decoder): layer i runs one position per row from caches[i]; `updated` collects the new caches."""
+
+  def __init__(self, caches, length_B, window: int | None = None):
+    self.caches, self.length_B, self.window, self.updated = caches, length_B, window, []
+
+  def __call__(self, i: int, block: Block, x_BD):
+    x_BD, cache = block_one(block, x_BD, self.caches[i], self.length_B, self.window)
+    self.updated.append(cache)
+    return x_BD
 
 
 def blocks_of(stack) -> list[Block]:

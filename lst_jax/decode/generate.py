@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from lst_jax import vocab as vocab_lib
+from lst_jax.data import packing
 from lst_jax.decode import baseline_step, cache as cache_lib, lst_step, sampling as sampling_lib
 
 SWITCH = ("allow", "forbid", "stop")
@@ -48,9 +49,7 @@ def allowed_tokens(vocab: vocab_lib.Vocab, speech_B, on_switch_B) -> jax.Array:
   """bool [B, V]: what each row may draw next: its modality's tokens and EOS, plus the other
   modality's mode token unless switching is forbidden."""
   ids = jnp.arange(vocab.size)
-  units = ids >= vocab.unit_offset
-  text = (ids >= vocab_lib.NUM_SPECIAL) & (ids < vocab.text_mode)
-  same = jnp.where(speech_B[:, None], units[None], text[None])
+  same = jnp.where(speech_B[:, None], vocab.is_speech(ids)[None], vocab.is_text(ids)[None])
   switch = jnp.where(speech_B[:, None], (ids == vocab.text_mode)[None], (ids == vocab.speech_mode)[None])
   return same | (ids == vocab_lib.EOS)[None] | (switch & (on_switch_B != SWITCH.index("forbid"))[:, None])
 
@@ -60,7 +59,7 @@ class Decoder:
   prompts and then every new token in one jitted program of two while-loops (no Python per token)."""
 
   def __init__(self, model, vocab: vocab_lib.Vocab, patch_size: int = 4):
-    self.kind = "lst" if hasattr(model, "latent") else "baseline"
+    self.kind = model.kind
     self.vocab, self.patch_size = vocab, patch_size
     self.graphdef, self.params = nnx.split(cache_lib.unstack_layers(model))
     if self.kind == "lst":
@@ -109,7 +108,7 @@ class Decoder:
       t, state, logits, speech, done, count, out, stop = carry
       allowed = allowed_tokens(vocab, speech, on_switch_B) & ~no_eos
       token = sampling_lib.choose(logits, allowed, sampling, jax.random.fold_in(key, t))
-      is_mode = (token == vocab.text_mode) | (token == vocab.speech_mode)
+      is_mode = vocab.is_mode(token)
       eos = ~done & (token == vocab_lib.EOS)
       switch = ~done & is_mode & (on_switch_B == SWITCH.index("stop"))
       keep = ~done & ~eos & ~switch
@@ -136,10 +135,8 @@ def uncached_logits(model, vocab: vocab_lib.Vocab, patch_size: int, sequences: l
   """fp32 [B, V]: each sequence's next-token logits from a from-scratch forward (no cache), with
   the same patch rule as the cached step (a continuation token that does not close a patch
   early is appended; causality keeps it from being read)."""
-  from lst_jax.data import packing
-  from lst_jax.decode import rows
-  cont = lambda t: vocab.unit_offset if t >= vocab.unit_offset else vocab_lib.NUM_SPECIAL
-  batch = packing.stack([rows.document_row(list(s) + [cont(s[-1])], vocab, patch_size, slots, slots)
+  cont = lambda t: vocab.unit_offset if vocab.is_speech(t) else vocab_lib.NUM_SPECIAL
+  batch = packing.stack([packing.inference_row(list(s) + [cont(s[-1])], vocab, patch_size, slots, slots)
                          for s in sequences])
   logits = _forward(model)(batch)
   return np.asarray(logits)[np.arange(len(sequences)), [len(s) - 1 for s in sequences]]

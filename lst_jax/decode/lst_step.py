@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from lst_jax import vocab as vocab_lib
 from lst_jax.config import ConfigError
 from lst_jax.decode import cache as cache_lib
+from lst_jax.model.cross_attention import attend_patch
 from lst_jax.model.lst import LST
 from lst_jax.model.patcher import max_pool
 
@@ -68,23 +69,15 @@ def init_state(model: LST, batch: int, token_slots: int, patch_slots: int, patch
 def _close_patch(model: LST, s: LSTState, close_B, early: bool) -> LSTState:
   """Pools the open patch of the rows in `close_B`, steps the global model once, updates their
   context; `early`: the patch closes before it is full (the next token is not a unit)."""
-  cfg, enc = model.encoder.cfg, model.encoder
-  b, layers, width, d = s.open_states.shape
+  enc, width = model.encoder, s.open_states.shape[2]
   valid_BL = jnp.arange(width)[None, :] < s.open_len[:, None]
   pooled_BD = max_pool(s.open_states[:, None, 0], valid_BL[:, None])[:, 0]   # after the first layer
-  queries_BKD = enc.pool_to_queries(pooled_BD).reshape(b, cfg.cross_attn_k, d)
-  mask_BKL = jnp.broadcast_to(valid_BL[:, None, :], (b, cfg.cross_attn_k, width))
-  for i, cross in enumerate(enc.cross):
-    k_BLNH, v_BLNH = cross.keys_values(s.open_states[:, i])
-    queries_BKD = queries_BKD + cross.attend(queries_BKD, k_BLNH, v_BLNH, mask_BKL)
-  x_BG = enc.to_global(queries_BKD.reshape(b, cfg.cross_attn_k * d))
-  latent = []
-  for block, layer_cache in zip(cache_lib.blocks_of(model.latent), s.latent):
-    x_BG, layer_cache = cache_lib.block_one(block, x_BG, layer_cache, s.patches)
-    latent.append(layer_cache)
-  context = model.decoder.from_global(model.latent.norm(x_BG)).reshape(b, cfg.cross_attn_k, d)
-  keep = lambda new, old: jnp.where(close_B.reshape((b,) + (1,) * (new.ndim - 1)), new, old)
-  s = s._replace(latent=tuple(latent), patches=s.patches + close_B.astype(jnp.int32),
+  keys_values = [cross.keys_values(s.open_states[:, i]) for i, cross in enumerate(enc.cross)]
+  latent = cache_lib.CachedLayers(s.latent, s.patches)
+  global_BG = model.latent.over_blocks(enc.patch_vectors(pooled_BD, keys_values, valid_BL), latent)
+  context = model.decoder.context_vectors(global_BG)
+  keep = lambda new, old: jnp.where(close_B.reshape((close_B.shape[0],) + (1,) * (new.ndim - 1)), new, old)
+  s = s._replace(latent=tuple(latent.updated), patches=s.patches + close_B.astype(jnp.int32),
                  context=keep(context, s.context))
   if early:
     s = s._replace(decoder=jax.tree.map(keep, _redecode_last(model, s), s.decoder))
@@ -101,17 +94,12 @@ def _redecode_last(model: LST, s: LSTState) -> tuple[cache_lib.LayerCache, ...]:
 
 
 def _decode_token(model: LST, s: LSTState, h_BD, position_B) -> tuple[jax.Array, tuple[cache_lib.LayerCache, ...]]:
-  """One token's pass through the local decoder: cross-attention to the latest closed patch's
-  vectors, then self-attention from the cache at `position_B`; returns the last hidden state."""
-  cfg, dec = model.encoder.cfg, model.decoder
-  mask_B1K = jnp.ones((h_BD.shape[0], 1, cfg.cross_attn_k), bool)
-  caches = []
-  for cross, layer, layer_cache in zip(dec.cross, dec.layers, s.decoder):
-    k_BKNH, v_BKNH = cross.keys_values(s.context)
-    h_BD = h_BD + cross.attend(h_BD[:, None, :], k_BKNH, v_BKNH, mask_B1K)[:, 0, :]
-    h_BD, layer_cache = cache_lib.block_one(layer, h_BD, layer_cache, position_B, cfg.window)
-    caches.append(layer_cache)
-  return h_BD, tuple(caches)
+  """One token's pass through the local decoder (its own run_layers): cross-attention to the
+  latest closed patch's vectors, then self-attention from the cache at `position_B`; returns the
+  last hidden state and the updated caches."""
+  layers = cache_lib.CachedLayers(s.decoder, position_B, model.encoder.cfg.window)
+  read_context = lambda cross, h: attend_patch(cross, h, *cross.keys_values(s.context))
+  return model.decoder.run_layers(h_BD, read_context, layers), tuple(layers.updated)
 
 
 def _maybe_close(model: LST, s: LSTState, close_B, early: bool = False) -> LSTState:
@@ -122,22 +110,17 @@ def _maybe_close(model: LST, s: LSTState, close_B, early: bool = False) -> LSTSt
 def step(model: LST, vocab: vocab_lib.Vocab, patch_size: int, s: LSTState, token_B,
          active_B) -> tuple[jax.Array, LSTState]:
   """Consumes one token per active row; returns fp32 logits [B, V] for the next token."""
-  cfg, enc, dec = model.encoder.cfg, model.encoder, model.decoder
-  is_unit = token_B >= vocab.unit_offset
+  cfg, enc = model.encoder.cfg, model.encoder
+  is_unit = vocab.is_speech(token_B)
   # A non-unit token is a patch of its own: an open speech patch before it closes first.
   s = _maybe_close(model, s, active_B & ~is_unit & (s.open_len > 0), early=True)
-  h_BD = enc.embed(token_B)
-  encoder, states = [], []
-  for layer, layer_cache in zip(enc.layers, s.encoder):
-    h_BD, layer_cache = cache_lib.block_one(layer, h_BD, layer_cache, s.tokens, cfg.window)
-    encoder.append(layer_cache)
-    states.append(h_BD)
+  encoder = cache_lib.CachedLayers(s.encoder, s.tokens, cfg.window)
+  states = enc.layer_states(enc.embed(token_B), encoder)
   slot = jnp.minimum(s.open_len, patch_size - 1)
   open_states = cache_lib.write_row_slots(jnp.swapaxes(s.open_states, 1, 2), jnp.stack(states, axis=1), slot)
   open_len = s.open_len + active_B.astype(jnp.int32)
-  s = s._replace(encoder=tuple(encoder), open_states=jnp.swapaxes(open_states, 1, 2),
+  s = s._replace(encoder=tuple(encoder.updated), open_states=jnp.swapaxes(open_states, 1, 2),
                  open_len=jnp.where(active_B, open_len, s.open_len))
   s = _maybe_close(model, s, active_B & (~is_unit | (s.open_len >= patch_size)))
-  h_BD, decoder = _decode_token(model, s, h_BD, s.tokens)
-  logits = dec.head(dec.norm(h_BD)).astype(jnp.float32)
-  return logits, s._replace(decoder=decoder, tokens=s.tokens + active_B.astype(jnp.int32))
+  h_BD, decoder = _decode_token(model, s, states[-1], s.tokens)
+  return model.decoder.logits(h_BD), s._replace(decoder=decoder, tokens=s.tokens + active_B.astype(jnp.int32))

@@ -223,14 +223,9 @@ def _text_line(raw: bytes, where: str, first: bool) -> str:
 def write_benchmark(path: str, items: Sequence[Item], header: dict | None = None) -> str:
   """Writes a benchmark JSONL file atomically (header first); audio paths become relative."""
   base = os.path.dirname(storage.absolute(path))
-  os.makedirs(base, exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    if header is not None:
-      f.write(json.dumps({"header": header}, sort_keys=True) + "\n")
-    for item in items:
-      f.write(json.dumps(item.to_json(base), separators=(",", ":")) + "\n")
-  os.replace(tmp, path)
+  lines = [] if header is None else [json.dumps({"header": header}, sort_keys=True) + "\n"]
+  lines += [json.dumps(item.to_json(base), separators=(",", ":")) + "\n" for item in items]
+  storage.write_text(path, "".join(lines))
   return path
 
 

@@ -6,51 +6,10 @@ The command line (lst_jax.eval.main) is a thin wrapper around `evaluate_checkpoi
 from __future__ import annotations
 
 
-def restore(config, workdir: str, step: int | None = None):
-  """(exp, manifest, vocab, mesh, setup, params, step) of <workdir>'s checkpoint `step` (default latest)."""
-  from lst_jax import config as config_lib
-  from lst_jax import sharding, storage
-  from lst_jax.data import datasets, pipeline
-  from lst_jax.data.manifest import DataError
-  from lst_jax.eval import checkpoint as ckpt_lib
-  from lst_jax.train import step as step_lib
-
-  manifest = datasets.open_datasets(config.data.dir)
-  vocab = pipeline.vocab_of(manifest)
-  exp = config_lib.parse(config, vocab_size=vocab.size)
-  try:
-    storage.check_reachable(workdir, "--workdir")
-  except storage.StorageError as e:
-    raise DataError(str(e)) from None
-  datasets.check_run_provenance(workdir, manifest, record=False)
-  ckpt_dir = storage.join(workdir, "checkpoints")
-  steps = ckpt_lib.available_steps(ckpt_dir)
-  if not steps:
-    raise DataError(f"{workdir!r} has no checkpoints (looked in {ckpt_dir}); train first")
-  if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise DataError(f"{ckpt_dir} has no checkpoint for step {step}; available: {', '.join(map(str, steps))}")
-  mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
-  setup = step_lib.setup(exp.model, exp.optim, vocab, mesh, exp.train.seed)
-  try:
-    params = ckpt_lib.restore_params(ckpt_dir, step, setup.abstract, setup.shardings)
-  except (ValueError, TypeError, KeyError) as e:   # orbax names the first parameter that does not fit
-    raise DataError(f"checkpoint {step} in {ckpt_dir} does not fit the {exp.model.kind} model this config "
-                    f"describes (was it trained with another config?): {str(e).splitlines()[0][:300]}") from None
-  return exp, manifest, vocab, mesh, setup, params, int(step)
-
-
-def restore_model(config, workdir: str, step: int | None = None):
-  """(model, exp, manifest, vocab, step): the checkpoint's model as an nnx module (decoding)."""
-  from flax import nnx
-  exp, manifest, vocab, _, setup, params, step = restore(config, workdir, step)
-  return nnx.merge(setup.graphdef, params), exp, manifest, vocab, step
-
-
 def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmarks=None, directions=None,
                         output: str | None = None, heldout: bool = True, max_tokens: int | None = None,
-                        max_patches: int | None = None, max_items: int | None = None, listen: int = 0, log=print) -> dict:
+                        max_patches: int | None = None, max_items: int | None = None, listen: int = 0,
+                        log=print) -> dict:
   """Restores <workdir>'s checkpoint `step` (default latest), evaluates it, writes and returns the result.
 
   `listen` > 0 also generates speech for that many held-out transcripts and reports its word error
@@ -66,6 +25,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
   if benchmarks is not None and not runner_lib.find_benchmarks(benchmarks):
     raise bench_lib.BenchmarkError(f"--benchmarks={','.join(benchmarks)}: no benchmark files (*.jsonl) there; "
                                    f"nothing to evaluate")
+  from lst_jax.train.restore import restore
   exp, manifest, vocab, mesh, setup, params, step = restore(config, workdir, step)
   if output is None:   # before the evaluation, whose results would otherwise be lost at its end
     storage.check_writable(storage.join(workdir, "eval"), "the run's eval folder")
@@ -90,7 +50,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
     if poorer:
       kept, output = output, output[:-5] + ".partial.json" if output.endswith(".json") else output + ".partial"
       log(f"note: {kept} holds a fuller evaluation ({poorer}); kept it, and wrote this one to {output}")
-    storage.write_text(output, json.dumps(result, indent=2))
+    storage.write_json(output, result)
     base = output[:-5] if output.endswith(".json") else output
     storage.write_text(base + ".scores.jsonl", "".join(json.dumps(s) + "\n" for s in scores))
     log(f"{exp.model.kind} at step {step} ({workdir}); ranked by log-likelihood of each candidate given the prompt")
@@ -104,9 +64,12 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
 
 
 def coverage(result: dict) -> dict:
-  """What an evaluation covers: items per (benchmark, direction), and held-out losses / listening."""
+  """What an evaluation covers: items per (benchmark, direction), and held-out losses / listening
+  (an earlier version's "heldout" section counted under today's name)."""
+  from lst_jax.train import metrics
+  result = metrics.renamed(result)
   cover = {f"{name}/{d}": r.get("n", 0) for name, dirs in result.get("benchmarks", {}).items() for d, r in dirs.items()}
-  cover.update({k: 1 for k in ("heldout", "listening") if k in result})
+  cover.update({k: 1 for k in (metrics.UNIMODAL, "listening") if k in result})
   return cover
 
 

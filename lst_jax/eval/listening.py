@@ -129,7 +129,7 @@ class Listener:
         s["prompt_units"] = it["prompt_units"]
         s["prompt_wave"] = self.voice(it["prompt_units"])
       if speech_out:
-        units = np.array([t - vocab.unit_offset for t in g.tokens if t >= vocab.unit_offset], np.int32)
+        units = np.array([t - vocab.unit_offset for t in g.tokens if vocab.is_speech(t)], np.int32)
         s["units"], s["wave"] = units, self.voice(units)
         s["asr"] = self.recognizer.transcribe(s["wave"], self.audio_rate) if len(units) else ""
         if task == "t2s":

@@ -10,9 +10,13 @@ calling it every N steps compiles once): `run_benchmarks(params, setup, exp, man
 Result (JSON-ready):
   {"benchmarks": {name: {direction: {"n", "acc_sum", "ci_sum", "acc_mean", "ci_mean", "chance",
                                       "truncated_prompts", "candidate_tokens"}}},
-   "heldout": {"text_bits_per_token", "text_tokens", "speech_bits_per_unit",
-               "speech_bits_per_second", "speech_units", "speech_seconds", "truncated_tokens"},
+   "heldout_unimodal": {"text_bits_per_token", "text_tokens", "text_documents", "speech_bits_per_unit",
+                        "speech_bits_per_second", "speech_units", "speech_seconds", "speech_documents",
+                        "truncated_tokens"},
    "seconds": ...}
+"heldout_unimodal" (lst_jax.train.metrics.UNIMODAL): each held-out document alone and in one modality
+(an utterance's units, a text document's text), not the training loop's heldout_interleaved_* losses
+over documents drawn and packed as in training; flattened into metrics as heldout_unimodal_<key>.
 acc_sum ranks candidates by summed log-likelihood, acc_mean by mean log-likelihood per
 candidate token; ties share the credit; intervals are 95% Wilson intervals over items.
 """
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from typing import Sequence
 
@@ -35,9 +38,9 @@ from lst_jax.data.shards import Shards
 from lst_jax.eval import benchmark_files as bench_lib
 from lst_jax.eval import community, scoring, stats
 from lst_jax.eval.benchmark_files import SPEECH, TEXT, Benchmark, BenchmarkError, Segment
+from lst_jax.train import metrics
 
 BENCHMARK_DIR = "benchmarks"   # <data dir>/benchmarks/*.jsonl: the default benchmark set
-LN2 = math.log(2.0)
 
 
 def find_benchmarks(specs: Sequence[str]) -> list[str]:
@@ -45,8 +48,8 @@ def find_benchmarks(specs: Sequence[str]) -> list[str]:
   benchmarks (lst_jax.eval.community) kept as they are."""
   out = []
   for spec in specs:
-    kind, _ = community.parse_spec(spec)
-    out += [spec] if kind else bench_lib.find_benchmarks([spec])
+    published, _ = community.parse_spec(spec)
+    out += [spec] if published else bench_lib.find_benchmarks([spec])
   return out
 
 
@@ -180,7 +183,7 @@ def _heldout_sequences(manifest: Manifest, vocab: vocab_lib.Vocab, scorer: scori
     return None
   split = manifest.splits["heldout"]
   out = {"speech": [], "text": []}
-  for kind, paths in (("speech", split.speech), ("text", split.text)):
+  for paths in (split.speech, split.text):
     if not paths:
       continue
     src = Shards(paths, manifest.shard_records, manifest.limits)
@@ -201,10 +204,10 @@ class BenchmarkRunner:
   of each benchmark only), `heldout` (also the held-out bits), and the row shape / batch size."""
 
   def __init__(self, graphdef, param_shardings, vocab: vocab_lib.Vocab, manifest: Manifest, mesh, *,
-               kind: str, max_tokens: int, max_patches: int, patch_size: int, batch_size: int,
+               model_kind: str, max_tokens: int, max_patches: int, patch_size: int, batch_size: int,
                paths: Sequence[str] | None = None, provenance: dict | None = None, heldout: bool = True,
                directions: Sequence[str] | None = None, max_items: int | None = None):
-    if kind != "lst":   # the baseline has no patches: rows are bounded by tokens only
+    if model_kind != "lst":   # the baseline has no patches: rows are bounded by tokens only
       max_patches = max_tokens
     self.scorer = scoring.Scorer(graphdef, param_shardings, vocab, mesh, max_tokens=max_tokens,
                                  max_patches=max_patches, patch_size=patch_size, batch_size=batch_size)
@@ -216,8 +219,8 @@ class BenchmarkRunner:
     self.tasks: list[_Task] = []
     self.benchmarks: list[Benchmark] = []
     for path in self.paths:
-      kind, where = community.parse_spec(path)
-      bench = community.load(kind, where) if kind else bench_lib.load_benchmark(path)
+      published, where = community.parse_spec(path)
+      bench = community.load(published, where) if published else bench_lib.load_benchmark(path)
       if max_items is not None:   # e.g. a quicker evaluation during training: the first items only
         bench = dataclasses.replace(bench, items=bench.items[:max_items])
       same = [b.path for b in self.benchmarks if b.name == bench.name]
@@ -244,7 +247,7 @@ class BenchmarkRunner:
     d = exp.data
     kwargs = {"max_tokens": d.max_tokens, "max_patches": d.max_patches, "batch_size": d.batch_size, **kwargs}
     return cls(setup.graphdef, setup.shardings.params, pipeline.vocab_of(manifest), manifest, mesh,
-               kind=exp.model.kind, patch_size=d.patching.patch_size, paths=paths,
+               model_kind=exp.model.kind, patch_size=d.patching.patch_size, paths=paths,
                provenance=run_provenance(manifest, workdir), **kwargs)
 
   def __call__(self, params, with_scores: bool = False) -> dict:
@@ -274,7 +277,7 @@ class BenchmarkRunner:
                              "label": item.label, "sum": [float(v) for v in ss], "mean": [float(v) for v in sm],
                              "credit_sum": float(cs), "credit_mean": float(cm)})
     if self.heldout is not None:
-      out["heldout"] = self._heldout(sums, counts)
+      out[metrics.UNIMODAL] = self._heldout(sums, counts)
     out["seconds"] = round(time.time() - start, 2)
     if with_scores:
       out["scores"] = scores_out
@@ -283,15 +286,16 @@ class BenchmarkRunner:
   def _heldout(self, sums: np.ndarray, counts: np.ndarray) -> dict:
     res = {}
     truncated = 0
-    for kind, (index, cut) in self.heldout.items():
+    for modality, (index, cut) in self.heldout.items():
       n = len(index)
       total, count = -float(sums[index].sum()), int(counts[index].sum())
       truncated += cut
-      bits = total / max(count, 1) / LN2
-      if kind == "text":
-        res.update(text_bits_per_token=bits, text_tokens=count, text_documents=n)
+      nats = total / max(count, 1)
+      if modality == "text":
+        res.update(text_bits_per_token=metrics.bits(nats), text_tokens=count, text_documents=n)
       else:
-        res.update(speech_bits_per_unit=bits, speech_bits_per_second=bits * self.unit_rate,
+        res.update(speech_bits_per_unit=metrics.bits(nats),
+                   speech_bits_per_second=metrics.speech_bits_per_second(nats, self.unit_rate),
                    speech_units=count, speech_seconds=count / self.unit_rate, speech_documents=n)
     res["truncated_tokens"] = truncated
     return res
@@ -323,7 +327,7 @@ def benchmark_callback(params, model_setup, exp, manifest: Manifest, mesh, workd
 
 
 def flat_metrics(result: dict) -> dict:
-  """One float per number, for a metrics log: {"bench/cloze2/S->S/acc_sum": ..., "heldout/...": ...}."""
+  """One float per number, for a metrics log: {"bench/cloze2/S->S/acc_sum": ..., "heldout_unimodal_...": ...}."""
   out = {}
   for name, dirs in result.get("benchmarks", {}).items():
     for d, r in dirs.items():
@@ -332,8 +336,8 @@ def flat_metrics(result: dict) -> dict:
           out[f"bench/{name}/{d}/{k}"] = float(r[k])
       for sub, v in r.get("subsets", {}).items():
         out[f"bench/{name}/{d}/score_{sub}"] = float(v["score"])
-  for k, v in result.get("heldout", {}).items():
-    out[f"heldout/{k}"] = float(v)
+  for k, v in result.get(metrics.UNIMODAL, {}).items():
+    out[metrics.unimodal(k)] = float(v)
   return out
 
 
@@ -359,7 +363,7 @@ def format_table(result: dict) -> str:
         lines.append(f"{name} {d}: {r['score']:.3f} over {r['score_n']} "
                      f"{'pairs' if r['protocol']['pooling'] == 'pair over voices' else 'items'}{subs}  "
                      f"[{community.Protocol(**r['protocol']).describe()}]")
-  h = result.get("heldout")
+  h = result.get(metrics.UNIMODAL)
   if h:
     parts = []
     if "text_bits_per_token" in h:
@@ -369,5 +373,5 @@ def format_table(result: dict) -> str:
                    f"bits/unit ({h['speech_seconds']:.0f} s)")
     if h.get("truncated_tokens"):
       parts.append(f"{h['truncated_tokens']} tokens cut to fit rows")
-    lines.append("held-out: " + "; ".join(parts))
+    lines.append(f"held-out, each document alone ({metrics.UNIMODAL}): " + "; ".join(parts))
   return "\n".join(lines)

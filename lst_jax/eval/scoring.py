@@ -9,8 +9,8 @@ with a mask over the tokens whose log-probability counts (the candidate's own
 tokens; the mode token is the same for every candidate and is not counted).
 Sequences are packed first-fit (data.packing) into the model's fixed [T] token / [P] patch rows
 as separate documents (the model is document-masked, so a sequence's scores do
-not depend on its row-mates), with static patching of every speech run: no
-aligner at test time. The baseline reads the same rows and ignores the patches.
+not depend on its row-mates), patched as inference patches (packing.inference_document). The
+baseline reads the same rows and ignores the patches.
 The model's own forward runs under `jax.jit` with the training shardings; the
 per-token log-probabilities come back to the host and are summed per sequence.
 """
@@ -84,14 +84,13 @@ def continuation(vocab: vocab_lib.Vocab, prompt_ids: np.ndarray, prompt_mod: str
 def whole(vocab: vocab_lib.Vocab, tokens: np.ndarray, score: np.ndarray, max_tokens: int,
           max_patches: int, patch_size: int) -> ScoredSequence:
   """A document scored where `score` says, cut at the end to fit one row (`truncated` counts the cut)."""
-  tokens = np.asarray(tokens, np.int32)
-  starts = patching.static_patch_starts(vocab.is_speech(tokens), patch_size)
-  keep = min(len(tokens), max_tokens, int(np.searchsorted(np.cumsum(starts), max_patches, side="right")))
-  return ScoredSequence(tokens=tokens[:keep], score=np.asarray(score, bool)[:keep], truncated=len(tokens) - keep)
+  features, cut = packing.inference_document(tokens, vocab, patch_size, max_tokens, max_patches)
+  kept = features["tokens"]
+  return ScoredSequence(tokens=kept, score=np.asarray(score, bool)[:len(kept)], truncated=cut)
 
 
 def num_patches(tokens: np.ndarray, vocab: vocab_lib.Vocab, patch_size: int) -> int:
-  return int(patching.static_patch_starts(vocab.is_speech(tokens), patch_size).sum())
+  return int(patching.inference_starts(vocab.is_speech(tokens), patch_size).sum())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,11 +109,10 @@ def pack(sequences: Sequence[ScoredSequence], vocab: vocab_lib.Vocab, max_tokens
   docs = []
   for i in sorted(range(len(sequences)), key=lambda i: (-len(sequences[i].tokens), i)):
     seq = sequences[i]
-    starts = patching.static_patch_starts(vocab.is_speech(seq.tokens), patch_size)
-    if len(seq.tokens) > max_tokens or starts.sum() > max_patches:
-      raise TooLong(f"a sequence of {len(seq.tokens)} tokens / {int(starts.sum())} patches exceeds the row "
-                    f"({max_tokens} tokens / {max_patches} patches)")
-    f, _ = packing.document_features(seq.tokens, starts, max_tokens, max_patches)
+    f, cut = packing.inference_document(seq.tokens, vocab, patch_size, max_tokens, max_patches)
+    if cut:
+      raise TooLong(f"a sequence of {len(seq.tokens)} tokens / {num_patches(seq.tokens, vocab, patch_size)} "
+                    f"patches exceeds the row ({max_tokens} tokens / {max_patches} patches)")
     owner = np.zeros(len(seq.tokens), np.int32)   # sequence + 1 where the target is scored, 0 elsewhere
     owner[:-1] = np.where(seq.score[1:], i + 1, 0)
     docs.append({**f, "owner": owner})

@@ -47,6 +47,20 @@ def attention(q_BQNH, k_BSNH, v_BSNH, mask_BQS, implementation: str = "reference
   raise ValueError(f"unknown attention implementation {implementation!r}; choose from {IMPLEMENTATIONS}")
 
 
+FLASH = ("cudnn", "pallas")   # fused kernels: no [queries x keys] scores kept for the backward pass
+ONLY_ON = {"cudnn": "gpu"}     # backends that run on one platform only
+PLATFORM_NAMES = {"gpu": "NVIDIA GPUs", "tpu": "TPUs"}
+
+
+def platform_problem(implementation: str, platform: str) -> str | None:
+  """Why `implementation` cannot run on `platform` ("cpu", "gpu", "tpu"), or None."""
+  needed = ONLY_ON.get(implementation)
+  if needed is None or needed == platform:
+    return None
+  return (f"config.model.attention={implementation} needs {PLATFORM_NAMES[needed]}, and this run's devices are "
+          f"{platform}")
+
+
 SMALL_KV = 16  # key sets this small (patch pooling, decoder cross-attention) skip the matmul path
 
 

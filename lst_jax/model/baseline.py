@@ -12,6 +12,8 @@ from lst_jax.model.transformer import Transformer
 
 
 class Baseline(nnx.Module):
+  kind = "baseline"   # config.model.kind of this architecture (the model factory keys on it)
+
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     dt = cfg.compute_dtype

@@ -7,7 +7,7 @@ gathers the k vectors of exactly that patch (`context_patch`) and never builds
 a [T x P] mask. With `decoder_window` W > 1 each token attends to the k vectors
 of that patch and of the W-1 patches before it, in its document (the reference
 code's `cross_attn_window_decoder`), in blocks of tokens over a contiguous span
-of at most CROSS_BLOCK + W patches (patcher.windowed_cross_attend).
+of at most CROSS_BLOCK + W patches (cross_attention.windowed_cross_attend).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from flax import nnx
 
 from lst_jax.config import ModelConfig
 from lst_jax.model.layers import Linear, RMSNorm
-from lst_jax.model import patcher
-from lst_jax.model.patcher import CrossAttention, at_queries, at_units, windowed_cross_attend
+from lst_jax.model import cross_attention as xattn
+from lst_jax.model.cross_attention import CrossAttention, at_queries, at_units, attend_patch, windowed_cross_attend
 from lst_jax.model.transformer import Block, run_block
 
 
@@ -52,19 +52,37 @@ class LocalDecoder(nnx.Module):
   def __call__(self, h_BTD, global_BPG, batch):
     """Token states [B, T, d_local] and global outputs [B, P, d_global] -> fp32 logits [B, T, V]."""
     cfg = self.cfg
-    b, t, d = h_BTD.shape
-    kv_BPKD = self.from_global(global_BPG).reshape(b, -1, cfg.cross_attn_k, d)
+    vectors_BPKD = self.context_vectors(global_BPG)
     ctx_BT = context_patch(batch["token_patch"], batch["token_segment"])
-    mask_BT1K = jnp.ones((b, t, 1, cfg.cross_attn_k), bool)
     gather = lambda x_BPKNH: jnp.take_along_axis(x_BPKNH, ctx_BT[:, :, None, None, None], axis=1)
-    for cross, layer in zip(self.cross, self.layers):
-      k_BPKNH, v_BPKNH = cross.keys_values(kv_BPKD)
+
+    def read_context(cross, h_BTD):
+      k_BPKNH, v_BPKNH = cross.keys_values(vectors_BPKD)
       if cfg.decoder_window == 1:
-        h_BTD = h_BTD + cross.attend(h_BTD[:, :, None, :], gather(k_BPKNH), gather(v_BPKNH), mask_BT1K)[:, :, 0, :]
-      else:
-        h_BTD = h_BTD + self._windowed(cross, h_BTD, k_BPKNH, v_BPKNH, ctx_BT, batch)
-      h_BTD = run_block(layer, h_BTD, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
-    return self.head(self.norm(h_BTD)).astype(jnp.float32)
+        return attend_patch(cross, h_BTD, gather(k_BPKNH), gather(v_BPKNH))
+      return self._windowed(cross, h_BTD, k_BPKNH, v_BPKNH, ctx_BT, batch)
+
+    run = lambda i, layer, h: run_block(layer, h, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
+    return self.logits(self.run_layers(h_BTD, read_context, run))
+
+  # The pieces below are shared by the training forward and cached decoding (lst_jax.decode.lst_step).
+
+  def context_vectors(self, global_XG):
+    """[..., K, d_local]: the K vectors a patch's global state gives the tokens that read it."""
+    return self.from_global(global_XG).reshape(global_XG.shape[:-1] + (self.cfg.cross_attn_k, self.cfg.d_local))
+
+  def run_layers(self, h_XD, read_context, run_layer):
+    """The decoder's layers over token states h: per layer a residual read of the context patch's
+    vectors (`read_context(cross, h)` -> [..., D]), then the self-attention block (`run_layer(i,
+    block, h)`: over a whole row in training, one token from a cache in decoding)."""
+    for i, (cross, layer) in enumerate(zip(self.cross, self.layers)):
+      h_XD = h_XD + read_context(cross, h_XD)
+      h_XD = run_layer(i, layer, h_XD)
+    return h_XD
+
+  def logits(self, h_XD):
+    """fp32 [..., V] next-token logits from the last decoder states."""
+    return self.head(self.norm(h_XD)).astype(jnp.float32)
 
   def _windowed(self, cross, h_BTD, k_BPKNH, v_BPKNH, ctx_BT, batch):
     """Each token over the k vectors of patches ctx-W+1 .. ctx of its document, in blocks of
@@ -78,7 +96,7 @@ class LocalDecoder(nnx.Module):
       pu, ps = u_idx[:, :, None, :], at_units(patch_segment, u_idx)[:, :, None, :]
       return (pu <= c) & (c - pu < w) & (ps == s) & (s > 0)
 
-    width = min(p, patcher.CROSS_BLOCK + w)
+    width = min(p, xattn.CROSS_BLOCK + w)
     out = windowed_cross_attend(cross, h_BTD[:, :, None, :], k_BPKNH, v_BPKNH, first_BT, width, allowed,
-                                patcher.CROSS_BLOCK)
+                                xattn.CROSS_BLOCK)
     return out[:, :, 0, :]

@@ -8,7 +8,7 @@ from lst_jax.model.baseline import Baseline
 from lst_jax.config import ModelConfig
 from lst_jax.model.lst import LST
 
-MODELS = {"lst": LST, "baseline": Baseline}
+MODELS = {model.kind: model for model in (LST, Baseline)}
 
 
 def build_model(cfg: ModelConfig, seed: int = 0) -> nnx.Module:

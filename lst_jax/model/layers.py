@@ -78,8 +78,8 @@ def rope(x_BTNH, pos_BT, theta: float):
   """Rotary position embedding (rotate-half form) at integer positions."""
   h = x_BTNH.shape[-1]
   freq = theta ** (-jnp.arange(0, h // 2, dtype=jnp.float32) * 2.0 / h)
-  angle_BTF = pos_BT[..., None].astype(jnp.float32) * freq
-  sin, cos = jnp.sin(angle_BTF)[:, :, None, :], jnp.cos(angle_BTF)[:, :, None, :]
+  angle_BTI = pos_BT[..., None].astype(jnp.float32) * freq
+  sin, cos = jnp.sin(angle_BTI)[:, :, None, :], jnp.cos(angle_BTI)[:, :, None, :]
   x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_BTNH.dtype)

@@ -12,6 +12,8 @@ from lst_jax.model.transformer import Transformer
 
 
 class LST(nnx.Module):
+  kind = "lst"   # config.model.kind of this architecture (the model factory keys on it)
+
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.encoder = EncoderPatcher(cfg, rngs=rngs)

@@ -14,14 +14,13 @@ production lengths.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax.numpy as jnp
 from flax import nnx
 
-from lst_jax.model import attention as attn
 from lst_jax.config import ModelConfig
-from lst_jax.model.layers import Embed, Linear, RMSNorm, fused_dot
+from lst_jax.model import cross_attention as xattn
+from lst_jax.model.cross_attention import CrossAttention, at_queries, at_units, windowed_cross_attend
+from lst_jax.model.layers import Embed, Linear
 from lst_jax.model.transformer import Block, run_block
 
 
@@ -43,92 +42,6 @@ def max_pool(tokens_BPLD, valid_BPL):
   return jnp.where(valid_BPL.any(-1)[..., None], pooled, 0).astype(tokens_BPLD.dtype)
 
 
-class CrossAttention(nnx.Module):
-  """Pre-norm multi-head cross-attention from queries to a small gathered key set."""
-
-  def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs, dtype=jnp.float32,
-               implementation: str = "reference"):
-    self.heads, self.head_dim = heads, dim // heads
-    self.q_norm, self.kv_norm = RMSNorm(dim, rngs=rngs), RMSNorm(dim, rngs=rngs)
-    self.q = Linear(dim, dim, ("embed", "heads"), rngs=rngs, dtype=dtype)
-    self.k = Linear(dim, dim, ("embed", "heads"), rngs=rngs, dtype=dtype)
-    self.v = Linear(dim, dim, ("embed", "heads"), rngs=rngs, dtype=dtype)
-    self.o = Linear(dim, dim, ("heads", "embed"), rngs=rngs, dtype=dtype)
-    self.implementation = implementation
-
-  def _split(self, y):
-    return y.reshape(y.shape[:-1] + (self.heads, self.head_dim))
-
-  def keys_values(self, kv_XD):
-    """Keys and values [..., N, H] of source states, projected once before they are gathered
-    (each token or patch vector is read by several queries)."""
-    k, v = fused_dot(self.kv_norm(kv_XD), self.k, self.v)
-    return self._split(k), self._split(v)
-
-  def attend(self, x_XQD, k_XKNH, v_XKNH, mask_XQK):
-    """x [..., Q, D] queries over gathered keys/values [..., K, N, H] -> [..., Q, D]."""
-    q = self._split(self.q(self.q_norm(x_XQD)))
-    out = attn.attention(q, k_XKNH, v_XKNH, mask_XQK, self.implementation)
-    return self.o(out.reshape(x_XQD.shape))
-
-  def __call__(self, x_XQD, kv_XKD, mask_XQK):
-    """x [..., Q, D] queries, kv [..., K, D] keys/values, mask [..., Q, K] -> [..., Q, D]."""
-    return self.attend(x_XQD, *self.keys_values(kv_XKD), mask_XQK)
-
-
-CROSS_BLOCK = 128  # query block (patches for the encoder, tokens for the decoder) of windowed cross-attention
-
-
-def windowed_cross_attend(cross: CrossAttention, x_BQRD, k_BUGNH, v_BUGNH, first_unit_BQ, width: int,
-                          allowed: Callable, block: int):
-  """Cross-attention of queries to a window of key units, in query blocks over contiguous key spans.
-
-  x [B, Q, R, D]: Q query positions of R vectors each (the R share one mask); keys/values
-  [B, U, G, N, H]: U key units (tokens, or patches) of G vectors each. `first_unit` [B, Q] is the
-  earliest unit each query may see (>= U for a query that sees nothing). Each block of `block`
-  queries reads the `width` units from the earliest one any of its queries may see (clipped to
-  fit the row): the caller sizes `width` so that this span holds every unit a query in the block
-  may see; once `width` >= U the whole row is one block. `allowed(q_idx [nb, bq], u_idx
-  [B, nb, width])` -> bool [B, nb, bq, width] masks per query (padding queries beyond Q are
-  masked here). Returns [B, Q, R, D]; a query that sees nothing gets zeros.
-  """
-  b, q, r, d = x_BQRD.shape
-  u, g = k_BUGNH.shape[1:3]
-  if width >= u:
-    width, bq, nb = u, q, 1
-    u_idx = jnp.broadcast_to(jnp.arange(u), (b, 1, u))
-    k_blk, v_blk = k_BUGNH[:, None], v_BUGNH[:, None]
-  else:
-    bq = block
-    nb = -(-q // bq)
-    first = jnp.pad(first_unit_BQ, ((0, 0), (0, nb * bq - q)), constant_values=u)
-    start_BN = jnp.clip(first.reshape(b, nb, bq).min(-1), 0, u - width)
-    u_idx = start_BN[..., None] + jnp.arange(width)                       # [B, nb, width]
-    take = lambda x: jnp.take_along_axis(x.reshape(b, u, -1), u_idx.reshape(b, -1, 1), axis=1).reshape(
-        (b, nb, width) + x.shape[2:])
-    k_blk, v_blk = take(k_BUGNH), take(v_BUGNH)
-  q_idx = jnp.arange(nb * bq).reshape(nb, bq)
-  mask = allowed(q_idx, u_idx) & (q_idx < q)[None, :, :, None]            # [B, nb, bq, width]
-  mask = jnp.broadcast_to(mask[:, :, :, None, :, None], (b, nb, bq, r, width, g)).reshape(
-      b, nb, bq * r, width * g)
-  x = jnp.pad(x_BQRD, ((0, 0), (0, nb * bq - q), (0, 0), (0, 0))).reshape(b, nb, bq * r, d)
-  flat = lambda y: y.reshape((b, nb, width * g) + y.shape[-2:])
-  out = cross.attend(x, flat(k_blk), flat(v_blk), mask)
-  return out.reshape(b, nb * bq, r, d)[:, :q]
-
-
-def at_units(x_BU, idx_B_):
-  """x [B, U] read at per-row indices [B, ...] -> [B, ...] (indices clipped into the row)."""
-  b, u = x_BU.shape
-  idx = jnp.clip(idx_B_, 0, u - 1).reshape(b, -1)
-  return jnp.take_along_axis(jnp.asarray(x_BU), idx, axis=1).reshape(idx_B_.shape)
-
-
-def at_queries(x_BQ, q_idx_NQ):
-  """x [B, Q] read at query indices [nb, bq] shared by all rows -> [B, nb, bq] (clipped)."""
-  return jnp.asarray(x_BQ)[:, jnp.clip(q_idx_NQ, 0, x_BQ.shape[1] - 1)]
-
-
 class EncoderPatcher(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -147,28 +60,55 @@ class EncoderPatcher(nnx.Module):
   def __call__(self, batch):
     """Returns token states h [B, T, d_local] and patch vectors [B, P, d_global]."""
     cfg = self.cfg
-    h_BTD = self.embed(batch["tokens"])
     b, p = batch["patch_len"].shape
-    queries_BPKD = None
-    for layer, cross in zip(self.layers, self.cross):
-      h_BTD = run_block(layer, h_BTD, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
-      gather = lambda x: gather_patch_tokens(x, batch["patch_first"], batch["patch_len"], cfg.patch_gather_width)
-      if queries_BPKD is None:
-        pooled_BPD = max_pool(*gather(h_BTD))
-        queries_BPKD = self.pool_to_queries(pooled_BPD).reshape(b, p, cfg.cross_attn_k, cfg.d_local)
-      k_BTNH, v_BTNH = cross.keys_values(h_BTD)
-      if cfg.encoder_window == 1:
-        (k_BPLNH, valid_BPL), (v_BPLNH, _) = gather(k_BTNH), gather(v_BTNH)
-        mask_BPKL = jnp.broadcast_to(valid_BPL[:, :, None, :], (b, p, cfg.cross_attn_k, cfg.patch_gather_width))
-        queries_BPKD = queries_BPKD + cross.attend(queries_BPKD, k_BPLNH, v_BPLNH, mask_BPKL)
-      else:
-        queries_BPKD = queries_BPKD + self._windowed(cross, queries_BPKD, k_BTNH, v_BTNH, batch)
-    return h_BTD, self.to_global(queries_BPKD.reshape(b, p, cfg.cross_attn_k * cfg.d_local))
+    run = lambda i, layer, h: run_block(layer, h, batch["token_pos"], batch["token_segment"], cfg.window, cfg.remat)
+    states_BTD = self.layer_states(self.embed(batch["tokens"]), run)
+    gather = lambda x: gather_patch_tokens(x, batch["patch_first"], batch["patch_len"], cfg.patch_gather_width)
+    tokens_BPLD, valid_BPL = gather(states_BTD[0])
+    pooled_BPD = max_pool(tokens_BPLD, valid_BPL)
+    keys_values = [cross.keys_values(h_BTD) for cross, h_BTD in zip(self.cross, states_BTD)]
+    if cfg.encoder_window == 1:
+      gathered = [(gather(k_BTNH)[0], gather(v_BTNH)[0]) for k_BTNH, v_BTNH in keys_values]
+      return states_BTD[-1], self.patch_vectors(pooled_BPD, gathered, valid_BPL)
+    queries_BPKD = self.first_queries(pooled_BPD)
+    for cross, (k_BTNH, v_BTNH) in zip(self.cross, keys_values):
+      queries_BPKD = queries_BPKD + self._windowed(cross, queries_BPKD, k_BTNH, v_BTNH, batch)
+    return states_BTD[-1], self.to_patch_vector(queries_BPKD)
+
+  # The pieces below are shared by the training forward and cached decoding (lst_jax.decode.lst_step).
+
+  def layer_states(self, h_XD, run_layer) -> list:
+    """Token states after each encoder layer, from embeddings h; `run_layer(i, block, h)` runs one
+    self-attention block (over a whole row in training, one token from a cache in decoding)."""
+    states = []
+    for i, layer in enumerate(self.layers):
+      h_XD = run_layer(i, layer, h_XD)
+      states.append(h_XD)
+    return states
+
+  def first_queries(self, pooled_XD):
+    """[..., K, d_local]: a patch's K queries from the max-pool of its tokens' first-layer states."""
+    return self.pool_to_queries(pooled_XD).reshape(pooled_XD.shape[:-1] + (self.cfg.cross_attn_k, self.cfg.d_local))
+
+  def to_patch_vector(self, queries_XKD):
+    """[..., d_global]: the patch vector the global transformer reads, from its K refined queries."""
+    return self.to_global(queries_XKD.reshape(queries_XKD.shape[:-2] + (self.cfg.cross_attn_k * self.cfg.d_local,)))
+
+  def patch_vectors(self, pooled_XD, keys_values, valid_XL):
+    """[..., d_global]: patch vectors with a cross-attention window of one patch: the K queries from
+    the pool, then per layer a residual cross-attention to the patch's own tokens, given per layer
+    as keys/values [..., L, N, H] with validity [..., L]."""
+    queries_XKD = self.first_queries(pooled_XD)
+    mask_XKL = jnp.broadcast_to(valid_XL[..., None, :], valid_XL.shape[:-1] + (self.cfg.cross_attn_k,
+                                                                               valid_XL.shape[-1]))
+    for cross, (k_XLNH, v_XLNH) in zip(self.cross, keys_values):
+      queries_XKD = queries_XKD + cross.attend(queries_XKD, k_XLNH, v_XLNH, mask_XKL)
+    return self.to_patch_vector(queries_XKD)
 
   def _windowed(self, cross, queries_BPKD, k_BTNH, v_BTNH, batch):
     """Each patch's k queries over the tokens of its own and the W-1 previous patches of its
     document, in blocks of CROSS_BLOCK patches over a span of at most
-    (CROSS_BLOCK + W - 1) * patch_gather_width tokens."""
+    (CROSS_BLOCK + W - 1) * patch_gather_width tokens (cross_attention.CROSS_BLOCK)."""
     cfg, w = self.cfg, self.cfg.encoder_window
     t, p = k_BTNH.shape[1], queries_BPKD.shape[1]
     token_patch, token_segment = batch["token_patch"], batch["token_segment"]
@@ -182,6 +122,6 @@ class EncoderPatcher(nnx.Module):
       qp, qs = q_idx[None, :, :, None], at_queries(patch_segment, q_idx)[..., None]
       return (tp <= qp) & (qp - tp < w) & (ts == qs) & (qs > 0)
 
-    width = min(t, (CROSS_BLOCK + w - 1) * cfg.patch_gather_width)
+    width = min(t, (xattn.CROSS_BLOCK + w - 1) * cfg.patch_gather_width)
     return windowed_cross_attend(cross, queries_BPKD, k_BTNH[:, :, None], v_BTNH[:, :, None], first_BP,
-                                 width, allowed, CROSS_BLOCK)
+                                 width, allowed, xattn.CROSS_BLOCK)

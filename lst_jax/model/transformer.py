@@ -37,11 +37,19 @@ class SelfAttention(nnx.Module):
     self.rope_theta, self.implementation = rope_theta, implementation
 
   def __call__(self, x_BTD, pos_BT, segment_BT, window: int | None = None):
+    q, k, v = self.queries_keys_values(x_BTD, pos_BT)
+    return self.output(attn.self_attention(q, k, v, segment_BT, window, self.implementation))
+
+  def queries_keys_values(self, x_XD, pos_X):
+    """Queries, keys and values [..., N, H] of states x at positions pos (RoPE applied to q, k);
+    shared by the training forward and cached decoding (lst_jax.decode.cache)."""
     split = lambda y: y.reshape(y.shape[:-1] + (self.heads, self.head_dim))
-    q, k, v = fused_dot(x_BTD, self.q, self.k, self.v)
-    q, k = rope(split(q), pos_BT, self.rope_theta), rope(split(k), pos_BT, self.rope_theta)
-    out_BTNH = attn.self_attention(q, k, split(v), segment_BT, window, self.implementation)
-    return self.o(out_BTNH.reshape(x_BTD.shape))
+    q, k, v = fused_dot(x_XD, self.q, self.k, self.v)
+    return rope(split(q), pos_X, self.rope_theta), rope(split(k), pos_X, self.rope_theta), split(v)
+
+  def output(self, out_XNH):
+    """[..., D]: the heads' outputs [..., N, H] projected back to the model width."""
+    return self.o(out_XNH.reshape(out_XNH.shape[:-2] + (self.heads * self.head_dim,)))
 
 
 class Block(nnx.Module):
@@ -55,8 +63,13 @@ class Block(nnx.Module):
     self.mlp = SwiGLU(dim, mlp_dim, rngs=rngs, dtype=dtype)
 
   def __call__(self, x_BTD, pos_BT, segment_BT, window: int | None = None):
-    x_BTD = x_BTD + self.attn(self.attn_norm(x_BTD), pos_BT, segment_BT, window)
-    return x_BTD + self.mlp(self.mlp_norm(x_BTD))
+    return self.around(x_BTD, lambda y: self.attn(y, pos_BT, segment_BT, window))
+
+  def around(self, x_XD, attend):
+    """The block around its self-attention `attend(normed x)`: pre-norm attention then SwiGLU,
+    each added to the residual stream (training runs a row, cached decoding one position)."""
+    x_XD = x_XD + attend(self.attn_norm(x_XD))
+    return x_XD + self.mlp(self.mlp_norm(x_XD))
 
 
 def run_block(block: Block, x_BTD, pos_BT, segment_BT, window: int | None = None, remat: str = "none"):
@@ -94,8 +107,15 @@ class Transformer(nnx.Module):
       return constrain(x, ("act_batch", "act_length", "act_embed"))
 
     if self.scan_layers:
-      x_BTD = nnx.scan(one, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.blocks, x_BTD)
-    else:
-      for block in self.blocks:
-        x_BTD = one(block, x_BTD)
-    return self.norm(x_BTD)
+      return self.norm(nnx.scan(one, in_axes=(0, nnx.Carry), out_axes=nnx.Carry)(self.blocks, x_BTD))
+    return self.over_blocks(x_BTD, lambda i, block, x: one(block, x))
+
+  def over_blocks(self, x_XD, run_block_i):
+    """The unscanned stack: `run_block_i(i, block, x)` per layer, then the final norm (the training
+    forward over rows, cached decoding over one position per row)."""
+    if self.scan_layers:
+      raise ValueError("a scanned stack runs under nnx.scan; unstack its layers first "
+                       "(lst_jax.decode.cache.unstack_layers)")
+    for i, block in enumerate(self.blocks):
+      x_XD = run_block_i(i, block, x_XD)
+    return self.norm(x_XD)

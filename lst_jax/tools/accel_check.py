@@ -225,11 +225,7 @@ def _out_of_memory(r: dict) -> bool:
 
 
 def _write(result: dict) -> None:
-  os.makedirs(os.path.dirname(storage.absolute(FLAGS.out)), exist_ok=True)
-  tmp = FLAGS.out + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(result, f, indent=2)
-  os.replace(tmp, FLAGS.out)
+  storage.write_json(FLAGS.out, result)
 
 
 def orchestrate() -> dict:

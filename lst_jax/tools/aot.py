@@ -332,8 +332,8 @@ def describe(r: dict) -> str:
   c = r.get("compiler_estimate")
   if c and (c.get("optimal_seconds") or 0) > 0:
     lines.append(f"  compiler's estimate (not measured): {c['flops'] / 1e12:.1f} TFLOP per device, step "
-                 f"{c['optimal_seconds']:.2f} s, MFU {c['mfu']:.0%} (model FLOPs {c['model_train_flops'] / 1e15:.2f} PFLOP "
-                 f"per step)")
+                 f"{c['optimal_seconds']:.2f} s, MFU {c['mfu']:.0%} (model FLOPs "
+                 f"{c['model_train_flops'] / 1e15:.2f} PFLOP per step)")
   return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """`make bench-generate`: decoding speed, measured in one run (ratios, not timed tests).
 
-  python -m lst_jax.tools.bench_generate [--sizes=demo,20m] [--seconds=10] [--uncached_seconds=30]
+  python -m lst_jax.tools.bench_generate [--sizes=demo,20m] [--batch_sizes=1,16] [--seconds=10]
+      [--uncached_seconds=30] [--uncached_size=demo]
 
 Randomly initialized preset-shaped models (demo: global 4 x 256, the LST's local
 1 + 2 layers x 128; 20m: global 12 x 384, local 1 + 4 layers x 192), fp32, greedy,
@@ -14,7 +15,8 @@ length). Prints and writes runs/bench_generate.json:
   - cached vs uncached decoding of `uncached_seconds` of speech at batch 1 (the
     uncached decoder runs a from-scratch forward of the whole sequence for every
     token; target >= 10x).
-Compilation is excluded: every timed call is preceded by one with the same shapes.
+Compilation is excluded: every timed call is preceded by one with the same shapes. The tests
+run it at tiny sizes (tests/test_bench_tools.py).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ UNIT_RATE = 25.0
 def define_flags():
   """Flags of the command line only (importing this module, as make accel-check does, defines none)."""
   flags.DEFINE_list("sizes", ["demo", "20m"], "Preset sizes to compare (lst_jax.presets).")
+  flags.DEFINE_list("batch_sizes", ["1", "16"], "Rows per generate call for the throughput comparison.")
   flags.DEFINE_float("seconds", 10.0, "Speech per row for the throughput comparison.")
   flags.DEFINE_float("uncached_seconds", 30.0, "Speech for the cached-vs-uncached comparison.")
+  flags.DEFINE_string("uncached_size", "demo", "Preset size of the LST in the cached-vs-uncached comparison.")
   flags.DEFINE_string("out", "runs/bench_generate.json", "Result file.")
 
 
@@ -84,23 +88,26 @@ def main(argv):
   FLAGS = flags.FLAGS
   vocab = vocab_lib.Vocab(text_size=1000, num_units=500)
   units = int(FLAGS.seconds * UNIT_RATE)
+  if units < 1 or int(FLAGS.uncached_seconds * UNIT_RATE) < 1:
+    raise app.UsageError(f"--seconds and --uncached_seconds must give at least one unit (1/{UNIT_RATE:g} s)")
   result = {"seconds": FLAGS.seconds, "throughput": {}}
   for size in FLAGS.sizes:
     built = models(vocab, size)
     decoders = {kind: gen.Decoder(m, vocab, p) for kind, (m, p) in built.items()}
-    for batch in (1, 16):
+    for batch in map(int, FLAGS.batch_sizes):
       row = {kind: speech_per_second(d, vocab, batch, units) for kind, d in decoders.items()}
       row["lst_over_baseline"] = row["lst"] / row["baseline"]
       result["throughput"][f"{size}_batch_{batch}"] = row
       print(f"{size} batch {batch:2d}: speech seconds per second: LST {row['lst']:.2f}, baseline "
             f"{row['baseline']:.2f} -> {row['lst_over_baseline']:.2f}x", flush=True)
-  model, p = models(vocab, "demo")["lst"]
+  size = FLAGS.uncached_size
+  model, p = models(vocab, size)["lst"]
   long_units = int(FLAGS.uncached_seconds * UNIT_RATE)
   cached = long_units / UNIT_RATE / speech_per_second(gen.Decoder(model, vocab, p), vocab, 1, long_units)
   uncached = uncached_seconds(model, vocab, p, long_units)
-  result["cached_vs_uncached"] = {"speech_seconds": FLAGS.uncached_seconds, "cached_s": cached,
+  result["cached_vs_uncached"] = {"size": size, "speech_seconds": FLAGS.uncached_seconds, "cached_s": cached,
                                   "uncached_s": uncached, "speedup": uncached / cached}
-  print(f"demo LST, {FLAGS.uncached_seconds:.0f} s of speech at batch 1: cached {cached:.1f} s, "
+  print(f"{size} LST, {FLAGS.uncached_seconds:g} s of speech at batch 1: cached {cached:.1f} s, "
         f"uncached {uncached:.1f} s "
         f"-> {uncached / cached:.1f}x", flush=True)
   os.makedirs(os.path.dirname(storage.absolute(FLAGS.out)), exist_ok=True)

@@ -4,8 +4,9 @@
       [--data_dir=data/demo] [--steps=N]
 
 Each member trains in <workdir>/<pair>_<size>/<lst|baseline> (rerunning resumes or
-just reprints). The table: held-out loss per modality (nats per target token,
-text bits per token, speech bits per second of audio), raw text and speech
+just reprints). The table: held-out loss per modality (the loop's heldout_interleaved_*:
+nats per target token, text bits per token, speech bits per second of audio at the
+data's unit rate, as metrics.jsonl records them), raw text and speech
 tokens read, and FLOPs for the whole run per the FLOP model (lst_jax.flops,
 every module counted): on real tokens (what a fair pair equalizes), on the rows'
 slots and as executed, as the runs' metrics.jsonl record them. With
@@ -17,15 +18,16 @@ both members' per-step readings (global positions, real FLOPs, tokens read).
 from __future__ import annotations
 
 import json
-import math
 import os
 
 from absl import app, flags, logging
 
 from lst_jax import cli, presets
+from lst_jax.train.metrics import interleaved
 
-UNIT_RATE = 25.0  # speech units per second of audio
 REAL = "cumulative_real_flops"
+HELDOUT = tuple(interleaved(q) for q in ("loss", "text_loss", "speech_loss", "text_bits_per_token",
+                                         "speech_bits_per_second"))
 
 
 def member_config(kind: str, pair: str, size: str):
@@ -33,14 +35,10 @@ def member_config(kind: str, pair: str, size: str):
 
 
 def summarize(records: list[dict]) -> dict:
-  """Final held-out losses, tokens read and FLOPs of one run (its metrics.jsonl records)."""
+  """Final held-out losses and bits, tokens read and FLOPs of one run (its metrics.jsonl records, as
+  metrics.read_records gives them; the bits per second were derived at the run's unit rate)."""
   final = next(r for r in reversed(records) if r.get("final"))
-  return {"steps": final["step"],
-          "heldout_loss": final["heldout_loss"],
-          "heldout_text_loss": final["heldout_text_loss"],
-          "heldout_speech_loss": final["heldout_speech_loss"],
-          "text_bits_per_token": final["heldout_text_loss"] / math.log(2),
-          "speech_bits_per_second": final["heldout_speech_loss"] * UNIT_RATE / math.log(2),
+  return {"steps": final["step"], **{k: final[k] for k in HELDOUT},
           "text_tokens": final["text_tokens_seen"], "speech_tokens": final["speech_tokens_seen"],
           "flops": final["cumulative_flops"], "real_flops": final.get("cumulative_real_flops"),
           "executed_flops": final.get("cumulative_executed_flops"),
@@ -48,11 +46,11 @@ def summarize(records: list[dict]) -> dict:
 
 
 def format_table(pair: str, size: str, results: dict) -> str:
-  rows = [("held-out loss (nats/token)", "heldout_loss", "{:.4f}"),
-          ("  text (nats/token)", "heldout_text_loss", "{:.4f}"),
-          ("  speech (nats/unit)", "heldout_speech_loss", "{:.4f}"),
-          ("text bits per token", "text_bits_per_token", "{:.3f}"),
-          ("speech bits per second", "speech_bits_per_second", "{:.1f}"),
+  rows = [("held-out interleaved (nats/tok)", interleaved("loss"), "{:.4f}"),
+          ("  text (nats/token)", interleaved("text_loss"), "{:.4f}"),
+          ("  speech (nats/unit)", interleaved("speech_loss"), "{:.4f}"),
+          ("text bits per token", interleaved("text_bits_per_token"), "{:.3f}"),
+          ("speech bits per second", interleaved("speech_bits_per_second"), "{:.1f}"),
           ("steps", "steps", "{:,}"),
           ("text tokens read", "text_tokens", "{:,.0f}"),
           ("speech units read", "speech_tokens", "{:,.0f}"),

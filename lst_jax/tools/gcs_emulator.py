@@ -52,7 +52,7 @@ class Emulator:
       except OSError:
         if self.process.poll() is not None or time.time() > deadline:
           self.stop()
-          raise RuntimeError(f"fake-gcs-server did not start on {self.endpoint}")
+          raise RuntimeError(f"fake-gcs-server did not start on {self.endpoint}") from None
         time.sleep(0.05)
     return storage.emulator_environment(self.endpoint)
 

@@ -41,6 +41,7 @@ from lst_jax import flops as flops_lib
 from lst_jax import memory as memory_lib
 from lst_jax import presets
 from lst_jax import sharding
+from lst_jax.model import attention
 from lst_jax.config import ModelConfig
 from lst_jax.model.factory import build_model
 from lst_jax.tools.programs import (DEFAULT_VOCAB, abstract_batch, lower_train_step,  # noqa: F401
@@ -169,9 +170,10 @@ def main(argv):
     print(memory_report(memory_lib.estimate(exp, (data, fsdp, tensor)), hardware))
     return
   mesh = sharding.make_mesh(data, fsdp, tensor)
-  if exp.model.attention == "cudnn" and jax.default_backend() != "gpu":
+  if attention.platform_problem(exp.model.attention, jax.default_backend()):
+    print(f"({attention.platform_problem(exp.model.attention, jax.default_backend())}: this plan uses xla "
+          f"attention; `make aot` compiles for accelerators)")
     exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, attention="xla"))
-    print("(cuDNN attention needs a GPU: this plan uses xla attention; `make aot` compiles cuDNN for H100s)")
   est = memory_lib.estimate(exp, tuple(mesh.shape[a] for a in sharding.MESH_AXES))
   print(memory_report(est, hardware))
   t = time.time()

@@ -19,8 +19,7 @@ import numpy as np
 
 from lst_jax import config as config_lib
 from lst_jax import flops as flops_lib
-from lst_jax import vocab as vocab_lib
-from lst_jax.data import datasets, patching, pipeline
+from lst_jax.data import datasets, pipeline
 
 ROW_UNIT = 8  # the baseline's matched row length is a multiple of this
 
@@ -46,15 +45,13 @@ def measure(config, batches: int = 16) -> Reading:
   vocab = pipeline.vocab_of(manifest)
   exp = config_lib.parse(config, vocab_size=vocab.size)
   d = exp.data
-  total_docs = 0
-  if d.patching.strategy == patching.CURRICULUM:
-    total_docs = int(pipeline.docs_per_batch(manifest, d, d.batch_size) * exp.train.steps)
+  total_docs = pipeline.total_documents(manifest, d, d.batch_size, exp.train.steps)
   it = pipeline.train_dataset(manifest, d, d.batch_size, "train", 0, 1, total_docs)
   sums = np.zeros(5)
   for batch in itertools.islice(iter(it), batches):
     tokens, real = batch["tokens"], batch["token_segment"] > 0
-    text = real & (tokens >= vocab_lib.NUM_SPECIAL) & (tokens < vocab.text_mode)
-    speech = real & (tokens >= vocab.unit_offset)
+    text = real & vocab.is_text(tokens)
+    speech = real & vocab.is_speech(tokens)
     flops = sum(flops_lib.real_flops(exp.model, batch["token_segment"], batch["patch_segment"]).values())
     sums += [text.sum(), speech.sum(), real.sum(), (batch["patch_segment"] > 0).sum(), 3 * flops]
   means = sums / batches

@@ -8,8 +8,9 @@ one run, <their common parent>/plots for several):
   loss_vs_flops.png   loss against cumulative model FLOPs (records' cumulative_flops)
   loss_vs_tokens.png  loss against tokens trained on (tokens_seen, or summed from the
                       logged per-step real_tokens)
-each with three panels: train text loss, train speech loss, held-out loss (all targets
-solid, text dashed, speech dotted); losses in nats per target token. A run whose
+each with three panels: train text loss, train speech loss, held-out loss (the training
+loop's heldout_interleaved_*: all targets solid, text dashed, speech dotted); losses in
+nats per target token. A run whose
 records carry no FLOPs (written before they were logged) is left out of the FLOPs
 figure, with a warning.
 """
@@ -24,7 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from lst_jax import storage
-from lst_jax.train.metrics import METRICS_FILE, cumulative_tokens, read_records
+from lst_jax.train.metrics import METRICS_FILE, cumulative_tokens, interleaved, read_records
 
 _WORKDIRS = flags.DEFINE_list("workdir", None, "Run directories (comma-separated) holding metrics.jsonl.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: <workdir>/plots, or <common parent>/plots).")
@@ -40,7 +41,7 @@ class PlotError(ValueError):
 class Run:
   label: str
   train: list[dict]       # records with a training loss, by step
-  heldout: list[dict]     # evaluation records, by step
+  heldout: list[dict]     # the loop's held-out evaluation records (heldout_interleaved_*), by step
   x: dict                 # axis name -> (steps, values) to interpolate positions at any step
 
 
@@ -48,7 +49,7 @@ def _dedupe(records: list[dict]) -> list[dict]:
   """The last record per (kind, step): a resumed run may have logged a step twice."""
   last = {}
   for r in records:
-    kind = "train" if "loss" in r else "heldout" if "heldout_loss" in r else None
+    kind = "train" if "loss" in r else "heldout" if interleaved("loss") in r else None
     if kind is not None and "step" in r:
       last[(kind, int(r["step"]))] = r
   return [last[k] for k in sorted(last, key=lambda k: (k[1], k[0]))]
@@ -60,7 +61,7 @@ def load_run(workdir: str, label: str | None = None) -> Run:
     raise PlotError(f"no {METRICS_FILE} in {workdir!r}")
   records = _dedupe(read_records(workdir))
   train = [r for r in records if "loss" in r]
-  heldout = [r for r in records if "heldout_loss" in r]
+  heldout = [r for r in records if interleaved("loss") in r]
   if not train and not heldout:
     raise PlotError(f"{path} has no loss records")
   x = {}
@@ -95,8 +96,9 @@ AXES = {"flops": ("cumulative model FLOPs", "loss_vs_flops.png"),
         "tokens": ("tokens trained on", "loss_vs_tokens.png")}
 PANELS = (("train text loss", (("text_loss", "-"),), "train"),
           ("train speech loss", (("speech_loss", "-"),), "train"),
-          ("held-out loss (all -, text --, speech :)",
-           (("heldout_loss", "-"), ("heldout_text_loss", "--"), ("heldout_speech_loss", ":")), "heldout"))
+          ("held-out interleaved loss (all -, text --, speech :)",
+           ((interleaved("loss"), "-"), (interleaved("text_loss"), "--"), (interleaved("speech_loss"), ":")),
+           "heldout"))
 
 
 def plot(runs: list[Run], out_dir: str, logx: bool = False) -> list[str]:

@@ -19,8 +19,7 @@ from lst_jax import vocab as vocab_lib
 from lst_jax.data import packing
 from lst_jax.train import step as step_lib
 
-# The paper's vocabulary: Llama-2's 32,000 text pieces, 501 HuBERT units, specials, two mode tokens.
-DEFAULT_VOCAB = vocab_lib.Vocab(text_size=32000, num_units=501)
+DEFAULT_VOCAB = vocab_lib.PAPER
 
 
 def train_programs(exp: config_lib.Experiment, vocab: vocab_lib.Vocab, mesh):

@@ -15,18 +15,19 @@ import numpy as np
 from lst_jax import config as config_lib
 from lst_jax import flops as flops_lib
 from lst_jax import sharding, storage
-from lst_jax.data import datasets, patching, pipeline
+from lst_jax.data import datasets, pipeline
+from lst_jax.model import attention
 from lst_jax.train import losses, step as step_lib
 from lst_jax.train import workdir as workdir_lib
 from lst_jax.train.checkpoint import Checkpointer, state_shapes
-from lst_jax.train.metrics import (Accounting, MetricsWriter, console, peak_flops_per_second, progress_line,
-                                   read_records)
+from lst_jax.train.metrics import (Accounting, MetricsWriter, console, interleaved, peak_flops_per_second,
+                                   progress_line, read_records)
 
 
 @dataclasses.dataclass
 class Result:
   step: int
-  heldout_start: dict | None   # held-out losses before training (None when resumed past it)
+  heldout_start: dict | None   # held-out losses (heldout_interleaved_*) before training (None when resumed past it)
   heldout_end: dict | None     # None when the run was preempted (SIGTERM) before its end
   preempted: bool = False
 
@@ -74,8 +75,13 @@ def schedule_moves(exp: config_lib.Experiment, saved_steps: int, step: int) -> s
           + (f", {after / before:.2g}x" if before > 0 else ""))
 
 
+HELDOUT_LOSS = interleaved("loss")  # the key that marks the loop's held-out evaluation records
+
+
 def evaluate(eval_step, params, manifest, exp: config_lib.Experiment, mesh, local_batch: int) -> dict:
-  """Held-out losses (nats per target token) over the held-out split, per modality."""
+  """Held-out losses (nats per target token) over the held-out split, all targets and per modality, with
+  the documents drawn as in training (utterances interleaved with their transcripts) and packed into
+  rows: the heldout_interleaved_* metrics (lst_jax.train.metrics)."""
   batches = list(pipeline.eval_batches(manifest, exp.data, local_batch, "heldout", jax.process_index(),
                                        jax.process_count(), max_batches=exp.train.eval_batches or None))
   if jax.process_count() > 1:  # every process must run the same number of eval steps: pad with empty batches
@@ -88,9 +94,9 @@ def evaluate(eval_step, params, manifest, exp: config_lib.Experiment, mesh, loca
     total = sums if total is None else losses.add(total, sums)
   total = jax.device_get(total)
   means = losses.mean_losses(total)
-  return {"heldout_loss": float(means["loss"]), "heldout_text_loss": float(means["text_loss"]),
-          "heldout_speech_loss": float(means["speech_loss"]),
-          "heldout_target_tokens": int(total["all_count"])}
+  return {interleaved("loss"): float(means["loss"]), interleaved("text_loss"): float(means["text_loss"]),
+          interleaved("speech_loss"): float(means["speech_loss"]),
+          interleaved("target_tokens"): int(total["all_count"])}
 
 
 # benchmarks(params, setup, exp, manifest, mesh, workdir) -> (flat metrics, printable table); the
@@ -141,10 +147,11 @@ def _prepare(config, workdir: str) -> _Run:
   lead = jax.process_index() == 0
   mesh = sharding.make_mesh(exp.mesh.data, exp.mesh.fsdp, exp.mesh.tensor)
   platform = mesh.devices.flat[0].platform
-  if exp.model.attention == "cudnn" and platform != "gpu":
+  problem = attention.platform_problem(exp.model.attention, platform)
+  if problem:
     raise config_lib.ConfigError(
-        f"config.model.attention=cudnn needs NVIDIA GPUs, and this run's devices are {platform}: pick a "
-        f"deployment of this device (e.g. SIZE=1b@v5p-64 on a TPU slice; `make aot` lists them) or set "
+        f"{problem}: pick a deployment of this device (e.g. SIZE=1b@v5p-64 on a TPU slice; `make aot` lists "
+        f"them) or set "
         f"--config.model.attention=xla (or pallas on TPU)")
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   accum = exp.train.grad_accum_steps
@@ -183,9 +190,7 @@ def _claim_workdir(run: _Run, lock: workdir_lib.RunLock) -> None:
 def _data(run: _Run):
   """This process's infinite batch iterator (curriculum progress = documents read / the run's)."""
   exp, manifest = run.exp, run.manifest
-  total_docs = 0
-  if exp.data.patching.strategy == patching.CURRICULUM:
-    total_docs = int(pipeline.docs_per_batch(manifest, exp.data, run.local_batch) * exp.train.steps)
+  total_docs = pipeline.total_documents(manifest, exp.data, run.local_batch, exp.train.steps)
   return iter(pipeline.train_dataset(manifest, exp.data, run.local_batch, "train", jax.process_index(),
                                      jax.process_count(), total_docs))
 
@@ -324,12 +329,12 @@ class _Trainer:
     if self.start != 0:
       t = self.t
       due = t.eval_every > 0 and self.start % t.eval_every == 0 and self.start != t.steps
-      if due and not any(r.get("step") == self.start and "heldout_loss" in r for r in read_records(self.run.workdir)):
+      if due and not any(r.get("step") == self.start and HELDOUT_LOSS in r for r in read_records(self.run.workdir)):
         self.heldout_eval(self.start)
       return None
     ev = self.heldout()
     self.writer.write(self.accounting({"step": 0, **ev}))
-    console(f"held-out loss before training: {ev['heldout_loss']:.4f}", self.run.lead)
+    console(f"held-out loss before training: {ev[HELDOUT_LOSS]:.4f}", self.run.lead)
     return ev
 
   def steps(self, stop_at: int | None) -> None:
@@ -442,13 +447,13 @@ class _Trainer:
   def checked_heldout(self, step: int) -> dict:
     """The held-out losses at `step`; a non-finite one stops the run, its checkpoint set aside."""
     ev = self.heldout()
-    if np.isfinite(ev["heldout_loss"]):
+    if np.isfinite(ev[HELDOUT_LOSS]):
       return ev
     self.writer.write(self.accounting({"step": step, **ev}))
     aside = self.ckpt.set_aside(step, "diverged")
     good = self.ckpt.latest_step()
     raise TrainingError(
-        f"held-out loss at step {step} is {ev['heldout_loss']}: the model diverged"
+        f"held-out loss at step {step} is {ev[HELDOUT_LOSS]}: the model diverged"
         + (f" (its checkpoint moved aside to checkpoints/{step}.diverged)" if aside else "")
         + f". Last good checkpoint: {f'step {good}' if good is not None else 'none'} in {self.run.workdir}/"
         f"checkpoints. Lower optim.learning_rate or check the data, then rerun to resume.")
@@ -456,7 +461,7 @@ class _Trainer:
   def heldout_eval(self, step: int) -> None:
     ev = self.checked_heldout(step)
     self.writer.write(self.accounting({"step": step, **ev}))
-    console(f"held-out loss at step {step}: {ev['heldout_loss']:.4f}", self.run.lead)
+    console(f"held-out loss at step {step}: {ev[HELDOUT_LOSS]:.4f}", self.run.lead)
 
   def benchmark(self, step: int) -> None:
     r = self.run
@@ -482,11 +487,11 @@ class _Trainer:
     heldout_end = self.checked_heldout(final_step)
     self.writer.write(self.accounting({"step": final_step, "final": True, **heldout_end}))
     self.writer.close()
-    msg = f"held-out loss after step {final_step}: {heldout_end['heldout_loss']:.4f} " \
-          f"(text {heldout_end['heldout_text_loss']:.4f}, speech {heldout_end['heldout_speech_loss']:.4f})"
+    msg = f"held-out loss after step {final_step}: {heldout_end[HELDOUT_LOSS]:.4f} " \
+          f"(text {heldout_end[interleaved('text_loss')]:.4f}, speech {heldout_end[interleaved('speech_loss')]:.4f})"
     first = heldout_start or next((r for r in read_records(workdir)
-                                   if r.get("step") == 0 and "heldout_loss" in r), None)
+                                   if r.get("step") == 0 and HELDOUT_LOSS in r), None)
     if first is not None:
-      msg += f"; before training: {first['heldout_loss']:.4f}"
+      msg += f"; before training: {first[HELDOUT_LOSS]:.4f}"
     console(msg, lead)
     return Result(step=final_step, heldout_start=heldout_start, heldout_end=heldout_end)

@@ -21,8 +21,8 @@ def loss_sums(logits_BTV, batch, vocab: vocab_lib.Vocab) -> dict:
   targets = batch["targets"]
   groups = {
       "all": mask,
-      "text": mask & (targets >= vocab_lib.NUM_SPECIAL) & (targets < vocab.text_mode),
-      "speech": mask & (targets >= vocab.unit_offset),
+      "text": mask & vocab.is_text(targets),
+      "speech": mask & vocab.is_speech(targets),
   }
   out = {}
   for name, m in groups.items():

@@ -2,11 +2,15 @@
 TensorBoard event files next to it (`tensorboard --logdir=runs` shows every run), and a
 console line with throughput and ETA.
 
+Held-out figures come in two kinds, measured differently, and each has one name (below):
+`heldout_interleaved_*` from the training loop, `heldout_unimodal_*` from the evaluation runner.
+
 Derived metrics (`Accounting`, added to each record before it is written):
   text_bits_per_token        text nats per token / ln 2
   speech_bits_per_unit       speech nats per unit / ln 2
-  speech_bits_per_second     speech nats per unit * unit rate (25 units/s) / ln 2: bits per second of audio
-  (and heldout_* versions of the three on evaluation records)
+  speech_bits_per_second     speech nats per unit * the data's unit rate (manifest.unit_rate) / ln 2:
+                             bits per second of audio
+  (and heldout_interleaved_* versions of the three on the loop's evaluation records)
   cumulative_flops           model FLOPs so far counted on the rows' slots (max_tokens, max_patches,
                              padding included): train FLOPs per step * step
   cumulative_executed_flops  the same for what the model executes (dense scores, gather slots)
@@ -29,8 +33,54 @@ from typing import Iterable
 from lst_jax import storage
 
 LN2 = math.log(2.0)
-UNIT_RATE = 25.0  # speech units per second of audio (the demo's and the paper's HuBERT rate)
 METRICS_FILE = "metrics.jsonl"
+
+
+# ---------------------------------------------------------------------------- held-out names
+
+# The two held-out measurements, one name each, spelled here only (metrics.jsonl keys, TensorBoard
+# tags heldout/interleaved_* and heldout/unimodal_*, the eval JSON's section):
+#
+# heldout_interleaved_<q>: the training loop's (lst_jax.train.loop.evaluate, every eval_every steps and
+#   at the end). Every held-out document once as training draws it (an utterance interleaved with its
+#   transcript, a text document as text; pipeline.eval_batches), statically patched and packed several
+#   to a row; <q> = loss, text_loss, speech_loss (nats per target token of all / each modality over the
+#   split, interleaved text spans and units included), target_tokens, and the bits Accounting derives.
+# heldout_unimodal_<q>: the evaluation runner's (lst_jax.eval.runner, make eval, benchmark_every).
+#   Each held-out document alone and in one modality: an utterance as `BOS <s> units EOS` scored on its
+#   units, a text document as `BOS <t> text EOS` scored on its text; <q> = text_bits_per_token,
+#   speech_bits_per_unit, speech_bits_per_second, text_tokens, speech_units, ... (runner's docstring).
+#   The eval JSON holds them as its "heldout_unimodal" section, flattened here as heldout_unimodal_<q>.
+INTERLEAVED = "heldout_interleaved"
+UNIMODAL = "heldout_unimodal"
+
+
+def interleaved(quantity: str) -> str:
+  """Record key of the training loop's held-out `quantity`: interleaved("loss") = "heldout_interleaved_loss"."""
+  return f"{INTERLEAVED}_{quantity}"
+
+
+def unimodal(quantity: str) -> str:
+  """Record key of the evaluation runner's held-out `quantity` (documents alone, one modality each)."""
+  return f"{UNIMODAL}_{quantity}"
+
+
+_OLD = "heldout"  # before these names: the loop logged heldout_<q>, the runner heldout/<q> (eval JSON: "heldout")
+
+
+def renamed(record: dict) -> dict:
+  """`record` (a metrics.jsonl record, or an eval JSON) with the held-out keys of earlier runs given
+  today's names, in the same order: heldout_<q> -> heldout_interleaved_<q>, heldout/<q> ->
+  heldout_unimodal_<q>, an eval JSON's "heldout" section -> "heldout_unimodal". Others unchanged."""
+  def new(key: str) -> str:
+    if key == _OLD:
+      return UNIMODAL
+    if key.startswith(_OLD + "/"):
+      return unimodal(key[len(_OLD) + 1:])
+    if key.startswith(_OLD + "_") and not key.startswith((INTERLEAVED, UNIMODAL)):
+      return interleaved(key[len(_OLD) + 1:])
+    return key
+  return {new(k): v for k, v in record.items()}
 
 
 # ---------------------------------------------------------------------------- derived metrics
@@ -40,9 +90,10 @@ def bits(nats: float) -> float:
   return nats / LN2
 
 
-def speech_bits_per_second(speech_nats_per_unit: float, unit_rate: float = UNIT_RATE) -> float:
-  """Bits per second of audio from the speech loss (nats per unit) at `unit_rate` units/s."""
-  return speech_nats_per_unit * unit_rate / LN2
+def speech_bits_per_second(speech_nats_per_unit: float, unit_rate: float) -> float:
+  """Bits per second of audio from the speech loss (nats per unit) at `unit_rate` units per second
+  (the data's: manifest.unit_rate). The one place nats per unit become bits per second."""
+  return bits(speech_nats_per_unit) * unit_rate
 
 
 def mfu(flops_per_step: float, step_time_s: float, peak_flops_per_s: float) -> float:
@@ -71,13 +122,15 @@ def peak_flops_per_second(device_kind: str, num_devices: int, per_device: float 
   return None
 
 
-def _bits_of(record: dict, prefix: str, unit_rate: float) -> dict:
+def _bits_of(record: dict, key, unit_rate: float | None) -> dict:
+  """Bits from the nats of `record`; `key` names a quantity (str -> str: as is, or `interleaved`)."""
   out = {}
-  if f"{prefix}text_loss" in record:
-    out[f"{prefix}text_bits_per_token"] = bits(record[f"{prefix}text_loss"])
-  if f"{prefix}speech_loss" in record:
-    out[f"{prefix}speech_bits_per_unit"] = bits(record[f"{prefix}speech_loss"])
-    out[f"{prefix}speech_bits_per_second"] = speech_bits_per_second(record[f"{prefix}speech_loss"], unit_rate)
+  if key("text_loss") in record:
+    out[key("text_bits_per_token")] = bits(record[key("text_loss")])
+  if key("speech_loss") in record:
+    out[key("speech_bits_per_unit")] = bits(record[key("speech_loss")])
+    if unit_rate is not None:
+      out[key("speech_bits_per_second")] = speech_bits_per_second(record[key("speech_loss")], unit_rate)
   return out
 
 
@@ -92,12 +145,14 @@ class Accounting:
   flops_per_step: model FLOPs of one optimizer step on the global batch
     (lst_jax.flops.model_flops(cfg, batch_size, max_tokens, max_patches)["train"]).
   peak_flops_per_s: all devices together (peak_flops_per_second); None: no MFU.
+  unit_rate: speech units per second of audio of the run's data (manifest.unit_rate); None: no
+    speech_bits_per_second.
   start_step, previous: on resume, the step restored and the records already written
     (read_records(workdir)); tokens_seen continues from the last record at or before it.
   """
 
   def __init__(self, flops_per_step: float, peak_flops_per_s: float | None = None,
-               unit_rate: float = UNIT_RATE, start_step: int = 0, previous: Iterable[dict] = (),
+               unit_rate: float | None = None, start_step: int = 0, previous: Iterable[dict] = (),
                executed_flops_per_step: float | None = None):
     self.flops_per_step = float(flops_per_step)
     self.executed_flops_per_step = executed_flops_per_step
@@ -118,8 +173,8 @@ class Accounting:
         if per_step in record:
           self.seen[key] = self.seen.get(key, 0.0) + float(record[per_step]) * (step - self.last_step)
       self.last_step = step
-    out.update(_bits_of(record, "", self.unit_rate))
-    out.update(_bits_of(record, "heldout_", self.unit_rate))
+    out.update(_bits_of(record, lambda q: q, self.unit_rate))
+    out.update(_bits_of(record, interleaved, self.unit_rate))
     out["cumulative_flops"] = self.flops_per_step * step
     if self.executed_flops_per_step is not None:
       out["cumulative_executed_flops"] = float(self.executed_flops_per_step) * step
@@ -147,9 +202,12 @@ def cumulative_tokens(records: Iterable[dict]) -> dict[int, float]:
 # ---------------------------------------------------------------------------- writing
 
 def tb_tag(key: str) -> str:
-  """TensorBoard tag of a record key: grouped as heldout/, train/, perf/, progress/, patches/."""
-  if key.startswith("heldout_"):
-    return "heldout/" + key[len("heldout_"):]
+  """TensorBoard tag of a record key: grouped as heldout/, train/, perf/, progress/, patches/; the
+  held-out ones are their key with one "/": heldout/interleaved_<q> and heldout/unimodal_<q>."""
+  for kind in (INTERLEAVED, UNIMODAL):
+    if key.startswith(kind + "_"):
+      group, name = kind.split("_", 1)
+      return f"{group}/{name}{key[len(kind):]}"
   if key in ("tokens_per_s", "patches_per_s", "step_time_s", "flops_per_s", "mfu"):
     return "perf/" + key
   if key in ("cumulative_flops", "cumulative_executed_flops", "tokens_seen", "text_tokens_seen",
@@ -244,20 +302,23 @@ def _parse(path: str) -> list[tuple[str, dict]]:
 
 
 def _drop_after(path: str, step: int) -> list[str]:
-  """Drops records past `step` (and a "final" one) from the file; returns the lines kept."""
+  """Drops records past `step` (and a "final" one) from the file; returns the lines kept (held-out
+  keys of an earlier version's records renamed: the file reads as one run under today's names)."""
   if not storage.exists(path):
     return []
-  keep = [line for line, r in _parse(path) if r.get("step", 0) <= step and not r.get("final")]
+  keep = [line if renamed(r) == r else json.dumps(renamed(r)) + "\n"
+          for line, r in _parse(path) if r.get("step", 0) <= step and not r.get("final")]
   storage.write_text(path, "".join(keep))
   return keep
 
 
 def read_records(workdir: str) -> list[dict]:
-  """Every record written so far to <workdir>/metrics.jsonl (empty if none)."""
+  """Every record written so far to <workdir>/metrics.jsonl (empty if none); held-out keys of runs
+  logged by an earlier version come renamed (`renamed`), so a resume, compare or plot reads them."""
   path = storage.join(workdir, METRICS_FILE)
   if not storage.exists(path):
     return []
-  return [r for _, r in _parse(path)]
+  return [renamed(r) for _, r in _parse(path)]
 
 
 # ---------------------------------------------------------------------------- console

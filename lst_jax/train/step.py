@@ -78,7 +78,7 @@ def make_loss_fn(graphdef, vocab: vocab_lib.Vocab, mesh: Mesh | None = None, rul
 def patch_statistics(batch, vocab: vocab_lib.Vocab) -> dict:
   """Speech patches in the batch: how many were aligned, their mean length, tokens truncated."""
   first_token = jnp.take_along_axis(batch["tokens"], batch["patch_first"], axis=1)
-  speech = (first_token >= vocab.unit_offset) & (batch["patch_segment"] > 0)
+  speech = vocab.is_speech(first_token) & (batch["patch_segment"] > 0)
   n = jnp.maximum(jnp.sum(speech), 1).astype(jnp.float32)
   return {"aligned_patch_share": jnp.sum(speech & (batch["patch_aligned"] > 0)) / n,
           "mean_speech_patch_len": jnp.sum(jnp.where(speech, batch["patch_len"], 0)) / n,
@@ -147,10 +147,10 @@ def token_counts(batch, vocab: vocab_lib.Vocab) -> dict:
   """Real (non-padding) positions of the batch: tokens, text pieces, speech units, patches."""
   real = batch["token_segment"] > 0
   tokens = batch["tokens"]
-  text = real & (tokens >= vocab_lib.NUM_SPECIAL) & (tokens < vocab.text_mode)
+  text = real & vocab.is_text(tokens)
   count = lambda m: jnp.sum(m).astype(jnp.float32)
   return {"real_tokens": count(real), "real_text_tokens": count(text),
-          "real_speech_tokens": count(real & (tokens >= vocab.unit_offset)),
+          "real_speech_tokens": count(real & vocab.is_speech(tokens)),
           "real_patches": count(batch["patch_segment"] > 0)}
 
 
