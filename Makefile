@@ -38,7 +38,7 @@ help:
 	@echo "make plot WORKDIR=runs/a[,runs/b]           PNG loss curves against FLOPs and tokens"
 	@echo "make eval [EXP=demo] [WORKDIR=runs/EXP] [STEP=N] [ARGS=...]"
 	@echo "                                            benchmark a trained run: spoken cloze (4 directions), held-out bits,"
-	@echo "                                            t2s WER and the vocoder's ceiling WER [LISTEN=8 transcripts]"
+	@echo "                                            WER of original audio, vocoder ceiling, generated speech [LISTEN=8]"
 	@echo "make export [EXP=demo] [OUT=exports/EXP] [FORMAT=lst_jax|hf_llama] [STEP=N]"
 	@echo "                                            a run as safetensors + config + tokenizer (hf_llama: the baseline for transformers)"
 	@echo "make generate [EXP=demo] [WORKDIR=runs/EXP] [ARGS=...]"
@@ -92,7 +92,9 @@ train: setup
 	  $(if $(DEMO_DATA),--config.data.dir=$(DATA_DIR)) $(ARGS)
 
 # Likelihood benchmarks of a trained run (builds the demo's built-in benchmarks first if missing),
-# and automatic listening: text-to-speech WER on LISTEN held-out transcripts beside the vocoder's ceiling.
+# and automatic listening on LISTEN held-out transcripts: the recognizer's WER on the original audio,
+# on ground-truth units through the vocoder (the ceiling) and on generated speech (ARGS=--vocoder=DIR:
+# a unit HiFi-GAN for HuBERT units).
 LISTEN ?= 8
 eval: setup
 	$(PY) -m data_prep.benchmarks.builtin --data_dir=$(DATA_DIR) --if_demo

@@ -32,6 +32,8 @@ cli.bounded("seconds", low=0.0, open_low=True)
 cli.bounded("temperature", low=0.0)
 cli.bounded("top_p", low=0.0, high=1.0, open_low=True)
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: <workdir>/samples).")
+_VOCODER = flags.DEFINE_string("vocoder", None, "A unit HiFi-GAN folder (fairseq/textlesslib CodeHiFiGAN layout) "
+                               "for datasets with HuBERT units; default: the dataset's built-in vocoder.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -49,13 +51,15 @@ def main(argv):
   from lst_jax.data import datasets
 
   data = datasets.open_datasets(_CONFIG.value.data.dir)
-  if not listening.can_listen(data):
-    cli.fail(f"{data.dir}'s units have no codebook to turn back into audio (only the built-in "
-             f"quantizer's do)")
+  if not listening.can_listen(data, _VOCODER.value):
+    cli.fail(listening.no_vocoder_message(data))
+  if _VOCODER.value is not None:   # refused before the restore when it does not fit the dataset
+    from lst_jax.data import unit_hifigan
+    unit_hifigan.check(_VOCODER.value, data.units)
   model, exp, manifest, vocab, step = restore_model(_CONFIG.value, _WORKDIR.value, _STEP.value)
   sampling = Sampling(_TEMPERATURE.value, _TOP_K.value, _TOP_P.value)
   listener = listening.Listener(model, exp, manifest, vocab, sampling, _SEED.value,
-                                Limits(_SECONDS.value, _TEXT_TOKENS.value))
+                                Limits(_SECONDS.value, _TEXT_TOKENS.value), vocoder_dir=_VOCODER.value)
   tasks = listener.tasks(_TASKS.value, _NUM.value)
   slots = listener.slots(tasks)
   if slots > exp.data.max_tokens:   # past the trained row length, and a cache that may not fit in memory
@@ -67,10 +71,13 @@ def main(argv):
     task_samples, task_scores = listener.run(task, items, slots, log=lambda m: print(m, flush=True))
     samples += task_samples
     scores.update(task_scores)
-  summary = (f"{exp.model.kind} at step {step} of {_WORKDIR.value}; sampling {sampling}; " +
-             ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+  summary = (f"{exp.model.kind} at step {step} of {_WORKDIR.value}; sampling {sampling}; "
+             f"{listener.vocoder.describe()}; {listening.summary_line(scores)}")
   out = _OUT.value or storage.join(_WORKDIR.value, "samples")
   path = samples_lib.write(out, samples, f"lst-jax samples: {_WORKDIR.value}", summary)
+  storage.write_json(storage.join(out, "scores.json"), {"model": exp.model.kind, "step": step,
+                                                        "sampling": str(sampling),
+                                                        "vocoder": listener.vocoder.describe(), **scores})
   print(summary)
   print(f"wrote {len(samples)} samples to {out} (open {path})")
 

@@ -66,10 +66,21 @@ def _save_initial_checkpoint(config, data, workdir: str, step: int) -> None:
   ckpt.close()
 
 
+def _keep_heldout_audio(data) -> None:
+  """Original audio for every held-out utterance, as the demo builder keeps it (here: its units through
+  the Griffin-Lim vocoder, so the original-audio WER has audio to hear)."""
+  from lst_jax.data import codebook as codebook_lib, heldout_audio, vocoder
+  from lst_jax.data.shards import Shards
+  codebook = codebook_lib.load(data.dir)
+  for r in Shards(data.split("heldout").speech, data.shard_records):
+    heldout_audio.write(data.dir, r.id, *vocoder.units_to_wave(r.units, codebook))
+
+
 @pytest.mark.slow
 def test_generate_writes_samples_and_eval_listens(tmp_path):
   data = random_dataset.make_dataset(str(tmp_path / "data"), num_speech=24, num_text=24, num_units=40,
                                      text_vocab=60, heldout=6, seed=1, listenable=True)
+  _keep_heldout_audio(data)
   config = tiny_config(data.dir, kind="baseline")   # compiles fastest; LST decoding: tests/test_decode.py
   config.train.update(steps=2, checkpoint_every=2, log_every=1)
   cfg, workdir = _config_file(tmp_path, config), str(tmp_path / "run")
@@ -83,11 +94,17 @@ def test_generate_writes_samples_and_eval_listens(tmp_path):
   assert sorted(s["id"] for s in samples) == sorted(f"{t}_{i}" for t in ("s2s", "t2t", "t2s", "s2t")
                                                     for i in range(1))
   html = open(out / "index.html").read()
-  assert html.count("<tr>") >= 1 + 4 and "t2s_wer" in r.stdout and "vocoder_ceiling_wer" in r.stdout
+  assert html.count("<tr>") >= 1 + 4
+  for heard in ("original audio WER", "vocoder ceiling WER", "generated (t2s) WER"):   # always the three
+    assert heard in r.stdout and heard in html, (heard, r.stdout[-1000:])
+  assert "s2s: 1 speech samples, 0 ended at EOS, 0 at a switch to text, 1 at the length limit" in r.stdout
+  scores = json.loads((out / "scores.json").read_text())
+  assert scores["t2s_endings"]["length"] == 1 and len(scores["t2s_utterances"]) == 1 and "vocoder" in scores
   for s in samples:   # every row runs to its limit (the head keeps it to its modality)
     assert s["stop"] == "length", s
     if s["task"] in ("s2s", "t2s"):   # 1 s of units -> a 1 s WAV through the vocoder, every time
-      assert s["generated_wav"] == f"{s['id']}_generated.wav", s
+      assert s["generated_wav"] == f"{s['id']}_generated.wav" and s["seconds"] == 1.0, s
+      assert f"length ({s['seconds']:.2f} s)" in html
       wave, rate = soundfile.read(out / s["generated_wav"])
       units = open(out / s["generated_units"]).read().split()
       assert rate == 16000 and len(units) == 25 and len(wave) == 25 * 16000 // 25, (rate, len(units), len(wave))
@@ -107,8 +124,16 @@ def test_generate_writes_samples_and_eval_listens(tmp_path):
   written = json.loads((tmp_path / "run" / "eval" / "2.json").read_text())
   assert written["listening"] == json.loads(json.dumps(result["listening"]))
   listening = result["listening"]
-  assert listening["prompts"] == 1 and listening["t2s_wer"] >= 0 and listening["vocoder_ceiling_wer"] >= 0
-  assert any("t2s WER" in line and "vocoder ceiling WER" in line for line in lines)
+  assert listening["prompts"] == 1
+  (heard,) = listening["t2s_utterances"]
+  assert heard["words"] > 0 and heard["stop"] == "length" and heard["seconds"] > 0
+  for key, which in (("original_wer", "original"), ("vocoder_ceiling_wer", "ceiling"), ("t2s_wer", "generated")):
+    lo, hi = listening[key + "_ci"]
+    assert listening[key] == heard[which] / heard["words"] and lo <= listening[key] <= hi, (key, listening)
+  assert listening["t2s_above_ceiling"] == pytest.approx(listening["t2s_wer"] - listening["vocoder_ceiling_wer"])
+  assert listening["t2s_endings"]["samples"] == 1 and listening["t2s_endings"]["length"] == 1
+  assert any("original audio WER" in line and "vocoder ceiling WER" in line and "generated (t2s) WER" in line
+             for line in lines)
 
 
 def test_generate_refuses_units_without_a_vocoder(dataset, tmp_path):
@@ -116,4 +141,4 @@ def test_generate_refuses_units_without_a_vocoder(dataset, tmp_path):
   workdir = tmp_path / "run"
   r = _run("lst_jax.generate", f"--config={cfg}", f"--workdir={workdir}")
   assert r.returncode != 0 and "Traceback" not in r.stderr
-  assert "units have no codebook to turn back into audio" in r.stderr, r.stderr
+  assert "units have no built-in vocoder" in r.stderr and "--vocoder=DIR" in r.stderr, r.stderr

@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from lst_jax.data import codebook as codebook_lib, features, vocoder
 from lst_jax.eval import asr, samples
@@ -67,3 +68,35 @@ def test_transcripts_do_not_depend_on_what_was_heard_before():
   for w in waves[1:]:
     recognizer.transcribe(w)
   assert recognizer.transcribe(waves[0]) == first and first
+
+
+def test_three_word_error_rates_their_intervals_and_endings():
+  from lst_jax.eval import listening, stats
+  # 3 utterances of 10 words: originals heard with 0/1/2 errors, ceilings 2/2/3, generated 5/6/10.
+  heard = [{"source": f"u{i}", "words": 10, "stop": stop, "seconds": sec, "original": o, "ceiling": c,
+            "generated": g}
+           for i, (o, c, g, stop, sec) in enumerate([(0, 2, 5, "eos", 0.4), (1, 2, 6, "switch", 2.0),
+                                                     (2, 3, 10, "length", 6.0)])]
+  out = listening.three_wers(heard)
+  assert (out["original_wer"], out["vocoder_ceiling_wer"], out["t2s_wer"]) == (0.1, 7 / 30, 0.7)
+  assert out["t2s_above_ceiling"] == 0.7 - 7 / 30
+  for key in ("original_wer", "vocoder_ceiling_wer", "t2s_wer", "t2s_above_ceiling"):
+    lo, hi = out[key + "_ci"]
+    assert lo <= out[key] <= hi and hi - lo > 0
+  # Resampling utterances: the interval of 0/10, 1/10, 2/10 lies inside [0, 0.2] and is not all of it.
+  assert 0.0 <= out["original_wer_ci"][0] < 0.1 < out["original_wer_ci"][1] <= 0.2
+  # A paired difference: generated minus ceiling per utterance is 3, 4, 7 errors of 10: always > 0.
+  assert out["t2s_above_ceiling_ci"][0] >= 0.3 - 1e-9
+  assert stats.ratio_interval([], []) != stats.ratio_interval([], [])   # nan: nothing to resample
+  # Without original audio for every utterance the original WER is reported as missing, not as 0.
+  missing = listening.three_wers([{**heard[0], "original": None}] + heard[1:])
+  assert missing["original_wer"] is None and missing["t2s_wer"] == 0.7
+  assert "n/a (no original audio" in listening.summary_line(missing)
+  samples = [{"stop": h["stop"], "seconds": h["seconds"]} for h in heard]
+  ends = listening.endings(samples)
+  assert ends == {"samples": 3, "eos": 1, "switch": 1, "length": 1, "under_1s": 1, "mean_seconds": pytest.approx(2.8)}
+  line = listening.summary_line({**out, "t2s_endings": ends})
+  assert line.index("original audio WER 0.100") < line.index("vocoder ceiling WER 0.233") < \
+      line.index("generated (t2s) WER 0.700")
+  assert "generated - ceiling +0.467 [" in line
+  assert "t2s: 3 speech samples, 1 ended at EOS, 1 at a switch to text, 1 at the length limit, 1 under 1 s" in line

@@ -14,7 +14,10 @@ that check). Otherwise it builds into <output> and writes the manifest last,
 so a directory with a manifest is always complete. Steps:
   verses (kjv) -> split (corpus) -> tokenizer -> speech + features in worker
   processes (render) -> k-means units fit on train audio (codebook_training) ->
-  records with word spans (frame_spans) -> ArrayRecord shards -> manifest;
+  records with word spans (frame_spans) -> ArrayRecord shards, the vocoder bank
+  (vocoder_bank.npz: the first training utterances' audio and units, for
+  lst_jax.data.vocoder's exemplar synthesis) and the held-out utterances'
+  original audio (audio/heldout/, lst_jax.data.heldout_audio) -> manifest;
 see demo_build.py.
 """
 
@@ -32,7 +35,8 @@ from data_prep.corpus import selection as corpus_lib
 from data_prep.corpus import tts
 from lst_jax.data import features as features_lib
 
-BUILD_VERSION = 1  # bump when the build changes in a way the settings below do not capture
+# Bump when the build changes in a way the settings below do not capture (2: vocoder bank, held-out audio).
+BUILD_VERSION = 2
 MANIFEST = "manifest.json"  # = lst_jax.data.manifest.MANIFEST, not imported to keep the check fast
 
 
@@ -58,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help=f"text-only training documents of {corpus_lib.VERSES_PER_DOC} verses")
   p.add_argument("--num_units", type=int, default=500, help="k-means codebook size")
   p.add_argument("--vocab_size", type=int, default=1000, help="SentencePiece vocabulary (upper bound)")
+  p.add_argument("--vocoder_bank_utterances", type=int, default=100,
+                 help="training utterances whose audio makes the vocoder bank (0: none, Griffin-Lim)")
   p.add_argument("--workers", type=int, default=2, help="synthesis processes (0: in this process)")
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args(argv)
@@ -77,6 +83,7 @@ def build_settings(args: argparse.Namespace) -> dict:
       "speech_books": corpus_lib.SPEECH_BOOKS,
       "words_per_verse": [corpus_lib.MIN_WORDS, corpus_lib.MAX_WORDS],
       "num_units": args.num_units, "vocab_size": args.vocab_size,
+      "vocoder_bank_utterances": args.vocoder_bank_utterances,
       "train_voices": [dataclasses.asdict(v) for v in args.train_voices],
       "heldout_voices": [dataclasses.asdict(v) for v in args.heldout_voices],
       "features": features_lib.FEATURES,
@@ -94,6 +101,7 @@ def is_ready(output: str, settings: dict) -> bool:
   if raw.get("build") != settings:
     return False
   files = [raw.get("tokenizer", {}).get("path"), raw.get("units", {}).get("codebook")]
+  files += [raw.get("units", {}).get("vocoder_bank")] if settings.get("vocoder_bank_utterances") else []
   files += [p for s in raw.get("splits", {}).values() for k in ("speech", "text") for p in s.get(k, [])]
   return all(p and os.path.isfile(os.path.join(output, p)) for p in files)
 
@@ -101,8 +109,9 @@ def is_ready(output: str, settings: dict) -> bool:
 # What the demo builder writes into its directory (and data_prep.benchmarks.builtin beside it); a rebuild
 # clears its own shards and manifest, so it refuses a directory holding anything else.
 OWN_FILES = {MANIFEST, "tokenizer.model", "codebook.npy", "feature_stats.npy", "kmeans.joblib", "train", "heldout",
-             "benchmarks", ".build.lock"}
+             "benchmarks", ".build.lock", "vocoder_bank.npz", "audio"}
 OWN_SHARD = re.compile(r"(speech|text)-\d{5}-of-\d{5}\.array_record(\.tmp)?")
+OWN_AUDIO = re.compile(r"[A-Za-z0-9._%+-]+\.flac(\.tmp\d*)?")   # lst_jax.data.heldout_audio's names
 
 
 def not_ours(output: str) -> str | None:
@@ -129,6 +138,13 @@ def not_ours(output: str) -> str | None:
       strange = [n for n in sorted(os.listdir(path)) if not OWN_SHARD.fullmatch(n)]
       if strange:
         return f"{os.path.join(path, strange[0])} is not the demo builder's"
+    if name == "audio" and os.path.isdir(path):
+      strange = [os.path.join(path, n) for n in sorted(os.listdir(path)) if n != "heldout"]
+      held = os.path.join(path, "heldout")
+      if os.path.isdir(held):
+        strange += [os.path.join(held, n) for n in sorted(os.listdir(held)) if not OWN_AUDIO.fullmatch(n)]
+      if strange:
+        return f"{strange[0]} is not the demo builder's"
   return None
 
 

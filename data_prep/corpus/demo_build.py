@@ -9,6 +9,7 @@ the directory never has a manifest that describes files that are not there.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import multiprocessing
 import os
@@ -21,8 +22,10 @@ from data_prep import codebook_training, frame_spans, shards, tokenizer_training
 from data_prep.corpus import kjv, render, tts
 from data_prep.corpus import selection as corpus_lib
 from lst_jax.data import codebook as codebook_lib
+from lst_jax.data import heldout_audio
 from lst_jax.data import records as records_lib
 from lst_jax.data import tokenizer
+from lst_jax.data import vocoder
 from lst_jax.data.features import FEATURES
 from lst_jax.data.manifest import MANIFEST, sha256_file, write_manifest
 
@@ -41,6 +44,10 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
   voices = {split: [tts.Voice(**v) for v in settings[f"{split}_voices"]] for split in NUM_SHARDS}
   per_verse = {"train": settings["voices_per_verse"], "heldout": len(voices["heldout"])}
   jobs = {split: speech_jobs(verses[split], voices[split], per_verse[split]) for split in NUM_SHARDS}
+  # Waveforms come back only for the vocoder bank's training utterances and the held-out ones.
+  bank_jobs = min(settings.get("vocoder_bank_utterances", 0), len(jobs["train"]))
+  jobs["train"] = [dataclasses.replace(j, keep_wave=i < bank_jobs) for i, j in enumerate(jobs["train"])]
+  jobs["heldout"] = [dataclasses.replace(j, keep_wave=True) for j in jobs["heldout"]]
   all_jobs = jobs["train"] + jobs["heldout"]
   log(f"synthesizing {len(all_jobs)} utterances ({len(jobs['train'])} train, "
       f"{len(jobs['heldout'])} held-out) in {max(workers, 1)} process(es)")
@@ -61,9 +68,12 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
 
   log(f"quantizing and writing shards ({time.time() - start:.1f} s)")
   vocab = sp.get_piece_size()
-  splits = {}
+  splits, bank_entry = {}, {}
   for split in NUM_SHARDS:
     units = quantize_all([r.features for r in rendered[split]], codebook)
+    if split == "train" and bank_jobs:
+      bank_path = write_bank(output, rendered["train"][:bank_jobs], units[:bank_jobs], codebook)
+      bank_entry = {vocoder.BANK_KEY: vocoder.BANK, f"{vocoder.BANK_KEY}_sha256": sha256_file(bank_path)}
     speech = [speech_record(j, r, u, sp).validate(codebook.num_units, vocab)
               for j, r, u in zip(jobs[split], rendered[split], units)]
     text = [records_lib.text_record(f"text/{d.id}", tokenizer.encode_words(sp, d.words))
@@ -74,6 +84,11 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
         **split_stats(speech, text, rendered[split]),
         "voices": [v.name for v in voices[split]],
     }
+  for job, r in zip(jobs["heldout"], rendered["heldout"]):
+    heldout_audio.write(output, job.id, r.wave, FEATURES["sample_rate"])
+  splits["heldout"]["audio"] = "/".join(heldout_audio.FOLDER)
+  log(f"wrote {f'the vocoder bank ({bank_jobs} training utterances) and ' if bank_jobs else ''}"
+      f"{len(jobs['heldout'])} held-out utterances' audio ({time.time() - start:.1f} s)")
   write_manifest(output, {
       "name": "demo",
       "source": {"text": "King James Bible (Debian bible-kjv)",
@@ -83,7 +98,7 @@ def build(output: str, settings: dict, workers: int = 2, log: Callable[[str], No
                 "frame_rate": FEATURES["frame_rate"], "fit_split": "train",
                 "codebook": codebook_lib.CODEBOOK, "codebook_sha256": sha256_file(codebook_path),
                 "feature_stats": codebook_lib.FEATURE_STATS, "feature_stats_sha256": sha256_file(stats_path),
-                "features": FEATURES},
+                "features": FEATURES, **bank_entry},
       "splits": splits,
       "shards": shards.manifest_entries(output, splits),
       "build": settings,
@@ -113,6 +128,14 @@ def quantize_all(features: Sequence[np.ndarray], codebook: codebook_lib.Codebook
   return np.split(units, np.cumsum([len(f) for f in features])[:-1])
 
 
+def write_bank(output: str, rendered: Sequence[render.Rendered], units: Sequence[np.ndarray],
+               codebook: codebook_lib.Codebook) -> str:
+  """The vocoder bank (lst_jax.data.vocoder) of these training utterances; its path."""
+  bank = vocoder.make_bank([r.wave for r in rendered], units, [r.id for r in rendered], codebook,
+                           features=[r.features for r in rendered])
+  return vocoder.save_bank(bank, output)
+
+
 def speech_record(job: render.Job, rendered: render.Rendered, units: np.ndarray,
                   sp) -> records_lib.Record:
   spans = frame_spans.unit_spans(rendered.word_times, len(units), FEATURES["frame_rate"])
@@ -136,11 +159,16 @@ def split_stats(speech: Sequence[records_lib.Record], text: Sequence[records_lib
 
 
 def clear_previous(output: str) -> None:
-  """Removes an older build's manifest first (so it never describes new files), then its shards."""
+  """Removes an older build's manifest first (so it never describes new files), then its shards,
+  vocoder bank and held-out audio."""
   with contextlib.suppress(FileNotFoundError):
     os.remove(os.path.join(output, MANIFEST))
+  old = [os.path.join(output, vocoder.BANK)]
+  old += glob.glob(os.path.join(heldout_audio.folder(output), "*" + heldout_audio.SUFFIX + "*"))
   for split in NUM_SHARDS:
-    for path in glob.glob(os.path.join(output, split, "*" + shards.SUFFIX + "*")):
+    old += glob.glob(os.path.join(output, split, "*" + shards.SUFFIX + "*"))
+  for path in old:
+    with contextlib.suppress(FileNotFoundError):
       os.remove(path)
 
 

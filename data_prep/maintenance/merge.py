@@ -64,7 +64,7 @@ def merge(inputs: list[str], output: str) -> str:
   os.makedirs(output, exist_ok=True)
   first, units = raws[0], raws[units_from]["units"]
   _copy(os.path.join(inputs[0], first["tokenizer"]["path"]), os.path.join(output, first["tokenizer"]["path"]))
-  for key in ("codebook", "feature_stats", "kmeans", "kmeans_joblib"):  # the quantizer's files, if any
+  for key in ("codebook", "feature_stats", "kmeans", "kmeans_joblib", "vocoder_bank"):  # the quantizer's files
     if units.get(key):
       _copy(os.path.join(inputs[units_from], units[key]), os.path.join(output, units[key]))
   copied = 0

@@ -5,10 +5,11 @@
     "schema": 1, "name": "demo",
     "tokenizer": {"path": "tokenizer.model", "sha256": "...", "vocab_size": 1000},
     "units": {"quantizer": "logmel-kmeans", "num_units": 500, "frame_rate": 25.0,
-              "codebook": "codebook.npy", "codebook_sha256": "...", "features": {...}},
+              "codebook": "codebook.npy", "codebook_sha256": "...", "features": {...},
+              "vocoder_bank": "vocoder_bank.npz", "vocoder_bank_sha256": "..."},   # optional
     "splits": {"train":   {"speech": [shard, ...], "text": [shard, ...],
                            "num_speech": n, "num_text": n, "speech_hours": h, "voices": [...]},
-               "heldout": {...}},
+               "heldout": {..., "audio": "audio/heldout"}},   # optional: lst_jax.data.heldout_audio
     "build": {...},     # free-form: the settings that produced the data (for reuse checks)
     "shards": {"train/speech-00000-of-00002.array_record": {"records": n, "bytes": n, "sha256": "..."}}
   }
@@ -106,7 +107,8 @@ def _check_size(shard: str, size: int, info: dict | None, directory: str) -> Non
                     f"build; check it with `python -m data_prep.maintenance.verify {directory}` and rebuild it")
 
 
-UNIT_FILE_KEYS = ("codebook", "feature_stats", "kmeans")   # units entries naming a file, each with <key>_sha256
+# units entries naming a file, each with <key>_sha256 ("vocoder_bank": lst_jax.data.vocoder's exemplar audio)
+UNIT_FILE_KEYS = ("codebook", "feature_stats", "kmeans", "vocoder_bank")
 
 
 def check_named_files(raw: dict, path: str) -> None:

@@ -40,6 +40,17 @@ class Recognizer:
     return normalize(hyp.hypstr) if hyp is not None else ""
 
 
+def errors(reference: str, hypothesis: str) -> tuple[int, int]:
+  """(word errors: substitutions + deletions + insertions, reference words) of one utterance, on
+  normalized text (jiwer); summed over utterances they give the corpus WER `wer` reports."""
+  import jiwer
+  ref, hyp = normalize(reference), normalize(hypothesis)
+  if not ref:
+    return len(hyp.split()), 0
+  out = jiwer.process_words(ref, hyp or "")
+  return out.substitutions + out.deletions + out.insertions, len(ref.split())
+
+
 def wer(references: list[str], hypotheses: list[str]) -> float:
   """Word error rate over all pairs (jiwer), on normalized text; empty references are skipped."""
   import jiwer

@@ -9,11 +9,12 @@ from __future__ import annotations
 def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmarks=None, directions=None,
                         output: str | None = None, heldout: bool = True, max_tokens: int | None = None,
                         max_patches: int | None = None, max_items: int | None = None, listen: int = 0,
-                        log=print) -> dict:
+                        log=print, vocoder_dir: str | None = None) -> dict:
   """Restores <workdir>'s checkpoint `step` (default latest), evaluates it, writes and returns the result.
 
-  `listen` > 0 also generates speech for that many held-out transcripts and reports its word error
-  rate beside the vocoder's ceiling (lst_jax.eval.listening), where the units have a vocoder."""
+  `listen` > 0 also generates speech for that many held-out transcripts and reports three word error
+  rates (original audio, vocoder ceiling, generated; lst_jax.eval.listening), where the units have a
+  vocoder (the dataset's, or the unit HiFi-GAN at `vocoder_dir`, checked before the restore)."""
   import json
 
   import jax
@@ -26,6 +27,9 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
     raise bench_lib.BenchmarkError(f"--benchmarks={','.join(benchmarks)}: no benchmark files (*.jsonl) there; "
                                    f"nothing to evaluate")
   from lst_jax.train.restore import restore
+  if listen and vocoder_dir is not None:   # a vocoder that does not fit the dataset: refused before the restore
+    from lst_jax.data import datasets, unit_hifigan
+    unit_hifigan.check(vocoder_dir, datasets.open_datasets(config.data.dir).units)
   exp, manifest, vocab, mesh, setup, params, step = restore(config, workdir, step)
   if output is None:   # before the evaluation, whose results would otherwise be lost at its end
     storage.check_writable(storage.join(workdir, "eval"), "the run's eval folder")
@@ -42,7 +46,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
             "row_shape": {"max_tokens": runner.scorer.max_tokens, "max_patches": runner.scorer.max_patches,
                      "patching": f"static p={exp.data.patching.patch_size}"}, **result}
   if listen:
-    result["listening"] = _listen(setup, params, exp, manifest, vocab, listen, log)
+    result["listening"] = _listen(setup, params, exp, manifest, vocab, listen, log, vocoder_dir)
   lead = jax.process_index() == 0
   if lead:
     output = output or storage.join(workdir, "eval", f"{step}.json")
@@ -56,9 +60,10 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
     log(f"{exp.model.kind} at step {step} ({workdir}); ranked by log-likelihood of each candidate given the prompt")
     log(runner_lib.format_table(result))
     if "t2s_wer" in result.get("listening", {}):
+      from lst_jax.eval import listening
       li = result["listening"]
-      log(f"listening ({li['prompts']} held-out transcripts, {li['sampling']}): t2s WER {li['t2s_wer']:.3f}, "
-          f"vocoder ceiling WER {li['vocoder_ceiling_wer']:.3f} (ground-truth units, same vocoder and ASR)")
+      log(f"listening ({li['prompts']} held-out transcripts, {li['sampling']}; {li['vocoder']}; "
+          f"{li['recognizer']}): {listening.summary_line(li)}")
     log(f"wrote {output} ({result['seconds']:.1f} s)")
   return result
 
@@ -89,11 +94,12 @@ def _poorer_than(result: dict, path: str) -> str | None:
   return f"{len(lacking)} result(s) this one lacks or has fewer items of, e.g. {lacking[0]}" if lacking else None
 
 
-def _listen(setup, params, exp, manifest, vocab, num: int, log) -> dict:
+def _listen(setup, params, exp, manifest, vocab, num: int, log, vocoder_dir: str | None = None) -> dict:
   from flax import nnx
 
   from lst_jax.eval import listening
-  if not listening.can_listen(manifest):
-    log(f"note: {manifest.dir}'s units have no vocoder (only the built-in quantizer's do); no listening")
+  if not listening.can_listen(manifest, vocoder_dir):
+    log(f"note: {listening.no_vocoder_message(manifest)}; no listening")
     return {"skipped": "no vocoder for these units"}
-  return listening.word_error_rates(nnx.merge(setup.graphdef, params), exp, manifest, vocab, num, log=log)
+  return listening.word_error_rates(nnx.merge(setup.graphdef, params), exp, manifest, vocab, num, log=log,
+                                    vocoder_dir=vocoder_dir)

@@ -9,8 +9,10 @@ Restores the latest checkpoint of <workdir> (or --step), scores every benchmark
 KIND:PATH (KIND: swuggy, sblimp, ssc, tsc; their folders or Hugging Face parquet exports, scored by
 their own protocols: lst_jax.eval.community), prints a table and writes
 <workdir>/eval/<step>.json (and the per-item scores to <step>.scores.jsonl).
---listen=N adds automatic listening: text-to-speech WER on N held-out transcripts
-and the vocoder's ceiling WER (lst_jax.eval.listening).
+--listen=N adds automatic listening: on N held-out transcripts, the recognizer's WER on
+the original audio, on ground-truth units through the vocoder (the ceiling) and on the
+generated speech, with intervals (lst_jax.eval.listening); --vocoder=DIR voices HuBERT
+units with a unit HiFi-GAN (lst_jax.data.unit_hifigan).
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ _MAX_PATCHES = flags.DEFINE_integer("max_patches", None, "Row length in patches 
                                     lower_bound=1)
 _MAX_ITEMS = flags.DEFINE_integer("max_items", None, "Only the first N items of each benchmark (a quick look).",
                                   lower_bound=1)
-_LISTEN = flags.DEFINE_integer("listen", 0, "Also generate speech for N held-out transcripts and report its "
-                               "word error rate beside the vocoder's ceiling (make eval: 8).", lower_bound=0)
+_LISTEN = flags.DEFINE_integer("listen", 0, "Also generate speech for N held-out transcripts and report three "
+                               "word error rates: original audio, vocoder ceiling, generated (make eval: 8).",
+                               lower_bound=0)
+_VOCODER = flags.DEFINE_string("vocoder", None, "A unit HiFi-GAN folder (fairseq/textlesslib CodeHiFiGAN layout) "
+                               "for datasets with HuBERT units; default: the dataset's built-in vocoder.")
 _NO_HELDOUT = flags.DEFINE_bool("no_heldout", False, "Skip the held-out losses.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -55,7 +60,7 @@ def main(argv):
   evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value, benchmarks=_BENCHMARKS.value,
                                directions=directions, output=_OUTPUT.value, heldout=not _NO_HELDOUT.value,
                                max_tokens=_MAX_TOKENS.value, max_patches=_MAX_PATCHES.value,
-                               max_items=_MAX_ITEMS.value, listen=_LISTEN.value)
+                               max_items=_MAX_ITEMS.value, listen=_LISTEN.value, vocoder_dir=_VOCODER.value)
 
 
 if __name__ == "__main__":

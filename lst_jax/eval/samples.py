@@ -2,9 +2,11 @@
 
 Each sample is a dict with at least "id", "task" and "stop"; "prompt_text" /
 "text" (strings), "prompt_units" / "units" (ids) and "prompt_wave" / "wave"
-(float32 arrays at "rate") are written when present, and "asr" (a transcript)
-is shown beside the audio. index.html is one static page (no scripts) with an
-audio player per waveform.
+(float32 arrays at "rate") are written when present, and "asr" (a transcript;
+"ceiling_asr": that of the ground-truth units through the vocoder) is shown
+beside the audio; "seconds" (generated speech's length) beside how it ended
+("stop": eos, switch, length). index.html is one static page (no scripts) with
+an audio player per waveform.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ PAGE = """<!doctype html>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.4em;vertical-align:top;max-width:28em}}audio{{width:16em}}</style>
 </head><body><h1>{title}</h1><p>{summary}</p>
-<table><tr><th>sample</th><th>task</th><th>prompt</th><th>generated</th><th>ASR transcript</th><th>stop</th></tr>
+<table><tr><th>sample</th><th>task</th><th>prompt</th><th>generated</th><th>ASR transcript</th>
+<th>ended (length)</th></tr>
 {rows}
 </table></body></html>
 """
@@ -65,9 +68,12 @@ def _write(out_dir: str, samples: list[dict], title: str, summary: str) -> None:
         parts.append(html.escape(s[text_key]))
       cells[key] = "<br>".join(parts)
     lines.append(json.dumps(record))
+    heard = html.escape(s.get("asr", ""))
+    if s.get("ceiling_asr") is not None:
+      heard += f"<br><i>ceiling (ground-truth units):</i> {html.escape(s['ceiling_asr'])}"
+    ended = html.escape(s["stop"]) + (f" ({s['seconds']:.2f} s)" if "seconds" in s else "")
     rows.append(f"<tr><td>{html.escape(s['id'])}</td><td>{html.escape(s['task'])}</td><td>{cells['prompt']}</td>"
-                f"<td>{cells['generated']}</td><td>{html.escape(s.get('asr', ''))}</td>"
-                f"<td>{html.escape(s['stop'])}</td></tr>")
+                f"<td>{cells['generated']}</td><td>{heard}</td><td>{ended}</td></tr>")
   with open(os.path.join(out_dir, "samples.jsonl"), "w") as f:
     f.write("\n".join(lines) + "\n")
   with open(os.path.join(out_dir, "index.html"), "w") as f:

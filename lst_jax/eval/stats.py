@@ -1,4 +1,5 @@
-"""Accuracy of multiple-choice scores (ties share the credit) and its 95% confidence interval."""
+"""Accuracy of multiple-choice scores (ties share the credit), word error rates over utterances,
+and their 95% confidence intervals."""
 
 from __future__ import annotations
 
@@ -49,6 +50,28 @@ def bootstrap_interval(credit: Sequence[float], samples: int = 2000, seed: int =
   means = c[rng.integers(0, len(c), (samples, len(c)))].mean(axis=1)
   lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
   return float(lo), float(hi)
+
+
+def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], samples: int = 2000,
+                   seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+  """Percentile bootstrap interval of sum(numerators) / sum(denominators) with items resampled
+  together (a word error rate over utterances: errors / reference words)."""
+  num, den = np.asarray(numerators, np.float64), np.asarray(denominators, np.float64)
+  if len(num) == 0 or den.sum() <= 0:
+    return float("nan"), float("nan")
+  idx = np.random.default_rng(seed).integers(0, len(num), (samples, len(num)))
+  ratios = num[idx].sum(axis=1) / np.maximum(den[idx].sum(axis=1), 1e-12)
+  lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+  return float(lo), float(hi)
+
+
+def paired_ratio_difference_interval(num_a: Sequence[float], num_b: Sequence[float], denominators: Sequence[float],
+                                     samples: int = 2000, seed: int = 0,
+                                     level: float = 0.95) -> tuple[float, float]:
+  """Bootstrap interval of (sum(num_a) - sum(num_b)) / sum(denominators), items resampled together:
+  e.g. how far generated speech's WER lies above its vocoder ceiling on the same utterances."""
+  diff = np.asarray(num_a, np.float64) - np.asarray(num_b, np.float64)
+  return ratio_interval(diff, denominators, samples, seed, level)
 
 
 def chance(num_candidates: Sequence[int]) -> float:
