@@ -53,9 +53,7 @@ def main(argv):
   data = datasets.open_datasets(_CONFIG.value.data.dir)
   if not listening.can_listen(data, _VOCODER.value):
     cli.fail(listening.no_vocoder_message(data))
-  if _VOCODER.value is not None:   # refused before the restore when it does not fit the dataset
-    from lst_jax.data import unit_hifigan
-    unit_hifigan.check(_VOCODER.value, data.units)
+  listening.check_vocoder(data, _VOCODER.value)   # refused before the restore when it does not fit
   model, exp, manifest, vocab, step = restore_model(_CONFIG.value, _WORKDIR.value, _STEP.value)
   sampling = Sampling(_TEMPERATURE.value, _TOP_K.value, _TOP_P.value)
   listener = listening.Listener(model, exp, manifest, vocab, sampling, _SEED.value,

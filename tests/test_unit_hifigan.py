@@ -339,7 +339,7 @@ def test_listening_voices_hubert_units_with_it_and_refuses_builtin_units(plain):
   units = np.arange(12) % K
   wave, rate = listening.load_vocoder(hubert, directory)(units)
   assert rate == 16000 and wave.shape == (12 * HOP,)
-  np.testing.assert_allclose(wave, reference_wave(model, units), atol=2e-5)
+  np.testing.assert_allclose(wave, reference_wave(model, units), atol=1e-4)   # wiring; numerics: above
   builtin = types.SimpleNamespace(dir="/data/demo", units={"quantizer": "logmel-kmeans", "num_units": K,
                                                            "frame_rate": 25.0, "codebook": "codebook.npy"})
   with pytest.raises(DataError) as e:

@@ -26,6 +26,8 @@ class Recognizer:
   to what it heard before, so the same audio would be transcribed differently by position in a
   list; loading costs ~0.5 s, decoding an utterance several times that."""
 
+  description = "pocketsphinx (en-us model, general LM)"
+
   def transcribe(self, wave: np.ndarray, rate: int = RATE) -> str:
     import pocketsphinx
     if rate != RATE:

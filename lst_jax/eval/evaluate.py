@@ -28,8 +28,9 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
                                    f"nothing to evaluate")
   from lst_jax.train.restore import restore
   if listen and vocoder_dir is not None:   # a vocoder that does not fit the dataset: refused before the restore
-    from lst_jax.data import datasets, unit_hifigan
-    unit_hifigan.check(vocoder_dir, datasets.open_datasets(config.data.dir).units)
+    from lst_jax.data import datasets
+    from lst_jax.eval import listening
+    listening.check_vocoder(datasets.open_datasets(config.data.dir), vocoder_dir)
   exp, manifest, vocab, mesh, setup, params, step = restore(config, workdir, step)
   if output is None:   # before the evaluation, whose results would otherwise be lost at its end
     storage.check_writable(storage.join(workdir, "eval"), "the run's eval folder")

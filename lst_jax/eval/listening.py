@@ -84,6 +84,14 @@ def can_listen(manifest, vocoder_dir: str | None = None) -> bool:
   return vocoder_dir is not None or bool(manifest.units.get("codebook"))
 
 
+def check_vocoder(manifest, vocoder_dir: str | None) -> None:
+  """Refuses (one line) a user's unit vocoder that does not fit the dataset's units, before anything
+  slow (a checkpoint restore) runs; the built-in vocoder needs no check."""
+  if vocoder_dir is not None:
+    from lst_jax.data import unit_hifigan
+    unit_hifigan.check(vocoder_dir, manifest.units)
+
+
 def no_vocoder_message(manifest) -> str:
   return (f"{manifest.dir}'s units have no built-in vocoder (only the built-in quantizer's do); give a unit "
           f"HiFi-GAN with --vocoder=DIR (lst_jax.data.unit_hifigan names the public ones)")
@@ -260,5 +268,5 @@ def word_error_rates(model, exp, manifest, vocab: vocab_lib.Vocab, num: int, see
   tasks = listener.tasks(["t2s"], num)
   _, scores = listener.run("t2s", tasks["t2s"], listener.slots(tasks), log=log)
   return {"prompts": len(tasks["t2s"]), "sampling": str(listener.sampling), "seed": seed,
-          "vocoder": listener.vocoder.describe(), "recognizer": "pocketsphinx (en-us model, general LM)",
+          "vocoder": listener.vocoder.describe(), "recognizer": listener.recognizer.description,
           **scores}
