@@ -190,11 +190,14 @@ def test_other_weight_layouts_give_the_same_wave(plain, tmp_path, layout):
     # the same weights as the weight_g / weight_v model (same seed, same draw order)
     np.testing.assert_allclose(reference_wave(other, UNITS), reference_wave(model, UNITS), atol=1e-6)
   else:
-    with torch.no_grad():
-      state = {k: v for k, v in model.state_dict().items() if not k.endswith(("weight_g", "weight_v"))}
-      for name, module in model.named_modules():
-        if hasattr(module, "weight_v"):
-          state[f"{name}.weight"] = module.weight.detach().clone()
+    # remove_weight_norm recomputes weight from g and v; module.weight itself is stale until a forward
+    # has run (make_generator redraws g and v after weight_norm), so it must not be read directly.
+    removed = make_generator(BASE)      # the same weights as the plain model (same seed, same draw order)
+    for module in removed.modules():
+      if hasattr(module, "weight_v"):
+        nn.utils.remove_weight_norm(module)
+    state = removed.state_dict()
+    assert not any(k.endswith(("weight_g", "weight_v")) for k in state)
   voc = unit_hifigan.load(save(tmp_path / layout, BASE, None, state=state), HUBERT_UNITS, device="cpu")
   np.testing.assert_allclose(voc.synthesize(UNITS), reference_wave(model, UNITS), atol=2e-5, rtol=0)
 
