@@ -193,10 +193,25 @@ def _out_of_memory(e: AotError) -> bool:
   return "RESOURCE_EXHAUSTED" in str(e)
 
 
-def _program_report(lowered, device_bytes: int) -> dict:
+# The custom calls a fused attention kernel becomes: Pallas (Mosaic) on TPU, cuDNN's fused attention on GPU.
+FUSED_ATTENTION_CALLS = {"pallas": "tpu_custom_call", "cudnn": "__cudnn$fmha"}
+
+
+def fused_attention_calls(lowered, compiled, attention: str) -> int | None:
+  """How many calls of the attention backend's fused kernel the program holds (None for a backend
+  without one): 0 means the kernel fell back or was left out. Pallas kernels are in the lowered
+  program; cuDNN's calls appear once SPMD has partitioned it."""
+  name = FUSED_ATTENTION_CALLS.get(attention)
+  if name is None:
+    return None
+  return (lowered.as_text() + compiled.as_text()).count(name)
+
+
+def _program_report(lowered, device_bytes: int, attention: str = "") -> dict:
   """A program compiled: its memory plan, its share of the device, whether it fits the budget,
-  its compile time; a plan the compiler refuses as larger than the device is reported as not
-  fitting, with the compiler's words (any other compile error is raised)."""
+  its compile time, the fused attention kernel calls in it (for a fused backend); a plan the
+  compiler refuses as larger than the device is reported as not fitting, with the compiler's
+  words (any other compile error is raised)."""
   from lst_jax import memory as memory_lib
   try:
     compiled, seconds = _compile(lowered)
@@ -205,8 +220,12 @@ def _program_report(lowered, device_bytes: int) -> dict:
       raise
     return {"fits": False, "error": str(e)}
   mem = programs_lib.memory_per_device(compiled)
-  return {"compile_s": round(seconds, 1), "memory": mem, "fraction": mem["total"] / device_bytes,
-          "fits": mem["total"] <= memory_lib.DEFAULT_BUDGET * device_bytes}
+  report = {"compile_s": round(seconds, 1), "memory": mem, "fraction": mem["total"] / device_bytes,
+            "fits": mem["total"] <= memory_lib.DEFAULT_BUDGET * device_bytes}
+  calls = fused_attention_calls(lowered, compiled, attention)
+  if calls is not None:
+    report["fused_attention_calls"] = calls
+  return report
 
 
 def compile_experiment(exp, vocab, target: targets_lib.Target, programs=("train", "eval", "decode"),
@@ -229,7 +248,8 @@ def compile_experiment(exp, vocab, target: targets_lib.Target, programs=("train"
          "memory_model": est.as_dict(), "programs": {}}
   run, batch = programs_lib.train_programs(exp, vocab, mesh)
   if "train" in programs:
-    report = _program_report(run.train_step.trace(run.abstract, batch).lower(), target.memory_bytes)
+    report = _program_report(run.train_step.trace(run.abstract, batch).lower(), target.memory_bytes,
+                             m.attention)
     if "memory" in report:
       report["model_over_compiler"] = est.total / max(report["memory"]["total"], 1)
     out["programs"]["train"] = report
@@ -239,7 +259,7 @@ def compile_experiment(exp, vocab, target: targets_lib.Target, programs=("train"
           {exp.train.grad_accum_steps: report["memory"]["total"] if "memory" in report else None})
   if "eval" in programs:
     out["programs"]["eval"] = _program_report(run.eval_step.trace(run.abstract.params, batch).lower(),
-                                              target.memory_bytes)
+                                              target.memory_bytes, m.attention)
   if "decode" in programs:
     from lst_jax.config import ConfigError
     try:
@@ -321,6 +341,9 @@ def describe(r: dict) -> str:
             f"{r['budget']:.0%}; compiled in {p['compile_s']:.0f} s")
     if name == "train":
       line += f"; memory model {g(r['memory_model']['total'])} GiB ({p['model_over_compiler']:.2f}x the compiler's)"
+    if "fused_attention_calls" in p:
+      calls = p["fused_attention_calls"]
+      line += f"; {calls} fused attention call(s)" if calls else "; NO fused attention call (the kernel fell back)"
     lines.append(line)
   if r.get("decode_skipped"):
     lines.append(f"  decode not compiled: {r['decode_skipped']}")
