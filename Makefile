@@ -94,7 +94,7 @@ train: setup
 # Likelihood benchmarks of a trained run (builds the demo's built-in benchmarks first if missing),
 # and automatic listening on LISTEN held-out transcripts: the recognizer's WER on the original audio,
 # on ground-truth units through the vocoder (the ceiling) and on generated speech (ARGS=--vocoder=DIR:
-# a unit HiFi-GAN for HuBERT units).
+# a unit HiFi-GAN for HuBERT units; --asr=DIR: your Whisper in CTranslate2 form instead of pocketsphinx).
 LISTEN ?= 8
 eval: setup
 	$(PY) -m data_prep.benchmarks.builtin --data_dir=$(DATA_DIR) --if_demo

@@ -2,10 +2,12 @@
 
   python -m lst_jax.generate --config=experiments/demo.py --workdir=runs/demo
       [--tasks=s2s,t2t,t2s,s2t] [--num=4] [--seconds=6] [--temperature=0.8] [--top_k=0]
-      [--top_p=0.95] [--seed=0] [--step=N] [--out=<workdir>/samples] [--config.KEY=VALUE ...]
+      [--top_p=0.95] [--seed=0] [--step=N] [--out=<workdir>/samples] [--vocoder=DIR] [--asr=DIR]
+      [--config.KEY=VALUE ...]
 
-Tasks (s2s, t2t, t2s, s2t) and word error rates: lst_jax.eval.listening.
-Writes <out>/: WAVs, unit and text files, samples.jsonl and index.html.
+Tasks (s2s, t2t, t2s, s2t) and word error rates: lst_jax.eval.listening; the recognizer is
+pocketsphinx, or the user's Whisper in CTranslate2 form with --asr=DIR (lst_jax.eval.asr).
+Writes <out>/: WAVs, unit and text files, samples.jsonl, index.html and scores.json.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ cli.bounded("top_p", low=0.0, high=1.0, open_low=True)
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: <workdir>/samples).")
 _VOCODER = flags.DEFINE_string("vocoder", None, "A unit HiFi-GAN folder (fairseq/textlesslib CodeHiFiGAN layout) "
                                "for datasets with HuBERT units; default: the dataset's built-in vocoder.")
+_ASR = flags.DEFINE_string("asr", None, "A Whisper model folder in CTranslate2 form (faster-whisper's layout, "
+                           "e.g. faster-whisper-base); default: pocketsphinx.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -44,8 +48,10 @@ def main(argv):
   bad = [t for t in _TASKS.value if t not in TASKS]
   if bad:
     cli.fail(f"unknown task(s) {bad}; choose from {', '.join(TASKS)}")
+  from lst_jax.eval import listening
+  listening.check_asr(_ASR.value)   # refused before the restore (and anything slow) when it is no Whisper
   from lst_jax.decode.sampling import Sampling
-  from lst_jax.eval import listening, samples as samples_lib
+  from lst_jax.eval import samples as samples_lib
   from lst_jax.train.restore import restore_model
 
   from lst_jax.data import datasets
@@ -57,7 +63,8 @@ def main(argv):
   model, exp, manifest, vocab, step = restore_model(_CONFIG.value, _WORKDIR.value, _STEP.value)
   sampling = Sampling(_TEMPERATURE.value, _TOP_K.value, _TOP_P.value)
   listener = listening.Listener(model, exp, manifest, vocab, sampling, _SEED.value,
-                                Limits(_SECONDS.value, _TEXT_TOKENS.value), vocoder_dir=_VOCODER.value)
+                                Limits(_SECONDS.value, _TEXT_TOKENS.value), vocoder_dir=_VOCODER.value,
+                                asr_dir=_ASR.value)
   tasks = listener.tasks(_TASKS.value, _NUM.value)
   slots = listener.slots(tasks)
   if slots > exp.data.max_tokens:   # past the trained row length, and a cache that may not fit in memory
@@ -70,12 +77,14 @@ def main(argv):
     samples += task_samples
     scores.update(task_scores)
   summary = (f"{exp.model.kind} at step {step} of {_WORKDIR.value}; sampling {sampling}; "
-             f"{listener.vocoder.describe()}; {listening.summary_line(scores)}")
+             f"{listener.vocoder.describe()}; heard by {listener.recognizer.description}; "
+             f"{listening.summary_line(scores)}")
   out = _OUT.value or storage.join(_WORKDIR.value, "samples")
   path = samples_lib.write(out, samples, f"lst-jax samples: {_WORKDIR.value}", summary)
   storage.write_json(storage.join(out, "scores.json"), {"model": exp.model.kind, "step": step,
                                                         "sampling": str(sampling),
-                                                        "vocoder": listener.vocoder.describe(), **scores})
+                                                        "vocoder": listener.vocoder.describe(),
+                                                        "recognizer": listener.recognizer.description, **scores})
   print(summary)
   print(f"wrote {len(samples)} samples to {out} (open {path})")
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmarks=None, directions=None,
                         output: str | None = None, heldout: bool = True, max_tokens: int | None = None,
                         max_patches: int | None = None, max_items: int | None = None, listen: int = 0,
-                        log=print, vocoder_dir: str | None = None) -> dict:
+                        log=print, vocoder_dir: str | None = None, asr_dir: str | None = None) -> dict:
   """Restores <workdir>'s checkpoint `step` (default latest), evaluates it, writes and returns the result.
 
   `listen` > 0 also generates speech for that many held-out transcripts and reports three word error
   rates (original audio, vocoder ceiling, generated; lst_jax.eval.listening), where the units have a
-  vocoder (the dataset's, or the unit HiFi-GAN at `vocoder_dir`, checked before the restore)."""
+  vocoder (the dataset's, or the unit HiFi-GAN at `vocoder_dir`), heard by pocketsphinx or the user's
+  Whisper at `asr_dir` (lst_jax.eval.asr); both folders are checked before the restore."""
   import json
 
   import jax
@@ -26,6 +27,9 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
   if benchmarks is not None and not runner_lib.find_benchmarks(benchmarks):
     raise bench_lib.BenchmarkError(f"--benchmarks={','.join(benchmarks)}: no benchmark files (*.jsonl) there; "
                                    f"nothing to evaluate")
+  if listen and asr_dir is not None:   # not a Whisper model in CTranslate2 form: refused before the restore
+    from lst_jax.eval import listening
+    listening.check_asr(asr_dir)
   from lst_jax.train.restore import restore
   if listen and vocoder_dir is not None:   # a vocoder that does not fit the dataset: refused before the restore
     from lst_jax.data import datasets
@@ -47,7 +51,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, benchmark
             "row_shape": {"max_tokens": runner.scorer.max_tokens, "max_patches": runner.scorer.max_patches,
                      "patching": f"static p={exp.data.patching.patch_size}"}, **result}
   if listen:
-    result["listening"] = _listen(setup, params, exp, manifest, vocab, listen, log, vocoder_dir)
+    result["listening"] = _listen(setup, params, exp, manifest, vocab, listen, log, vocoder_dir, asr_dir)
   lead = jax.process_index() == 0
   if lead:
     output = output or storage.join(workdir, "eval", f"{step}.json")
@@ -95,7 +99,8 @@ def _poorer_than(result: dict, path: str) -> str | None:
   return f"{len(lacking)} result(s) this one lacks or has fewer items of, e.g. {lacking[0]}" if lacking else None
 
 
-def _listen(setup, params, exp, manifest, vocab, num: int, log, vocoder_dir: str | None = None) -> dict:
+def _listen(setup, params, exp, manifest, vocab, num: int, log, vocoder_dir: str | None = None,
+            asr_dir: str | None = None) -> dict:
   from flax import nnx
 
   from lst_jax.eval import listening
@@ -103,4 +108,4 @@ def _listen(setup, params, exp, manifest, vocab, num: int, log, vocoder_dir: str
     log(f"note: {listening.no_vocoder_message(manifest)}; no listening")
     return {"skipped": "no vocoder for these units"}
   return listening.word_error_rates(nnx.merge(setup.graphdef, params), exp, manifest, vocab, num, log=log,
-                                    vocoder_dir=vocoder_dir)
+                                    vocoder_dir=vocoder_dir, asr_dir=asr_dir)

@@ -8,7 +8,8 @@ it never trained on):
   s2t  speech-to-text: an utterance's units, then <t> and text
 Speech comes back as audio through a vocoder (the user's unit HiFi-GAN with
 --vocoder=DIR, lst_jax.data.unit_hifigan; else the dataset's built-in one,
-lst_jax.data.vocoder) and is transcribed by pocketsphinx (lst_jax.eval.asr).
+lst_jax.data.vocoder) and is transcribed by pocketsphinx, or by the user's Whisper
+with --asr=DIR (lst_jax.eval.asr).
 t2s reports three word error rates, always together, on the same utterances
 and against the same transcripts: the recognizer on the original audio (where
 the dataset keeps it, lst_jax.data.heldout_audio), on the ground-truth units
@@ -92,23 +93,32 @@ def check_vocoder(manifest, vocoder_dir: str | None) -> None:
     unit_hifigan.check(vocoder_dir, manifest.units)
 
 
+def check_asr(asr_dir: str | None) -> None:
+  """Refuses (one line) a --asr folder that is not a Whisper model in CTranslate2 form, before anything
+  slow runs; pocketsphinx needs no check."""
+  if asr_dir is not None:
+    from lst_jax.eval import asr
+    asr.check_whisper_dir(asr_dir)
+
+
 def no_vocoder_message(manifest) -> str:
   return (f"{manifest.dir}'s units have no built-in vocoder (only the built-in quantizer's do); give a unit "
           f"HiFi-GAN with --vocoder=DIR (lst_jax.data.unit_hifigan names the public ones)")
 
 
 class Listener:
-  """A trained model's decoder, its dataset's tokenizer, codebook and vocoder, and a recognizer."""
+  """A trained model's decoder, its dataset's tokenizer, codebook and vocoder, and a recognizer
+  (pocketsphinx, or the user's Whisper at `asr_dir`)."""
 
   def __init__(self, model, exp, manifest, vocab: vocab_lib.Vocab, sampling, seed: int = 0,
-               limits: Limits = Limits(), vocoder_dir: str | None = None):
+               limits: Limits = Limits(), vocoder_dir: str | None = None, asr_dir: str | None = None):
     from lst_jax.decode import generate as gen
     from lst_jax.eval import asr
     self.manifest, self.vocab, self.sampling, self.seed, self.limits = manifest, vocab, sampling, seed, limits
     self.sp = manifest.load_tokenizer()
     self.vocoder = load_vocoder(manifest, vocoder_dir)
     self.decoder = gen.Decoder(model, vocab, exp.data.patching.patch_size)
-    self.recognizer = asr.Recognizer()
+    self.recognizer = asr.recognizer(asr_dir)
     self.rate = int(manifest.unit_rate)
     self.audio_rate = self.vocoder.sample_rate
 
@@ -261,10 +271,11 @@ def load_vocoder(manifest, vocoder_dir: str | None = None):
 
 
 def word_error_rates(model, exp, manifest, vocab: vocab_lib.Vocab, num: int, seed: int = 0, log=print,
-                     vocoder_dir: str | None = None) -> dict:
+                     vocoder_dir: str | None = None, asr_dir: str | None = None) -> dict:
   """make eval's listening figures: the three t2s WERs of `num` held-out transcripts (three_wers)
   and how the generated speech ended (endings)."""
-  listener = Listener(model, exp, manifest, vocab, default_sampling(), seed, vocoder_dir=vocoder_dir)
+  listener = Listener(model, exp, manifest, vocab, default_sampling(), seed, vocoder_dir=vocoder_dir,
+                      asr_dir=asr_dir)
   tasks = listener.tasks(["t2s"], num)
   _, scores = listener.run("t2s", tasks["t2s"], listener.slots(tasks), log=log)
   return {"prompts": len(tasks["t2s"]), "sampling": str(listener.sampling), "seed": seed,

@@ -12,7 +12,8 @@ their own protocols: lst_jax.eval.community), prints a table and writes
 --listen=N adds automatic listening: on N held-out transcripts, the recognizer's WER on
 the original audio, on ground-truth units through the vocoder (the ceiling) and on the
 generated speech, with intervals (lst_jax.eval.listening); --vocoder=DIR voices HuBERT
-units with a unit HiFi-GAN (lst_jax.data.unit_hifigan).
+units with a unit HiFi-GAN (lst_jax.data.unit_hifigan), --asr=DIR transcribes with a
+Whisper model in CTranslate2 form instead of pocketsphinx (lst_jax.eval.asr).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ _LISTEN = flags.DEFINE_integer("listen", 0, "Also generate speech for N held-out
                                lower_bound=0)
 _VOCODER = flags.DEFINE_string("vocoder", None, "A unit HiFi-GAN folder (fairseq/textlesslib CodeHiFiGAN layout) "
                                "for datasets with HuBERT units; default: the dataset's built-in vocoder.")
+_ASR = flags.DEFINE_string("asr", None, "A Whisper model folder in CTranslate2 form (faster-whisper's layout, "
+                           "e.g. faster-whisper-base); default: pocketsphinx.")
 _NO_HELDOUT = flags.DEFINE_bool("no_heldout", False, "Skip the held-out losses.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -60,7 +63,8 @@ def main(argv):
   evaluate.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, _STEP.value, benchmarks=_BENCHMARKS.value,
                                directions=directions, output=_OUTPUT.value, heldout=not _NO_HELDOUT.value,
                                max_tokens=_MAX_TOKENS.value, max_patches=_MAX_PATCHES.value,
-                               max_items=_MAX_ITEMS.value, listen=_LISTEN.value, vocoder_dir=_VOCODER.value)
+                               max_items=_MAX_ITEMS.value, listen=_LISTEN.value, vocoder_dir=_VOCODER.value,
+                               asr_dir=_ASR.value)
 
 
 if __name__ == "__main__":
